@@ -1,0 +1,224 @@
+"""The assessment flow in plain Python: extract, stage, map and validate, plan, guard.
+
+The Dagster assets in ``defs/assessments.py`` call these functions; keeping them here makes each step
+testable on its own and keeps Dagster objects thin.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from imocha_pipeline.clients.degreed import DegreedClient
+from imocha_pipeline.clients.imocha import ImochaClient
+from imocha_pipeline.sync import staging
+from imocha_pipeline.sync.diff import RETIRE, EntitySpec, plan
+from imocha_pipeline.sync.ledger import ACKNOWLEDGED, SENDING, Ledger
+from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS, AssessmentMapping, desired_assessments
+from imocha_pipeline.sync.quarantine import VALIDATION, Entry, Quarantine
+from imocha_pipeline.sync.schemas import DesiredAssessmentModel
+from imocha_pipeline.sync.validation import RowFailure, split_valid
+from imocha_pipeline.sync.values import plain
+
+ENTITY = "assessment"
+ASSESSMENT_SPEC = EntitySpec(name=ENTITY, key="external_id", fields=DESIRED_ASSESSMENT_FIELDS,
+                             retire_missing=True)
+EXTRACT_COUNT_STATE = "assessment.extract_count"
+
+
+def pick_active_link(links) -> object | None:
+    """The test's public link: the first active one, preferring non-API links (the ones learners open)."""
+    active = [link for link in links if str(getattr(link, "status", "")).lower() == "active"]
+    if not active:
+        return None
+    public = [link for link in active if not getattr(link, "is_api_link", False)]
+    return (public or active)[0]
+
+
+def extract_assessments(client: ImochaClient, extracted_at: datetime, max_workers: int = 4) -> list[dict]:
+    """Every iMocha test with its details and active link, as ``imocha_assessments`` rows."""
+    tests = list(client.list_tests())
+
+    def enrich(test) -> dict:
+        detail = client.get_test(test.test_id)
+        link = pick_active_link(client.list_test_links(test.test_id))
+        sections = [
+            {"name": getattr(s, "name", None), "type": getattr(s, "section_type", None),
+             "questions": getattr(s, "questions", None), "duration": getattr(s, "duration", None)}
+            for s in (getattr(detail, "sections", None) or [])
+        ]
+        duration = getattr(detail, "duration_minutes", None)
+        return {
+            "test_id": int(test.test_id),
+            "test_name": getattr(detail, "name", None) or test.name,
+            "status": test.status,
+            "duration_minutes": duration if duration is not None else test.duration_minutes,
+            "question_count": getattr(detail, "questions", None),
+            "labels": list(test.labels or []),
+            "sections": sections,
+            "test_link_id": getattr(link, "test_link_id", None),
+            "test_link_key": getattr(link, "test_link", None),
+            "test_link_url": None,
+            "extracted_at": extracted_at,
+        }
+
+    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+        return list(pool.map(enrich, tests))
+
+
+def stage_full_extract(engine: Engine, table: sa.Table, rows: list[dict], ts_column: str,
+                       run_started: datetime) -> tuple[int, int]:
+    """Upsert a complete extract and drop rows it no longer contains. Returns (previous, current) counts."""
+    with engine.begin() as conn:
+        previous = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+        staging.upsert(conn, table, rows)
+        staging.sweep_older(conn, table, ts_column, run_started)
+        current = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+    return int(previous), int(current)
+
+
+def snapshot_degreed_assessments(client: DegreedClient, snapshot_at: datetime) -> list[dict]:
+    """What Degreed really holds: every Assessment our key can see."""
+    return [
+        {
+            "degreed_id": item.id, "external_id": item.external_id, "title": item.title, "summary": item.summary,
+            "url": item.url, "duration": item.duration, "duration_type": item.duration_type,
+            "language": item.language, "content_type": "Assessment", "obsolete": bool(item.obsolete),
+            "provider_code": item.provider_code, "modified_at": item.modified_at, "snapshot_at": snapshot_at,
+        }
+        for item in client.iter_assessments()
+    ]
+
+
+@dataclass
+class DesiredResult:
+    valid: pd.DataFrame
+    failures: list[RowFailure]
+    total: int
+
+
+def build_desired(engine: Engine, mapping: AssessmentMapping, run_id: str) -> DesiredResult:
+    """Map the staged iMocha tests, validate, quarantine failures, and stage the valid rows."""
+    with engine.connect() as conn:
+        extract = pd.DataFrame(staging.read_rows(conn, staging.imocha_assessments))
+    desired = desired_assessments(extract, mapping)
+    valid, failures = split_valid(desired, DesiredAssessmentModel, "external_id", "desired assessments")
+    quarantine = Quarantine(engine, ENTITY, run_id)
+    quarantine.put(Entry(f.record_key, VALIDATION, f.reason, f.column, f.rule, f.bad_value) for f in failures)
+    quarantine.resolve([key for key in valid["external_id"]] if not valid.empty else [], kinds=[VALIDATION])
+    now = staging.utcnow()
+    rows = [] if valid.empty else [
+        {**{k: plain(v) for k, v in rec.items()}, "computed_at": now}
+        for rec in valid[["external_id", "test_id", *DESIRED_ASSESSMENT_FIELDS, "content_type"]].to_dict("records")
+    ]
+    with engine.begin() as conn:
+        conn.execute(staging.desired_assessments.delete())
+        staging.upsert(conn, staging.desired_assessments, rows)
+    return DesiredResult(valid=valid, failures=failures, total=len(desired))
+
+
+def compute_plan(engine: Engine, mapping: AssessmentMapping, run_id: str) -> pd.DataFrame:
+    """Diff the desired content against Degreed's snapshot (only content under our external-id prefix)."""
+    with engine.connect() as conn:
+        desired = pd.DataFrame(staging.read_rows(conn, staging.desired_assessments))
+        actual = pd.DataFrame(staging.read_rows(conn, staging.degreed_assessments))
+    if desired.empty:
+        desired = pd.DataFrame(columns=["external_id", *DESIRED_ASSESSMENT_FIELDS])
+    if actual.empty:
+        actual = pd.DataFrame(columns=["external_id", "degreed_id", "obsolete", *DESIRED_ASSESSMENT_FIELDS])
+    ours = actual["external_id"].fillna("").astype(str).str.match(rf"^{mapping.external_id_prefix}\d+$")
+    actual = actual[ours]
+    # Quarantined tests are neither created nor retired: they are still in iMocha, just not valid now.
+    quarantined = set(Quarantine(engine, ENTITY).open_entries([VALIDATION])["record_key"])
+    result = plan(desired, actual, ASSESSMENT_SPEC)
+    result = result[~((result["action"] == RETIRE) & result["record_key"].isin(quarantined))]
+    resolve_sending_from_snapshot(engine, result, run_id)
+    return result.reset_index(drop=True)
+
+
+def resolve_sending_from_snapshot(engine: Engine, plan_frame: pd.DataFrame, run_id: str) -> int:
+    """Ledger rows stuck in ``sending`` whose record Degreed already shows as desired become acknowledged."""
+    ledger = Ledger(engine, ENTITY, run_id)
+    stuck = ledger.stuck_sending()
+    if stuck.empty:
+        return 0
+    settled = plan_frame[(plan_frame["action"] == "unchanged") & plan_frame["record_key"].isin(stuck["record_key"])]
+    for row in settled.to_dict("records"):
+        ledger.acknowledge(row["record_key"], row["degreed_id"], row["payload_hash"], action="resolved")
+    return len(settled)
+
+
+def stage_plan(engine: Engine, entity: str, plan_frame: pd.DataFrame, fields: tuple[str, ...], run_id: str) -> None:
+    """Replace the entity's rows in ``sync_plan`` with this plan, for people to read before apply."""
+    now = staging.utcnow()
+    rows = [
+        {
+            "entity": entity, "record_key": str(rec["record_key"]), "action": rec["action"],
+            "reason": rec["reason"], "changed_fields": list(rec["changed_fields"] or []),
+            "degreed_id": plain(rec["degreed_id"]), "payload": {f: plain(rec.get(f)) for f in fields},
+            "payload_hash": plain(rec["payload_hash"]), "run_id": run_id, "planned_at": now,
+        }
+        for rec in plan_frame.to_dict("records")
+    ]
+    with engine.begin() as conn:
+        conn.execute(staging.sync_plan.delete().where(staging.sync_plan.c.entity == entity))
+        staging.upsert(conn, staging.sync_plan, rows)
+
+
+def load_plan(engine: Engine, entity: str, fields: tuple[str, ...]) -> pd.DataFrame:
+    with engine.connect() as conn:
+        rows = staging.read_rows(conn, staging.sync_plan, staging.sync_plan.c.entity == entity)
+    records = [{**{f: (row["payload"] or {}).get(f) for f in fields}, **row} for row in rows]
+    columns = ["record_key", "action", "reason", "changed_fields", "degreed_id", "payload_hash", *fields]
+    return pd.DataFrame(records, columns=columns) if records else pd.DataFrame(columns=columns)
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    passed: bool
+    retire_share: float
+    shrink_share: float
+    message: str
+
+
+def guard_plan(plan_frame: pd.DataFrame, active_in_degreed: int, previous_extract: int, current_extract: int,
+               max_retire_share: float, max_shrink_share: float, confirmed: bool) -> GuardVerdict:
+    """Block mass retirement and a sudden shrink of the iMocha extract unless a person confirmed it."""
+    retiring = int((plan_frame["action"] == RETIRE).sum()) if not plan_frame.empty else 0
+    retire_share = retiring / active_in_degreed if active_in_degreed else 0.0
+    shrink_share = max(0.0, (previous_extract - current_extract) / previous_extract) if previous_extract else 0.0
+    problems = []
+    if retire_share > max_retire_share:
+        problems.append(f"the plan retires {retiring} of {active_in_degreed} active assessments "
+                        f"({retire_share:.0%} > limit {max_retire_share:.0%})")
+    if shrink_share > max_shrink_share:
+        problems.append(f"the iMocha extract shrank from {previous_extract} to {current_extract} tests "
+                        f"({shrink_share:.0%} > limit {max_shrink_share:.0%})")
+    if not problems:
+        return GuardVerdict(True, retire_share, shrink_share, "within limits")
+    if confirmed:
+        return GuardVerdict(True, retire_share, shrink_share, "confirmed by run config: " + "; ".join(problems))
+    return GuardVerdict(False, retire_share, shrink_share,
+                        "blocked: " + "; ".join(problems)
+                        + ". If this is intended, re-run with run config "
+                        "ops.assessment_sync_plan.config.confirm_large_changes: true")
+
+
+def active_ours_in_degreed(engine: Engine, mapping: AssessmentMapping) -> int:
+    with engine.connect() as conn:
+        rows = staging.read_rows(conn, staging.degreed_assessments)
+    prefix = mapping.external_id_prefix
+    return sum(1 for r in rows if str(r.get("external_id") or "").startswith(prefix) and not r.get("obsolete"))
+
+
+def ledger_acknowledged_count(engine: Engine) -> int:
+    return Ledger(engine, ENTITY).counts().get(ACKNOWLEDGED, 0)
+
+
+def ledger_sending_count(engine: Engine) -> int:
+    return Ledger(engine, ENTITY).counts().get(SENDING, 0)

@@ -1,0 +1,132 @@
+"""The sync ledger: what was sent to Degreed, record by record, and what Degreed acknowledged.
+
+A record moves planned -> sending -> acknowledged (with its Degreed id) or failed (with the error).
+The state changes only on Degreed's answer. ``claim`` is a conditional update, so two runs can never
+send the same record at once; a ``sending`` row left by a crash is resolved by reading Degreed first.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from imocha_pipeline.sync.staging import sync_ledger, upsert, utcnow
+
+PLANNED = "planned"
+SENDING = "sending"
+ACKNOWLEDGED = "acknowledged"
+FAILED = "failed"
+STATES = (PLANNED, SENDING, ACKNOWLEDGED, FAILED)
+
+_ERROR_LIMIT = 2000
+
+
+class Ledger:
+    """Ledger operations for one entity; every write commits on its own so a crash loses nothing."""
+
+    def __init__(self, engine: Engine, entity: str, run_id: str = "", stale_claim_after: timedelta | None = None):
+        self.engine = engine
+        self.entity = entity
+        self.run_id = run_id
+        # A claim older than this is taken to belong to a dead run.
+        self.stale_claim_after = stale_claim_after or timedelta(minutes=30)
+
+    def _where(self, key: str):
+        return sa.and_(sync_ledger.c.entity == self.entity, sync_ledger.c.record_key == key)
+
+    def ensure_rows(self, keys: list[str]) -> None:
+        """Create ``planned`` rows for keys the ledger has never seen (existing rows are left alone)."""
+        if not keys:
+            return
+        now = utcnow()
+        rows = [{"entity": self.entity, "record_key": key, "state": PLANNED, "attempts": 0,
+                 "created_at": now, "updated_at": now} for key in keys]
+        with self.engine.begin() as conn:
+            upsert(conn, sync_ledger, rows, key_columns=["entity", "record_key"], only_insert=True)
+
+    def claim(self, key: str, action: str, payload: dict[str, Any], payload_hash: str) -> bool:
+        """Mark a record ``sending`` for this run, unless another live run holds it. True if claimed."""
+        self.ensure_rows([key])
+        now = utcnow()
+        free = sa.or_(
+            sync_ledger.c.state != SENDING,
+            sync_ledger.c.run_id == self.run_id,
+            sync_ledger.c.claimed_at.is_(None),
+            sync_ledger.c.claimed_at < now - self.stale_claim_after,
+        )
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sync_ledger.update().where(self._where(key), free).values(
+                    state=SENDING, action=action, payload=payload, payload_hash=payload_hash,
+                    attempts=sync_ledger.c.attempts + 1, run_id=self.run_id, claimed_at=now, updated_at=now,
+                )
+            )
+            return result.rowcount == 1
+
+    def acknowledge(self, key: str, degreed_id: str | None, payload_hash: str | None = None,
+                    payload: dict[str, Any] | None = None, action: str | None = None) -> None:
+        now = utcnow()
+        values: dict[str, Any] = {"state": ACKNOWLEDGED, "degreed_id": degreed_id, "last_error": None,
+                                  "acknowledged_at": now, "updated_at": now, "claimed_at": None}
+        if payload_hash is not None:
+            values["payload_hash"] = payload_hash
+        if payload is not None:
+            values["payload"] = payload
+        if action is not None:
+            values["action"] = action
+        with self.engine.begin() as conn:
+            self._write(conn, key, values)
+
+    def fail(self, key: str, error: str) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            self._write(conn, key, {"state": FAILED, "last_error": error[:_ERROR_LIMIT], "updated_at": now,
+                                    "claimed_at": None})
+
+    def release(self, key: str, state: str = PLANNED) -> None:
+        """Give a claim back without a result (the write was not sent)."""
+        with self.engine.begin() as conn:
+            self._write(conn, key, {"state": state, "claimed_at": None, "updated_at": utcnow()})
+
+    def _write(self, conn: Connection, key: str, values: dict[str, Any]) -> None:
+        updated = conn.execute(sync_ledger.update().where(self._where(key)).values(**values)).rowcount
+        if not updated:
+            now = utcnow()
+            conn.execute(sync_ledger.insert().values(entity=self.entity, record_key=key, attempts=0,
+                                                     created_at=now, **{"updated_at": now, **values}))
+
+    def rows(self, states: tuple[str, ...] | None = None) -> pd.DataFrame:
+        statement = sa.select(sync_ledger).where(sync_ledger.c.entity == self.entity)
+        if states:
+            statement = statement.where(sync_ledger.c.state.in_(states))
+        with self.engine.connect() as conn:
+            return pd.DataFrame([dict(r._mapping) for r in conn.execute(statement)],
+                                columns=[c.name for c in sync_ledger.columns])
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(sync_ledger).where(self._where(key))).first()
+            return dict(row._mapping) if row else None
+
+    def stuck_sending(self, older_than: datetime | None = None) -> pd.DataFrame:
+        """Rows left in ``sending`` by a run that is no longer this one."""
+        frame = self.rows((SENDING,))
+        if frame.empty:
+            return frame
+        frame = frame[frame["run_id"] != self.run_id]
+        if older_than is not None:
+            frame = frame[frame["claimed_at"] < older_than]
+        return frame
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            result = conn.execute(
+                sa.select(sync_ledger.c.state, sa.func.count()).where(sync_ledger.c.entity == self.entity)
+                .group_by(sync_ledger.c.state)
+            )
+            found = {state: int(count) for state, count in result}
+        return {state: found.get(state, 0) for state in STATES}

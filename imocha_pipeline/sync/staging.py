@@ -1,0 +1,357 @@
+"""The staging database: tables analysts query, and portable upserts by natural key.
+
+SQLite by default, PostgreSQL in production (``IMOCHA_PIPELINE_STAGING_DB_URL``). Every timestamp is
+stored and returned as UTC. Tables are created on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+
+class UtcDateTime(sa.types.TypeDecorator):
+    """A timestamp that is always UTC: naive values are refused on the way in, UTC attached on the way out."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: staging timestamps must be timezone-aware UTC")
+        value = value.astimezone(UTC)
+        # SQLite keeps no zone: store the UTC wall time.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class JsonText(sa.types.TypeDecorator):
+    """JSON stored as text on every backend, so analysts' tools read it the same everywhere."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else json.loads(value)
+
+
+def _ts(name: str, **kwargs) -> sa.Column:
+    return sa.Column(name, UtcDateTime(), **kwargs)
+
+
+imocha_assessments = sa.Table(
+    "imocha_assessments",
+    metadata,
+    sa.Column("test_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("test_name", sa.Text),
+    sa.Column("status", sa.Text),
+    sa.Column("duration_minutes", sa.Integer),
+    sa.Column("question_count", sa.Integer),
+    sa.Column("labels", JsonText),
+    sa.Column("sections", JsonText),
+    sa.Column("test_link_id", sa.BigInteger),
+    sa.Column("test_link_key", sa.Text),
+    sa.Column("test_link_url", sa.Text),
+    _ts("extracted_at", nullable=False),
+)
+
+degreed_assessments = sa.Table(
+    "degreed_assessments",
+    metadata,
+    sa.Column("degreed_id", sa.String(64), primary_key=True),
+    sa.Column("external_id", sa.Text, index=True),
+    sa.Column("title", sa.Text),
+    sa.Column("summary", sa.Text),
+    sa.Column("url", sa.Text),
+    sa.Column("duration", sa.Float),
+    sa.Column("duration_type", sa.Text),
+    sa.Column("language", sa.Text),
+    sa.Column("content_type", sa.Text),
+    sa.Column("obsolete", sa.Boolean),
+    sa.Column("provider_code", sa.Text),
+    _ts("modified_at"),
+    _ts("snapshot_at", nullable=False),
+)
+
+desired_assessments = sa.Table(
+    "desired_assessments",
+    metadata,
+    sa.Column("external_id", sa.String(128), primary_key=True),
+    sa.Column("test_id", sa.BigInteger, index=True),
+    sa.Column("title", sa.Text),
+    sa.Column("summary", sa.Text),
+    sa.Column("url", sa.Text),
+    sa.Column("duration", sa.Float),
+    sa.Column("duration_type", sa.Text),
+    sa.Column("language", sa.Text),
+    sa.Column("content_type", sa.Text),
+    _ts("computed_at", nullable=False),
+)
+
+imocha_completions = sa.Table(
+    "imocha_completions",
+    metadata,
+    sa.Column("test_invitation_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("test_id", sa.BigInteger, index=True),
+    sa.Column("test_name", sa.Text),
+    sa.Column("learner_email", sa.Text, index=True),
+    sa.Column("learner_name", sa.Text),
+    sa.Column("status", sa.Text),
+    _ts("attempted_on"),
+    sa.Column("attempt_date", sa.Date, index=True),
+    sa.Column("score_percentage", sa.Float),
+    sa.Column("candidate_points", sa.Float),
+    sa.Column("total_points", sa.Float),
+    sa.Column("performance_category", sa.Text),
+    sa.Column("time_taken_seconds", sa.Integer),
+    sa.Column("has_skills", sa.Boolean),
+    _ts("extracted_at", nullable=False),
+)
+
+imocha_skill_scores = sa.Table(
+    "imocha_skill_scores",
+    metadata,
+    sa.Column("test_invitation_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("skill_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("skill_name", sa.Text),
+    sa.Column("learner_email", sa.Text, index=True),
+    sa.Column("test_id", sa.BigInteger),
+    _ts("attempted_on"),
+    sa.Column("attempt_date", sa.Date, index=True),
+    sa.Column("points", sa.Float),
+    sa.Column("max_points", sa.Float),
+    sa.Column("percent", sa.Float),
+    _ts("extracted_at", nullable=False),
+)
+
+degreed_completions = sa.Table(
+    "degreed_completions",
+    metadata,
+    sa.Column("degreed_id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Text, index=True),
+    sa.Column("employee_id", sa.Text),
+    sa.Column("content_id", sa.Text, index=True),
+    _ts("completed_at"),
+    sa.Column("percentile", sa.Float),
+    _ts("added_at"),
+    _ts("snapshot_at", nullable=False),
+)
+
+degreed_skill_ratings = sa.Table(
+    "degreed_skill_ratings",
+    metadata,
+    sa.Column("degreed_id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Text, index=True),
+    sa.Column("employee_id", sa.Text),
+    sa.Column("skill_name", sa.Text, index=True),
+    sa.Column("rating", sa.Integer),
+    sa.Column("rating_type", sa.Text),
+    _ts("rated_at"),
+    _ts("snapshot_at", nullable=False),
+)
+
+sync_ledger = sa.Table(
+    "sync_ledger",
+    metadata,
+    sa.Column("entity", sa.String(32), primary_key=True),
+    sa.Column("record_key", sa.String(512), primary_key=True),
+    sa.Column("degreed_id", sa.String(64), index=True),
+    sa.Column("action", sa.String(16)),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("payload_hash", sa.String(64)),
+    sa.Column("payload", JsonText),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("run_id", sa.String(64)),
+    _ts("claimed_at"),
+    _ts("acknowledged_at"),
+    _ts("created_at", nullable=False),
+    _ts("updated_at", nullable=False),
+)
+
+sync_quarantine = sa.Table(
+    "sync_quarantine",
+    metadata,
+    sa.Column("entity", sa.String(32), primary_key=True),
+    sa.Column("record_key", sa.String(512), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("column_name", sa.Text),
+    sa.Column("rule", sa.Text),
+    sa.Column("bad_value", sa.Text),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=1),
+    sa.Column("run_id", sa.String(64)),
+    _ts("first_seen_at", nullable=False),
+    _ts("last_seen_at", nullable=False),
+    _ts("next_retry_at"),
+    _ts("resolved_at"),
+)
+
+sync_plan = sa.Table(
+    "sync_plan",
+    metadata,
+    sa.Column("entity", sa.String(32), primary_key=True),
+    sa.Column("record_key", sa.String(512), primary_key=True),
+    sa.Column("action", sa.String(16), nullable=False, index=True),
+    sa.Column("reason", sa.Text),
+    sa.Column("changed_fields", JsonText),
+    sa.Column("degreed_id", sa.String(64)),
+    sa.Column("payload", JsonText),
+    sa.Column("payload_hash", sa.String(64)),
+    sa.Column("run_id", sa.String(64)),
+    _ts("planned_at", nullable=False),
+)
+
+sync_state = sa.Table(
+    "sync_state",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("value", JsonText),
+    _ts("updated_at", nullable=False),
+)
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per URL per process, with the tables created on first use."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = create_engine(url)
+            metadata.create_all(engine)
+            _engines[url] = engine
+        return engine
+
+
+def normalise_url(url: str) -> str:
+    """Plain ``postgresql://`` URLs use psycopg2 (our dependency); SQLAlchemy 2.1 would pick psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
+def create_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def dispose_engine(url: str) -> None:
+    with _engines_lock:
+        engine = _engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _insert_for(conn: Connection, table: sa.Table):
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(f"upsert is not implemented for {conn.dialect.name}")
+    return insert(table)
+
+
+def upsert(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
+           key_columns: Sequence[str] | None = None, chunk_size: int = 2000, only_insert: bool = False) -> int:
+    """Insert rows, updating every non-key column where the natural key already exists.
+
+    With ``only_insert`` existing rows are left untouched.
+    """
+    if not rows:
+        return 0
+    keys = list(key_columns or [c.name for c in table.primary_key.columns])
+    columns = list(rows[0].keys())
+    update_cols = [c for c in columns if c not in keys]
+    # Keep the bind-parameter count under SQLite's limit.
+    chunk = max(1, min(chunk_size, 30000 // max(1, len(columns))))
+    for start in range(0, len(rows), chunk):
+        statement = _insert_for(conn, table).values(list(rows[start:start + chunk]))
+        if update_cols and not only_insert:
+            statement = statement.on_conflict_do_update(
+                index_elements=keys, set_={c: statement.excluded[c] for c in update_cols}
+            )
+        else:
+            statement = statement.on_conflict_do_nothing(index_elements=keys)
+        conn.execute(statement)
+    return len(rows)
+
+
+def sweep_older(conn: Connection, table: sa.Table, ts_column: str, cutoff: datetime,
+                where: sa.ColumnElement[bool] | None = None) -> int:
+    """Delete rows not touched by the latest full extract (their timestamp is older than ``cutoff``)."""
+    condition = table.c[ts_column] < cutoff
+    if where is not None:
+        condition = sa.and_(condition, where)
+    return conn.execute(table.delete().where(condition)).rowcount or 0
+
+
+def read_rows(conn: Connection, table: sa.Table, where: sa.ColumnElement[bool] | None = None) -> list[dict]:
+    statement = sa.select(table)
+    if where is not None:
+        statement = statement.where(where)
+    return [dict(row._mapping) for row in conn.execute(statement)]
+
+
+def get_state(conn: Connection, name: str, default: Any = None) -> Any:
+    value = conn.execute(sa.select(sync_state.c.value).where(sync_state.c.name == name)).scalar_one_or_none()
+    return default if value is None else value
+
+
+def set_state(conn: Connection, name: str, value: Any) -> None:
+    upsert(conn, sync_state, [{"name": name, "value": value, "updated_at": utcnow()}])
+
+
+def describe_url(url: str) -> str:
+    """The database URL with any password hidden, for logs and metadata."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database url>"
+
+
+def table_names() -> Iterable[str]:
+    return metadata.tables.keys()

@@ -1,0 +1,66 @@
+"""Shared fixtures: staging databases (SQLite and the local PostgreSQL server) and the sandbox."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from imocha_pipeline.sync.staging import dispose_engine, normalise_url
+
+PG_URL = os.environ.get("IMOCHA_PIPELINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_unavailable_reason() -> str | None:
+    try:
+        engine = sa.create_engine(normalise_url(PG_URL), connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any connection problem means "not available"
+        return f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The PostgreSQL server for tests. CI sets IMOCHA_PIPELINE_REQUIRE_POSTGRES=1: missing means failure."""
+    reason = _postgres_unavailable_reason()
+    if reason:
+        if os.environ.get("IMOCHA_PIPELINE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (required: IMOCHA_PIPELINE_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    return PG_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str):
+    """A fresh schema on the PostgreSQL server, selected through search_path, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(normalise_url(postgres_server_url))
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in postgres_server_url else "?"
+    url = f"{postgres_server_url}{separator}options=-csearch_path%3D{schema}"
+    yield url
+    dispose_engine(url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'staging.sqlite'}"
+    yield url
+    dispose_engine(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def staging_url(request):
+    """The staging database URL, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")

@@ -1,0 +1,176 @@
+"""The shared HTTP layer: retries, backoff, Retry-After, rate budget, metrics and redaction, over loopback."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from imocha_pipeline.clients.errors import ApiTransportError, PayloadError, RateLimitedError, ServerError
+from imocha_pipeline.clients.http import ApiSession, LocalRateBudget, parse_reset, parse_retry_after, pause_from_headers
+from imocha_pipeline.sandbox.server import FaultConfig, FaultInjector, RequestLog, ServerThread, SimulatorMiddleware
+
+SECRET = "s3cr3t-value-that-must-not-leak"
+
+
+async def echo(request):
+    return JSONResponse({"ok": True, "path": request.url.path})
+
+
+async def html(request):
+    return PlainTextResponse("<html><body>Gateway error</body></html>", media_type="text/html")
+
+
+async def truncated(request):
+    return PlainTextResponse('{"tests": [1, 2', media_type="application/json")
+
+
+async def leaky(request):
+    # A misbehaving gateway that echoes the caller's key in its error page.
+    return JSONResponse({"message": f"bad key {request.headers.get('x-api-key')}"}, status_code=502)
+
+
+async def empty(request):
+    return PlainTextResponse("", media_type="application/json")
+
+
+@pytest.fixture
+def server():
+    app = Starlette(routes=[Route("/echo", echo, methods=["GET", "POST"]), Route("/html", html),
+                            Route("/truncated", truncated), Route("/empty", empty),
+                            Route("/leaky", leaky)])
+    log, faults = RequestLog(), FaultInjector()
+    thread = ServerThread(SimulatorMiddleware(app, log, faults, b'{"message":"boom"}', b'{"message":"slow down"}'))
+    thread.start()
+    yield thread, log, faults
+    thread.stop()
+
+
+def make_session(url: str, **kwargs) -> tuple[ApiSession, list[float]]:
+    sleeps: list[float] = []
+    session = ApiSession(url, api_name="test", sleep=sleeps.append, secrets=[SECRET], read_timeout=2.0, **kwargs)
+    return session, sleeps
+
+
+def test_retries_5xx_then_returns_the_answer(server):
+    thread, log, faults = server
+    faults.set(FaultConfig(error_5xx_next=3))
+    session, sleeps = make_session(thread.url)
+    response = session.request("GET", "/echo", endpoint="GET /echo")
+    assert response.status_code == 200 and response.json()["ok"] is True
+    assert len(sleeps) == 3 and sleeps[0] < sleeps[2]  # exponential backoff grows
+    assert session.metrics.snapshot()["GET /echo"] == {"503": 3, "200": 1}
+
+
+def test_honours_retry_after_on_429(server):
+    thread, log, faults = server
+    faults.set(FaultConfig(rate_429_next=2, retry_after_seconds=7))
+    session, sleeps = make_session(thread.url)
+    assert session.request("GET", "/echo").status_code == 200
+    assert sleeps == [7.0, 7.0]
+
+
+def test_dropped_connections_and_lost_acks_are_retried(server):
+    thread, log, faults = server
+    faults.set(FaultConfig(drop_next=1, lost_ack_next=1))
+    session, sleeps = make_session(thread.url)
+    assert session.request("POST", "/echo", json_body={"a": 1}).json()["ok"] is True
+    outcomes = session.metrics.snapshot()["POST /echo"]
+    assert outcomes["200"] == 1 and sum(v for k, v in outcomes.items() if k.startswith("error:")) == 2
+    # The lost ack reached the server: that is why writes must be idempotent downstream.
+    assert [entry.fault for entry in log.entries()] == ["drop", "lost_ack", None]
+
+
+def test_gives_up_with_typed_errors(server):
+    thread, _, faults = server
+    session, _ = make_session(thread.url, max_attempts=3)
+    faults.set(FaultConfig(error_5xx_share=1.0))
+    with pytest.raises(ServerError, match="after 3 attempts"):
+        session.request("GET", "/echo")
+    faults.set(FaultConfig(rate_429_share=1.0))
+    with pytest.raises(RateLimitedError):
+        session.request("GET", "/echo")
+    faults.clear()
+    dead, _ = make_session("http://127.0.0.1:9", max_attempts=2)
+    with pytest.raises(ApiTransportError, match="no answer after 2 attempts"):
+        dead.request("GET", "/echo")
+
+
+def test_read_timeout_is_retried(server):
+    thread, _, faults = server
+    faults.set(FaultConfig(timeout_next=1, timeout_seconds=3))
+    session, sleeps = make_session(thread.url)
+    assert session.request("GET", "/echo").status_code == 200
+    assert any(k.startswith("error:") for k in session.metrics.snapshot()["GET /echo"])
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("/html", "HTML page instead of JSON"),
+    ("/truncated", "invalid JSON"),
+    ("/empty", "empty response body"),
+])
+def test_decode_json_names_what_came_back(server, path, message):
+    thread, _, _ = server
+    session, _ = make_session(thread.url)
+    response = session.request("GET", path)
+    with pytest.raises(PayloadError, match=message) as info:
+        session.decode_json(response, f"GET {path}")
+    assert f"GET {path}" in str(info.value)
+
+
+def test_secrets_are_redacted_from_logs_and_errors(server, caplog):
+    thread, _, faults = server
+    caplog.set_level(logging.DEBUG)
+    session, _ = make_session(thread.url, max_attempts=2, headers={"X-API-KEY": SECRET})
+    with pytest.raises(ServerError) as info:
+        session.request("GET", "/leaky")
+    assert "bad key ***" in str(info.value)
+    assert SECRET not in str(info.value) and SECRET not in repr(session)
+    assert SECRET not in caplog.text
+    assert "test GET /leaky -> 502" in caplog.text
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_local_budget_never_exceeds_the_limit_in_any_window():
+    clock = FakeClock()
+    budget = LocalRateBudget(10, clock=clock, sleep=clock.sleep, margin=0.0)
+    sent = []
+    for _ in range(35):
+        budget.acquire("default")
+        sent.append(clock.now)
+    for i, start in enumerate(sent):
+        assert sum(1 for t in sent[i:] if t < start + 60) <= 10
+    assert sent[10] == pytest.approx(60.0)  # the 11th waits for the window, not longer
+
+
+def test_budget_pauses_on_server_hints():
+    clock = FakeClock()
+    budget = LocalRateBudget(100, clock=clock, sleep=clock.sleep)
+    budget.observe(429, {"Retry-After": "12"})
+    budget.acquire("default")
+    assert clock.now == pytest.approx(12.0, abs=0.01)
+    reset = (datetime.now(UTC) + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%S.%f") + "4Z"
+    assert 28 < pause_from_headers(200, {"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": reset}) <= 30
+    assert pause_from_headers(200, {"X-Rate-Limit-Remaining": "5", "X-Rate-Limit-Reset": reset}) == 0
+
+
+def test_header_parsers():
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("garbage") is None
+    assert parse_reset("not a date") is None
+    future = (datetime.now(UTC) + timedelta(seconds=100)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert 95 < parse_retry_after(future) <= 100
