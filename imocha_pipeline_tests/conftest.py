@@ -20,7 +20,7 @@ def _postgres_unavailable_reason() -> str | None:
             conn.execute(sa.text("select 1"))
         engine.dispose()
         return None
-    except Exception as exc:  # noqa: BLE001 - any connection problem means "not available"
+    except Exception as exc:
         return f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
 
 

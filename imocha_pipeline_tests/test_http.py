@@ -57,7 +57,7 @@ def make_session(url: str, **kwargs) -> tuple[ApiSession, list[float]]:
 
 
 def test_retries_5xx_then_returns_the_answer(server):
-    thread, log, faults = server
+    thread, _log, faults = server
     faults.set(FaultConfig(error_5xx_next=3))
     session, sleeps = make_session(thread.url)
     response = session.request("GET", "/echo", endpoint="GET /echo")
@@ -67,7 +67,7 @@ def test_retries_5xx_then_returns_the_answer(server):
 
 
 def test_honours_retry_after_on_429(server):
-    thread, log, faults = server
+    thread, _log, faults = server
     faults.set(FaultConfig(rate_429_next=2, retry_after_seconds=7))
     session, sleeps = make_session(thread.url)
     assert session.request("GET", "/echo").status_code == 200
@@ -77,7 +77,7 @@ def test_honours_retry_after_on_429(server):
 def test_dropped_connections_and_lost_acks_are_retried(server):
     thread, log, faults = server
     faults.set(FaultConfig(drop_next=1, lost_ack_next=1))
-    session, sleeps = make_session(thread.url)
+    session, _sleeps = make_session(thread.url)
     assert session.request("POST", "/echo", json_body={"a": 1}).json()["ok"] is True
     outcomes = session.metrics.snapshot()["POST /echo"]
     assert outcomes["200"] == 1 and sum(v for k, v in outcomes.items() if k.startswith("error:")) == 2
@@ -103,7 +103,7 @@ def test_gives_up_with_typed_errors(server):
 def test_read_timeout_is_retried(server):
     thread, _, faults = server
     faults.set(FaultConfig(timeout_next=1, timeout_seconds=3))
-    session, sleeps = make_session(thread.url)
+    session, _sleeps = make_session(thread.url)
     assert session.request("GET", "/echo").status_code == 200
     assert any(k.startswith("error:") for k in session.metrics.snapshot()["GET /echo"])
 
@@ -123,7 +123,7 @@ def test_decode_json_names_what_came_back(server, path, message):
 
 
 def test_secrets_are_redacted_from_logs_and_errors(server, caplog):
-    thread, _, faults = server
+    thread, _, _faults = server
     caplog.set_level(logging.DEBUG)
     session, _ = make_session(thread.url, max_attempts=2, headers={"X-API-KEY": SECRET})
     with pytest.raises(ServerError) as info:

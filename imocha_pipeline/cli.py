@@ -1,0 +1,76 @@
+"""The ``imocha-pipeline`` command: sandbox, demo and doctor."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import click
+
+from imocha_pipeline.sandbox.runtime import DEFAULT_DEGREED_PORT, DEFAULT_IMOCHA_PORT, Sandbox, SandboxConfig
+
+
+@click.group()
+def main() -> None:
+    """Keep Degreed in step with iMocha: assessments, completions and skill ratings."""
+
+
+@main.command()
+@click.option("--imocha-port", default=DEFAULT_IMOCHA_PORT, show_default=True, help="Port of the iMocha simulator.")
+@click.option("--degreed-port", default=DEFAULT_DEGREED_PORT, show_default=True,
+              help="Port of the Degreed simulator.")
+@click.option("--seed", default=7, show_default=True, help="Seed of the generated world.")
+@click.option("--degreed-rate-limit", default=70, show_default=True, help="Degreed requests per minute.")
+@click.option("--tests", default=10, show_default=True, help="Number of iMocha tests.")
+@click.option("--learners", default=30, show_default=True, help="Number of learners.")
+@click.option("--attempts", default=40, show_default=True, help="Number of finished attempts.")
+def sandbox(imocha_port, degreed_port, seed, degreed_rate_limit, tests, learners, attempts) -> None:
+    """Serve both simulators on 127.0.0.1 and print the settings to use them, until interrupted."""
+    config = SandboxConfig(seed=seed, tests=tests, learners=learners, attempts=attempts,
+                           degreed_rate_limit=degreed_rate_limit, imocha_port=imocha_port,
+                           degreed_port=degreed_port)
+    box = Sandbox(config).start()
+    for line in box.export_lines():
+        click.echo(line)
+    click.echo(f"# iMocha simulator on {box.imocha_url}, Degreed simulator on {box.degreed_url}; "
+               f"control surface under /_sandbox/. Ctrl-C to stop.", err=True)
+    sys.stdout.flush()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        box.stop()
+
+
+@main.command()
+@click.option("--seed", default=7, show_default=True, help="Seed of the generated world.")
+@click.option("--workdir", default=".imocha_demo", show_default=True,
+              help="Folder for the demo's staging database (recreated on each run).")
+def demo(seed: int, workdir: str) -> None:
+    """Start the sandbox, run the sync against it, and print what happened."""
+    from imocha_pipeline.demo import run_demo
+
+    sys.exit(run_demo(seed=seed, workdir=workdir, echo=click.echo))
+
+
+@main.command()
+def doctor() -> None:
+    """Check the configured iMocha and Degreed set-up: token, scopes, provider, iMocha key."""
+    from imocha_pipeline.doctor import FAIL, doctor_clients, run_doctor
+
+    make_degreed, make_imocha = doctor_clients()
+    checks = run_doctor(make_degreed, make_imocha)
+    for check in checks:
+        click.echo(check.line())
+    failed = sum(1 for check in checks if check.status == FAIL)
+    click.echo(f"\n{len(checks) - failed} of {len(checks)} checks passed" if not failed
+               else f"\n{failed} check(s) failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,218 @@
+"""Assessment content sync: iMocha tests become Degreed Assessment content, kept in step every hour."""
+
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+
+from imocha_pipeline.clients.http import RequestMetrics
+from imocha_pipeline.defs.metadata import preview_table, request_metadata
+from imocha_pipeline.defs.resources import (
+    DegreedResource,
+    ImochaResource,
+    StagingDatabaseResource,
+    SyncSettingsResource,
+)
+from imocha_pipeline.sync import staging
+from imocha_pipeline.sync.apply import apply_plan
+from imocha_pipeline.sync.assessments import (
+    ASSESSMENT_SPEC,
+    ENTITY,
+    EXTRACT_COUNT_STATE,
+    active_ours_in_degreed,
+    build_desired,
+    compute_plan,
+    extract_assessments,
+    guard_plan,
+    load_plan,
+    snapshot_degreed_assessments,
+    stage_full_extract,
+    stage_plan,
+)
+from imocha_pipeline.sync.diff import WRITE_ACTIONS, summarise
+from imocha_pipeline.sync.ledger import Ledger
+from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS
+from imocha_pipeline.sync.quarantine import VALIDATION, Quarantine
+from imocha_pipeline.sync.schemas import DesiredAssessmentModel
+from imocha_pipeline.sync.validation import SchemaProblem, split_valid
+
+PLAN_GUARD_CHECK = "assessment_plan_guard"
+DESIRED_VALID_CHECK = "desired_assessments_valid"
+
+
+@dg.asset(group_name="imocha_extract", kinds={"api", "sql"}, owners=["team:data-engineering"])
+def imocha_assessments(context: dg.AssetExecutionContext, imocha: ImochaResource,
+                       staging_db: StagingDatabaseResource) -> dg.MaterializeResult:
+    """Every test in the iMocha account with its details and active public test link (table imocha_assessments)."""
+    metrics = RequestMetrics()
+    started = staging.utcnow()
+    rows = extract_assessments(imocha.client(metrics=metrics), started, imocha.max_parallel_requests)
+    engine = staging_db.engine()
+    previous, current = stage_full_extract(engine, staging.imocha_assessments, rows, "extracted_at", started)
+    with engine.begin() as conn:
+        last = staging.get_state(conn, EXTRACT_COUNT_STATE, {"current": previous})
+        staging.set_state(conn, EXTRACT_COUNT_STATE, {"previous": last.get("current", previous), "current": current})
+    without_link = sum(1 for row in rows if not row["test_link_key"])
+    context.log.info("staged %d iMocha tests (%d without an active link)", current, without_link)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": current,
+        "previous_row_count": previous,
+        "tests_without_active_link": without_link,
+        "staging_table": "imocha_assessments",
+        **request_metadata(metrics, "imocha_requests"),
+    })
+
+
+@dg.asset(group_name="degreed_snapshot", kinds={"api", "sql"}, owners=["team:data-engineering"])
+def degreed_assessments(context: dg.AssetExecutionContext, degreed: DegreedResource,
+                        staging_db: StagingDatabaseResource) -> dg.MaterializeResult:
+    """What Degreed really holds: every Assessment content item our API key sees, read in pages of 1000."""
+    metrics = RequestMetrics()
+    started = staging.utcnow()
+    rows = snapshot_degreed_assessments(degreed.client(metrics=metrics), started)
+    _, current = stage_full_extract(staging_db.engine(), staging.degreed_assessments, rows, "snapshot_at", started)
+    obsolete = sum(1 for row in rows if row["obsolete"])
+    context.log.info("Degreed holds %d assessments (%d retired)", current, obsolete)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": current,
+        "retired": obsolete,
+        "staging_table": "degreed_assessments",
+        **request_metadata(metrics, "degreed_requests"),
+    })
+
+
+@dg.asset(group_name="desired_state", deps=[imocha_assessments], kinds={"pandas", "sql"},
+          owners=["team:data-engineering"])
+def desired_assessments(context: dg.AssetExecutionContext, staging_db: StagingDatabaseResource,
+                        sync_settings: SyncSettingsResource) -> dg.MaterializeResult:
+    """The Degreed Assessment content each valid iMocha test should be, with its SSO-aware launch link.
+
+    Rows that break a rule go to sync_quarantine with the column, the rule and the bad value; the rest go on.
+    """
+    result = build_desired(staging_db.engine(), sync_settings.assessment_mapping(), context.run.run_id)
+    if result.failures:
+        context.log.warning("%d of %d tests quarantined: %s", len(result.failures), result.total,
+                            "; ".join(f"{f.record_key}: {f.reason}" for f in result.failures[:5]))
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(result.valid),
+        "quarantined": len(result.failures),
+        "quarantine_sample": preview_table(pd.DataFrame(
+            [{"record_key": f.record_key, "reason": f.reason} for f in result.failures[:10]],
+            columns=["record_key", "reason"])),
+        "staging_table": "desired_assessments",
+    })
+
+
+@dg.asset_check(asset=desired_assessments, name=DESIRED_VALID_CHECK, blocking=True)
+def desired_assessments_valid(staging_db: StagingDatabaseResource,
+                              sync_settings: SyncSettingsResource) -> dg.AssetCheckResult:
+    """Every staged desired assessment passes the pandera model, and not too many tests were quarantined."""
+    engine = staging_db.engine()
+    with engine.connect() as conn:
+        staged = pd.DataFrame(staging.read_rows(conn, staging.desired_assessments))
+        extracted = conn.execute(sa.select(sa.func.count()).select_from(staging.imocha_assessments)).scalar_one()
+    open_entries = Quarantine(engine, ENTITY).open_entries([VALIDATION])
+    problems: list[str] = []
+    if not staged.empty:
+        try:
+            _, failures = split_valid(staged, DesiredAssessmentModel, "external_id")
+        except SchemaProblem as exc:
+            failures, problems = [], [str(exc)]
+        problems += [f"{f.record_key}: {f.reason}" for f in failures]
+    limit = sync_settings.invalid_share_limit()
+    share = len(open_entries) / extracted if extracted else 0.0
+    if share > limit:
+        problems.append(f"{len(open_entries)} of {extracted} tests are quarantined ({share:.0%} > limit {limit:.0%})")
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={
+            "staged_rows": len(staged),
+            "quarantined": len(open_entries),
+            "quarantined_share": round(share, 4),
+            "problems": "\n".join(problems[:20]) or "none",
+            "quarantine_sample": preview_table(open_entries[["record_key", "reason"]].head(10)
+                                               if not open_entries.empty else
+                                               pd.DataFrame(columns=["record_key", "reason"])),
+        },
+    )
+
+
+class AssessmentPlanConfig(dg.Config):
+    confirm_large_changes: bool = False
+    """Let a plan through that retires more than the allowed share, or follows a shrunken extract."""
+
+
+@dg.asset(group_name="sync_plan", deps=[desired_assessments, degreed_assessments], kinds={"pandas", "sql"},
+          owners=["team:data-engineering"],
+          check_specs=[dg.AssetCheckSpec(PLAN_GUARD_CHECK, asset="assessment_sync_plan", blocking=True,
+                                         description="Blocks mass retirement and a sudden shrink of the iMocha "
+                                                     "extract until a person confirms.")])
+def assessment_sync_plan(context: dg.AssetExecutionContext, config: AssessmentPlanConfig,
+                         staging_db: StagingDatabaseResource, sync_settings: SyncSettingsResource,
+                         degreed: DegreedResource) -> dg.MaterializeResult:
+    """What the apply step will do to Degreed, per assessment: create, update (which fields), retire, or nothing."""
+    engine = staging_db.engine()
+    mapping = sync_settings.assessment_mapping()
+    plan_frame = compute_plan(engine, mapping, context.run.run_id)
+    stage_plan(engine, ENTITY, plan_frame, DESIRED_ASSESSMENT_FIELDS, context.run.run_id)
+    counts = summarise(plan_frame)
+    with engine.connect() as conn:
+        extract_counts = staging.get_state(conn, EXTRACT_COUNT_STATE, {}) or {}
+    verdict = guard_plan(plan_frame, active_ours_in_degreed(engine, mapping),
+                         int(extract_counts.get("previous") or 0), int(extract_counts.get("current") or 0),
+                         sync_settings.retire_share_limit(), sync_settings.shrink_share_limit(),
+                         config.confirm_large_changes)
+    writes = sum(counts[a] for a in WRITE_ACTIONS)
+    per_minute = degreed.resolved().rate_limit_per_minute
+    eta_minutes = writes / per_minute if per_minute else 0.0
+    context.log.info("plan: %s; %d writes, about %.1f minutes at %d requests/min; guard: %s",
+                     counts, writes, eta_minutes, per_minute, verdict.message)
+    changes = plan_frame[plan_frame["action"] != "unchanged"]
+    return dg.MaterializeResult(
+        metadata={
+            **{f"plan_{action}": count for action, count in counts.items()},
+            "writes_planned": writes,
+            "eta_minutes": round(eta_minutes, 2),
+            "preview": preview_table(changes[["record_key", "action", "reason", "changed_fields", "title"]].head(25)),
+            "staging_table": "sync_plan",
+        },
+        check_results=[dg.AssetCheckResult(
+            check_name=PLAN_GUARD_CHECK, passed=verdict.passed,
+            metadata={"retire_share": round(verdict.retire_share, 4), "shrink_share": round(verdict.shrink_share, 4),
+                      "verdict": verdict.message},
+        )],
+    )
+
+
+@dg.asset(group_name="degreed_apply", deps=[assessment_sync_plan], kinds={"api", "sql"},
+          owners=["team:data-engineering"])
+def assessment_sync_apply(context: dg.AssetExecutionContext, staging_db: StagingDatabaseResource,
+                          degreed: DegreedResource, sync_settings: SyncSettingsResource) -> dg.MaterializeResult:
+    """Degreed's Assessment content after this run: exactly the planned writes, each recorded in sync_ledger."""
+    from imocha_pipeline.sync.writers import AssessmentWriter
+
+    engine = staging_db.engine()
+    plan_frame = load_plan(engine, ENTITY, DESIRED_ASSESSMENT_FIELDS)
+    writes = plan_frame[plan_frame["action"].isin(WRITE_ACTIONS)]
+    if sync_settings.is_dry_run():
+        context.log.info("dry run: %d planned writes not sent", len(writes))
+        return dg.MaterializeResult(metadata={"dry_run": True, "writes_skipped": len(writes)})
+    metrics = RequestMetrics()
+    ledger = Ledger(engine, ENTITY, context.run.run_id)
+    quarantine = Quarantine(engine, ENTITY, context.run.run_id)
+    result = apply_plan(plan_frame, AssessmentWriter(degreed.client(metrics=metrics)), ledger, quarantine,
+                        fields=ASSESSMENT_SPEC.fields)
+    context.log.info("applied: %s in %.1f s", result.as_metadata(), result.elapsed_seconds)
+    return dg.MaterializeResult(metadata={
+        **result.as_metadata(),
+        "dry_run": False,
+        "elapsed_seconds": round(result.elapsed_seconds, 2),
+        "errors": "\n".join(f"{e['record_key']}: {e['error']}" for e in result.errors[:20]) or "none",
+        "ledger": dg.MetadataValue.json(ledger.counts()),
+        **request_metadata(metrics, "degreed_requests"),
+    })
+
+
+ASSESSMENT_ASSETS = [imocha_assessments, degreed_assessments, desired_assessments, assessment_sync_plan,
+                     assessment_sync_apply]
+ASSESSMENT_CHECKS = [desired_assessments_valid]

@@ -1,0 +1,169 @@
+"""Dagster resources: the iMocha and Degreed clients, the staging database, and the sync settings.
+
+Secrets arrive through ``dg.EnvVar`` (resolved at run time, never shown in the UI). Optional settings
+left empty fall back to the environment and then to DESIGN.md's defaults when the run starts.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import dagster as dg
+from pydantic import PrivateAttr
+from sqlalchemy.engine import Engine
+
+from imocha_pipeline import settings
+from imocha_pipeline.clients.degreed import DegreedClient
+from imocha_pipeline.clients.http import LocalRateBudget, RequestMetrics
+from imocha_pipeline.clients.imocha import ImochaClient
+from imocha_pipeline.sync.mapping import AssessmentMapping
+from imocha_pipeline.sync.staging import describe_url, get_engine
+
+_budgets: dict[tuple[str, int], LocalRateBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def _rate_budget(client_id: str, per_minute: int) -> LocalRateBudget:
+    """One budget per Degreed client id in this process, shared by every client built here."""
+    with _budgets_lock:
+        key = (client_id, per_minute)
+        if key not in _budgets:
+            _budgets[key] = LocalRateBudget(per_minute)
+        return _budgets[key]
+
+
+class ImochaResource(dg.ConfigurableResource):
+    """Connection to the iMocha Assessment API (X-API-KEY)."""
+
+    api_key: str
+    base_url: str = ""
+    page_size: int = 100
+    max_parallel_requests: int = 4
+    attempts_window_days: int = 7
+
+    def resolved_base_url(self) -> str:
+        return self.base_url or settings.optional("IMOCHA_BASE_URL", settings.IMOCHA_DEFAULT_BASE_URL)
+
+    def client(self, metrics: RequestMetrics | None = None) -> ImochaClient:
+        return ImochaClient(self.resolved_base_url(), self.api_key, page_size=self.page_size,
+                            attempts_window_days=self.attempts_window_days, metrics=metrics)
+
+
+class DegreedResource(dg.ConfigurableResource):
+    """Connection to the Degreed API v2 (OAuth2 client credentials), inside one shared rate budget."""
+
+    client_id: str
+    client_secret: str
+    api_base_url: str = ""
+    token_url: str = ""
+    rate_limit_per_minute: int = 0
+    organization_code: str = ""
+
+    def resolved(self) -> settings.DegreedSettings:
+        return settings.DegreedSettings(
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            api_base_url=self.api_base_url
+            or settings.optional("DEGREED_API_BASE_URL", settings.DEGREED_DEFAULT_API_BASE_URL),
+            token_url=self.token_url or settings.optional("DEGREED_TOKEN_URL", settings.DEGREED_DEFAULT_TOKEN_URL),
+            rate_limit_per_minute=self.rate_limit_per_minute
+            or settings.optional_int("DEGREED_RATE_LIMIT_PER_MINUTE", settings.DEGREED_DEFAULT_RATE_LIMIT_PER_MINUTE),
+        )
+
+    def client(self, metrics: RequestMetrics | None = None) -> DegreedClient:
+        cfg = self.resolved()
+        return DegreedClient(
+            cfg.api_base_url, cfg.token_url, cfg.client_id, cfg.client_secret,
+            rate_budget=_rate_budget(cfg.client_id, cfg.rate_limit_per_minute),
+            organization_code=self.organization_code or None, metrics=metrics,
+        )
+
+
+class StagingDatabaseResource(dg.ConfigurableResource):
+    """The SQL database holding the staged tables, the ledger and the quarantine."""
+
+    url: str = ""
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def resolved_url(self) -> str:
+        return self.url or settings.staging_db_url()
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = get_engine(self.resolved_url())
+        return self._engine
+
+    def describe(self) -> str:
+        return describe_url(self.resolved_url())
+
+
+class SyncSettingsResource(dg.ConfigurableResource):
+    """Mapping rules and safety guards (each also settable from the environment)."""
+
+    launch_url_template: str = ""
+    sso_url_template: str = ""
+    summary_template: str = ""
+    max_retire_share: float = -1.0
+    max_extract_shrink_share: float = -1.0
+    max_invalid_share: float = -1.0
+    dry_run: bool | None = None
+
+    def assessment_mapping(self) -> AssessmentMapping:
+        base = AssessmentMapping.from_env()
+        return AssessmentMapping(
+            launch_url_template=self.launch_url_template or base.launch_url_template,
+            sso_url_template=self.sso_url_template or base.sso_url_template,
+            summary_template=self.summary_template or base.summary_template,
+            external_id_prefix=base.external_id_prefix,
+            language=base.language,
+            title_max_length=base.title_max_length,
+        )
+
+    def _share(self, value: float, env: str, default: float) -> float:
+        if value >= 0:
+            return value
+        raw = settings.optional(env, str(default))
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise ValueError(f"setting {env} must be a number between 0 and 1, got {raw!r}") from exc
+
+    def retire_share_limit(self) -> float:
+        return self._share(self.max_retire_share, "IMOCHA_PIPELINE_MAX_RETIRE_SHARE", 0.2)
+
+    def shrink_share_limit(self) -> float:
+        return self._share(self.max_extract_shrink_share, "IMOCHA_PIPELINE_MAX_EXTRACT_SHRINK_SHARE", 0.2)
+
+    def invalid_share_limit(self) -> float:
+        return self._share(self.max_invalid_share, "IMOCHA_PIPELINE_MAX_INVALID_SHARE", 0.5)
+
+    def is_dry_run(self) -> bool:
+        if self.dry_run is not None:
+            return self.dry_run
+        return settings.optional("IMOCHA_PIPELINE_DRY_RUN", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    """The resources of the code location: secrets from the environment at run time."""
+    return {
+        "imocha": ImochaResource(api_key=dg.EnvVar("IMOCHA_API_KEY")),
+        "degreed": DegreedResource(client_id=dg.EnvVar("DEGREED_CLIENT_ID"),
+                                   client_secret=dg.EnvVar("DEGREED_CLIENT_SECRET")),
+        "staging_db": StagingDatabaseResource(),
+        "sync_settings": SyncSettingsResource(),
+    }
+
+
+def resources_from_settings(values: dict[str, str], staging_url: str,
+                            sync_settings: SyncSettingsResource | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Resources from explicit setting values (the sandbox's ``env()``), for tests, the demo and benchmarks."""
+    return {
+        "imocha": ImochaResource(api_key=values["IMOCHA_API_KEY"], base_url=values["IMOCHA_BASE_URL"]),
+        "degreed": DegreedResource(
+            client_id=values["DEGREED_CLIENT_ID"], client_secret=values["DEGREED_CLIENT_SECRET"],
+            api_base_url=values["DEGREED_API_BASE_URL"], token_url=values["DEGREED_TOKEN_URL"],
+            rate_limit_per_minute=int(values.get("DEGREED_RATE_LIMIT_PER_MINUTE") or 70),
+        ),
+        "staging_db": StagingDatabaseResource(url=staging_url),
+        "sync_settings": sync_settings or SyncSettingsResource(),
+    }

@@ -1,0 +1,176 @@
+"""Assessment content sync end to end: real Dagster runs against the sandbox over loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from imocha_pipeline.definitions import build_definitions
+from imocha_pipeline.defs.resources import SyncSettingsResource, resources_from_settings
+from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
+from imocha_pipeline.sync import staging
+
+WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
+CONTENT_PATH = "/api/v2/content/assessments"
+
+
+@pytest.fixture
+def sandbox():
+    box = Sandbox(SandboxConfig(seed=11, tests=8, learners=6, attempts=4, degreed_rate_limit=6000)).start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def run_sync(sandbox: Sandbox, staging_url: str, instance, *, run_config=None, **sync_settings):
+    resources = resources_from_settings(sandbox.env(), staging_url, SyncSettingsResource(**sync_settings))
+    job = build_definitions(resources).resolve_job_def("assessment_sync_job")
+    return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+
+
+def writes(sandbox: Sandbox, since: int = 0) -> list:
+    """Write calls to Degreed's API (the token endpoint is not a write)."""
+    return [e for e in sandbox.degreed.log.entries(since) if e.method in WRITE_METHODS and e.path.startswith("/api/")]
+
+
+def degreed_ours(sandbox: Sandbox) -> dict[str, dict]:
+    return {a["external_id"]: a for a in sandbox.degreed.state()["assessments"]
+            if str(a.get("external_id", "")).startswith("imocha-")}
+
+
+def materialization(result, asset: str) -> dict:
+    events = result.asset_materializations_for_node(asset)
+    assert events, f"{asset} was not materialized"
+    return {key: value.value for key, value in events[-1].metadata.items()}
+
+
+def test_first_run_creates_everything_and_second_run_writes_nothing(sandbox, staging_url, instance):
+    result = run_sync(sandbox, staging_url, instance)
+    assert result.success
+    tests = {t.test_id: t for t in sandbox.world.tests}
+    ours = degreed_ours(sandbox)
+    assert set(ours) == {f"imocha-{test_id}" for test_id in tests}
+    for test_id, spec in tests.items():
+        item = ours[f"imocha-{test_id}"]
+        assert item["title"] == spec.name
+        assert float(item["duration"]) == spec.duration and item["duration_type"] == "Minutes"
+        active = next(link for link in spec.links if link.status == "active")
+        assert item["url"] == f"https://test.imocha.io/{active.test_link}"
+        assert item["obsolete"] is False
+    assert materialization(result, "assessment_sync_apply")["created"] == len(tests)
+
+    engine = staging.get_engine(staging_url)
+    with engine.connect() as conn:
+        ledger = staging.read_rows(conn, staging.sync_ledger)
+    assert len(ledger) == len(tests) and {row["state"] for row in ledger} == {"acknowledged"}
+    assert all(row["degreed_id"] == ours[row["record_key"]]["id"] for row in ledger)
+
+    mark = sandbox.degreed.log.last_seq
+    second = run_sync(sandbox, staging_url, instance)
+    assert second.success
+    assert writes(sandbox, mark) == []
+    assert materialization(second, "assessment_sync_plan")["plan_unchanged"] == len(tests)
+
+
+def test_rename_patches_only_the_title_and_removal_retires_then_readding_revives(sandbox, sqlite_url, instance):
+    assert run_sync(sandbox, sqlite_url, instance).success
+    renamed, removed = sandbox.world.tests[0].test_id, sandbox.world.tests[1].test_id
+    sandbox.imocha.update_test(renamed, name="Python Fundamentals (2026 edition) & more")
+    saved = sandbox.imocha.tests[removed]
+    sandbox.imocha.remove_test(removed)
+    mark = sandbox.degreed.log.last_seq
+
+    assert run_sync(sandbox, sqlite_url, instance).success
+    sent = writes(sandbox, mark)
+    assert len(sent) == 2 and {e.method for e in sent} == {"PATCH"}
+    bodies = {e.path.rsplit("/", 1)[-1]: json.loads(e.body)["data"]["attributes"] for e in sent}
+    ours = degreed_ours(sandbox)
+    assert bodies[ours[f"imocha-{renamed}"]["id"]] == {"title": "Python Fundamentals (2026 edition) & more"}
+    assert bodies[ours[f"imocha-{removed}"]["id"]] == {"obsolete": True}
+    assert ours[f"imocha-{removed}"]["obsolete"] is True, "retired, not deleted"
+
+    with sandbox.imocha._lock:
+        sandbox.imocha.tests[removed] = saved
+    mark = sandbox.degreed.log.last_seq
+    assert run_sync(sandbox, sqlite_url, instance).success
+    sent = writes(sandbox, mark)
+    assert len(sent) == 1 and json.loads(sent[0].body)["data"]["attributes"] == {"obsolete": False}
+    assert degreed_ours(sandbox)[f"imocha-{removed}"]["obsolete"] is False
+
+
+def test_content_created_by_someone_else_is_adopted_not_duplicated(sandbox, sqlite_url, instance):
+    test_id = sandbox.world.tests[2].test_id
+    existing = sandbox.degreed.add_assessment(f"imocha-{test_id}", title="Made by hand", url="https://old.example/x")
+    # Degreed's snapshot is eventually consistent: the plan (from a snapshot without it) says create.
+    result = run_sync(sandbox, sqlite_url, instance)
+    assert result.success
+    same_key = [a for a in sandbox.degreed.state()["assessments"] if a["external_id"] == f"imocha-{test_id}"]
+    assert len(same_key) == 1 and same_key[0]["id"] == existing["id"]
+    assert same_key[0]["title"] == sandbox.world.tests[2].name
+    engine = staging.get_engine(sqlite_url)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(staging.sync_ledger).where(
+            staging.sync_ledger.c.record_key == f"imocha-{test_id}")).one()
+    assert row.degreed_id == existing["id"] and row.state == "acknowledged"
+
+
+def test_invalid_tests_are_quarantined_with_reasons_while_valid_ones_sync(sandbox, sqlite_url, instance):
+    nameless, marathon, linkless = (t.test_id for t in sandbox.world.tests[:3])
+    sandbox.imocha.update_test(nameless, name="")
+    sandbox.imocha.update_test(marathon, duration=5000)
+    for link in sandbox.imocha.tests[linkless].links:
+        sandbox.imocha.deactivate_test_link(linkless, link.test_link_id)
+    result = run_sync(sandbox, sqlite_url, instance)
+    assert result.success
+    ours = degreed_ours(sandbox)
+    assert {f"imocha-{t}" for t in (nameless, marathon, linkless)}.isdisjoint(ours)
+    assert len(ours) == len(sandbox.world.tests) - 3
+    engine = staging.get_engine(sqlite_url)
+    with engine.connect() as conn:
+        reasons = {r["record_key"]: r["reason"] for r in staging.read_rows(conn, staging.sync_quarantine)}
+    assert reasons[f"imocha-{nameless}"] == "title is required (got empty)"
+    assert reasons[f"imocha-{marathon}"] == "duration must be at most 600 (got 5000.0)"
+    assert reasons[f"imocha-{linkless}"] == "url is required (got empty)"
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "desired_assessments_valid")
+    assert check.passed and check.metadata["quarantined"].value == 3
+
+
+def test_retire_guard_blocks_mass_retirement_until_confirmed(sandbox, sqlite_url, instance):
+    assert run_sync(sandbox, sqlite_url, instance).success
+    for spec in sandbox.world.tests[:5]:
+        sandbox.imocha.remove_test(spec.test_id)
+    mark = sandbox.degreed.log.last_seq
+    blocked = run_sync(sandbox, sqlite_url, instance)
+    assert not blocked.success
+    guard = next(e for e in blocked.get_asset_check_evaluations() if e.check_name == "assessment_plan_guard")
+    assert not guard.passed
+    assert "retires 5 of 8 active assessments" in guard.metadata["verdict"].value
+    assert "confirm_large_changes" in guard.metadata["verdict"].value
+    assert writes(sandbox, mark) == [], "a blocked plan sends nothing"
+    assert not blocked.asset_materializations_for_node("assessment_sync_apply")
+
+    confirmed = run_sync(sandbox, sqlite_url, instance,
+                         run_config={"ops": {"assessment_sync_plan": {"config": {"confirm_large_changes": True}}}})
+    assert confirmed.success
+    assert sum(1 for a in degreed_ours(sandbox).values() if a["obsolete"]) == 5
+
+
+def test_dry_run_writes_nothing_and_stages_the_plan(sandbox, sqlite_url, instance):
+    mark = sandbox.degreed.log.last_seq
+    result = run_sync(sandbox, sqlite_url, instance, dry_run=True)
+    assert result.success
+    assert writes(sandbox, mark) == [] and degreed_ours(sandbox) == {}
+    assert materialization(result, "assessment_sync_apply")["writes_skipped"] == len(sandbox.world.tests)
+    engine = staging.get_engine(sqlite_url)
+    with engine.connect() as conn:
+        planned = staging.read_rows(conn, staging.sync_plan)
+    assert len(planned) == len(sandbox.world.tests) and {p["action"] for p in planned} == {"create"}
+    assert all(p["reason"] == "not in Degreed yet" and p["payload"]["title"] for p in planned)
