@@ -65,9 +65,11 @@ def check_degreed(cfg: settings.DegreedSettings, provider_code: str, make_client
     try:
         providers = make_client(cfg, tuple(granted)).list_providers()
     except ApiTransportError as exc:
-        return [*checks, Check(FAIL, "iMocha provider", f"cannot reach {cfg.api_base_url}: {exc}", _reachability_fix("DEGREED_API_BASE_URL"))]
+        return [*checks, Check(FAIL, "iMocha provider", f"cannot reach {cfg.api_base_url}: {exc}",
+                               _reachability_fix("DEGREED_API_BASE_URL"))]
     except ApiError as exc:
-        return [*checks, Check(FAIL, "iMocha provider", f"providers could not be listed: {exc}", "check DEGREED_API_BASE_URL matches the token URL's region")]
+        return [*checks, Check(FAIL, "iMocha provider", f"providers could not be listed: {exc}",
+                               "check DEGREED_API_BASE_URL matches the token URL's region")]
     wanted = provider_code.lower()
     match = [p for p in providers if wanted in {str(getattr(p, "code", "") or "").lower(),
                                                  str(getattr(p, "id", "") or "").lower(),

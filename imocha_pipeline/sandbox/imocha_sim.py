@@ -554,7 +554,7 @@ class CallbackDispatcher:
             status, error = self._post(session, note)
             ok = status is not None and 200 <= status < 300
             self._record(note, attempt, status, error, ok)
-            if ok or self._stop.wait(self.retry_delay if attempt < self.max_tries - 1 else 0):
+            if ok or self._stop.wait(self.retry_delay if attempt < self.max_tries else 0):
                 return
 
     def _post(self, session: requests.Session, note: _Notification) -> tuple[int | None, str | None]:

@@ -1,0 +1,158 @@
+"""The command line: the code location loads, `sandbox` serves documented answers, `doctor` diagnoses,
+and `dagster job execute` runs a sync with only the environment settings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+from click.testing import CliRunner
+
+from imocha_pipeline.cli import main
+from imocha_pipeline.sandbox.degreed_sim import DEFAULT_CLIENT_SECRET, ApiClientSpec
+from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
+from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
+
+BIN = Path(sys.executable).parent
+IMOCHA_401 = {"statusCode": 401, "message": "Access denied due to invalid subscription key. Make sure to provide "
+                                            "a valid key for an active subscription."}
+
+
+def test_definitions_load_with_the_documented_names():
+    from imocha_pipeline.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    assert defs.resolve_job_def("assessment_sync_job").name == "assessment_sync_job"
+    assert defs.resolve_schedule_def("assessment_sync_schedule").cron_schedule == "0 * * * *"
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"imocha_assessments", "degreed_assessments", "desired_assessments", "assessment_sync_plan",
+            "assessment_sync_apply"} <= keys
+
+
+def test_sandbox_command_prints_exports_and_serves_documented_answers():
+    process = subprocess.Popen(
+        [str(BIN / "imocha-pipeline"), "sandbox", "--imocha-port", "0", "--degreed-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        env: dict[str, str] = {}
+        deadline = time.monotonic() + 60
+        while len(env) < 7 and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if line.startswith("export "):
+                name, _, value = line[len("export "):].strip().partition("=")
+                env[name] = value.strip("'")
+        assert set(env) == {"IMOCHA_API_KEY", "IMOCHA_BASE_URL", "DEGREED_CLIENT_ID", "DEGREED_CLIENT_SECRET",
+                            "DEGREED_API_BASE_URL", "DEGREED_TOKEN_URL", "DEGREED_RATE_LIMIT_PER_MINUTE"}
+        assert env["DEGREED_RATE_LIMIT_PER_MINUTE"] == "70"
+
+        bad = requests.get(f"{env['IMOCHA_BASE_URL']}/v3/tests", headers={"X-API-KEY": "wrong"}, timeout=10)
+        assert bad.status_code == 401 and bad.json() == IMOCHA_401
+        good = requests.get(f"{env['IMOCHA_BASE_URL']}/v3/tests", headers={"x-api-key": env["IMOCHA_API_KEY"]},
+                            timeout=10)
+        assert good.status_code == 200 and good.json()["count"] == 10
+
+        token = requests.post(env["DEGREED_TOKEN_URL"], data={
+            "grant_type": "client_credentials", "client_id": env["DEGREED_CLIENT_ID"],
+            "client_secret": env["DEGREED_CLIENT_SECRET"], "scope": "content:read"}, timeout=10).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        statuses = []
+        for _ in range(71):
+            answer = requests.get(f"{env['DEGREED_API_BASE_URL']}/api/v2/content/assessments", headers=headers,
+                                  timeout=10)
+            statuses.append(answer.status_code)
+            assert "X-Rate-Limit-Remaining" in answer.headers
+        assert statuses[:70] == [200] * 70
+        assert statuses[70] == 429 and int(answer.headers["Retry-After"]) >= 1
+        assert answer.json()["errors"][0]["code"] == "quota-exceeded"
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+
+
+@pytest.fixture
+def sandbox():
+    box = Sandbox(SandboxConfig(seed=3, tests=3, learners=3, attempts=2, degreed_rate_limit=6000)).start()
+    yield box
+    box.stop()
+
+
+def run_doctor(env: dict[str, str]):
+    return CliRunner().invoke(main, ["doctor"], env=env)
+
+
+def test_doctor_passes_against_the_sandbox(sandbox):
+    result = run_doctor(sandbox.env())
+    assert result.exit_code == 0, result.output
+    assert "PASS  Degreed token" in result.output and "PASS  iMocha API" in result.output
+    for scope in DEGREED_REQUIRED_SCOPES:
+        assert f"PASS  scope {scope}: granted" in result.output
+    assert "PASS  iMocha provider: visible as 'iMocha'" in result.output
+    assert DEFAULT_CLIENT_SECRET not in result.output
+
+
+def test_doctor_names_a_missing_scope(sandbox):
+    scopes = frozenset(DEGREED_REQUIRED_SCOPES) - {"skill_ratings:write"}
+    sandbox.degreed.add_client("limited-key", ApiClientSpec("limited-secret-123", scopes, "IMOCHA"))
+    limited = {"DEGREED_CLIENT_ID": "limited-key", "DEGREED_CLIENT_SECRET": "limited-secret-123"}
+    result = run_doctor(sandbox.env() | limited)
+    assert result.exit_code == 1
+    assert "FAIL  scope skill_ratings:write: the API key does not have this scope" in result.output
+    assert "fix: ask a Degreed Technical Admin to add skill_ratings:write" in result.output
+    assert "PASS  scope content:write: granted" in result.output
+    assert "PASS  iMocha provider" in result.output
+
+
+def test_doctor_reports_a_wrong_secret_and_an_unreachable_host(sandbox):
+    wrong = run_doctor(sandbox.env() | {"DEGREED_CLIENT_SECRET": "not-the-secret"})
+    assert wrong.exit_code == 1
+    assert "FAIL  Degreed token: client imocha-sandbox was refused" in wrong.output
+    assert "fix: check DEGREED_CLIENT_ID and DEGREED_CLIENT_SECRET" in wrong.output
+    assert "not-the-secret" not in wrong.output
+
+    unreachable = run_doctor(sandbox.env() | {"DEGREED_TOKEN_URL": "http://127.0.0.1:9/oauth/token",
+                                              "IMOCHA_BASE_URL": "http://127.0.0.1:9"})
+    assert unreachable.exit_code == 1
+    assert "FAIL  Degreed token: cannot reach http://127.0.0.1:9/oauth/token" in unreachable.output
+    assert "FAIL  iMocha API: cannot reach http://127.0.0.1:9" in unreachable.output
+    assert "fix: check IMOCHA_BASE_URL" in unreachable.output
+
+
+def test_doctor_names_a_missing_setting(sandbox):
+    env = sandbox.env() | {"IMOCHA_API_KEY": ""}
+    result = run_doctor(env)
+    assert result.exit_code == 1
+    assert "FAIL  iMocha settings: missing setting IMOCHA_API_KEY" in result.output
+
+
+def test_dagster_job_execute_with_only_environment_settings(sandbox, tmp_path):
+    staging_db = tmp_path / "staging.sqlite"
+    env = {**os.environ, **sandbox.env(), "IMOCHA_PIPELINE_STAGING_DB_URL": f"sqlite:///{staging_db}",
+           "DAGSTER_HOME": str(tmp_path)}
+    completed = subprocess.run(
+        [str(BIN / "dagster"), "job", "execute", "-m", "imocha_pipeline.definitions", "-j", "assessment_sync_job"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    ours = [a for a in sandbox.degreed.state()["assessments"] if a["external_id"].startswith("imocha-")]
+    assert len(ours) == 3
+    assert staging_db.exists()
+
+
+def test_a_missing_setting_fails_the_run_naming_it(sandbox, tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "DEGREED_CLIENT_SECRET"}
+    env |= {k: v for k, v in sandbox.env().items() if k != "DEGREED_CLIENT_SECRET"}
+    env |= {"IMOCHA_PIPELINE_STAGING_DB_URL": f"sqlite:///{tmp_path / 's.sqlite'}", "DAGSTER_HOME": str(tmp_path)}
+    completed = subprocess.run(
+        [str(BIN / "dagster"), "job", "execute", "-m", "imocha_pipeline.definitions", "-j", "assessment_sync_job"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert completed.returncode != 0
+    assert "DEGREED_CLIENT_SECRET" in completed.stdout + completed.stderr
