@@ -234,6 +234,31 @@ sync_state = sa.Table(
     _ts("updated_at", nullable=False),
 )
 
+sync_drift = sa.Table(
+    "sync_drift",
+    metadata,
+    sa.Column("entity", sa.String(32), primary_key=True),
+    sa.Column("record_key", sa.String(512), primary_key=True),
+    sa.Column("kind", sa.String(32), primary_key=True),  # missing_in_degreed | changed_in_degreed | unknown_to_us
+    sa.Column("degreed_id", sa.String(64)),
+    sa.Column("detail", sa.Text),
+    sa.Column("repaired", sa.Boolean, nullable=False, default=False),
+    sa.Column("run_id", sa.String(64)),
+    _ts("found_at", nullable=False),
+)
+
+callback_inbox = sa.Table(
+    "callback_inbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("test_invitation_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("status", sa.Text),
+    sa.Column("payload", JsonText),
+    _ts("received_at", nullable=False),
+    _ts("processed_at"),
+    sa.Column("run_key", sa.String(256)),
+)
+
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
