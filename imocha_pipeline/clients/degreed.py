@@ -751,6 +751,23 @@ class DegreedClient:
         for resource in resources:
             yield DegreedSkillRating.from_resource(resource)
 
+    def update_skill_rating(self, rating_id: str, *, rating: int | None = None, rated_at: datetime | None = None,
+                            **attributes: Any) -> DegreedSkillRating:
+        """PATCH only what is given (``rating``, ``rated_at``, or other attributes by name)."""
+        changes = _kebab(attributes)
+        if rating is not None:
+            if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 8:
+                raise ValueError(f"a Degreed skill rating is a whole number from 1 to 8, got {rating!r}")
+            changes["rating"] = rating
+        if rated_at is not None:
+            changes["rated-at"] = format_degreed_datetime(rated_at)
+        endpoint = "PATCH /api/v2/skill-ratings/{id}"
+        payload = self._send("PATCH", f"{V2}/skill-ratings/{quote(rating_id, safe='')}", endpoint=endpoint,
+                             lane=LANE_COMPLETIONS,
+                             body={"data": {"type": "skill-ratings", "id": rating_id, "attributes": changes}},
+                             expect=(200,))
+        return DegreedSkillRating.from_resource(_data_one(payload, endpoint))
+
     def delete_skill_rating(self, rating_id: str) -> None:
         self._send("DELETE", f"{V2}/skill-ratings/{quote(rating_id, safe='')}",
                    endpoint="DELETE /api/v2/skill-ratings/{id}", lane=LANE_COMPLETIONS, expect=(200, 204))

@@ -24,14 +24,13 @@ from imocha_pipeline.sync.assessments import (
     compute_plan,
     extract_assessments,
     guard_plan,
-    load_plan,
     snapshot_degreed_assessments,
     stage_full_extract,
-    stage_plan,
 )
 from imocha_pipeline.sync.diff import WRITE_ACTIONS, summarise
 from imocha_pipeline.sync.ledger import Ledger
 from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS
+from imocha_pipeline.sync.plan_store import load_plan, stage_plan
 from imocha_pipeline.sync.quarantine import VALIDATION, Quarantine
 from imocha_pipeline.sync.schemas import DesiredAssessmentModel
 from imocha_pipeline.sync.validation import SchemaProblem, split_valid

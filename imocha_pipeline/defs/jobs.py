@@ -7,6 +7,8 @@ import os
 import dagster as dg
 
 from imocha_pipeline.defs.assessments import ASSESSMENT_ASSETS
+from imocha_pipeline.defs.completions import COMPLETION_ASSETS
+from imocha_pipeline.defs.partitions import completion_partitions
 
 DEFAULT_ASSESSMENT_SYNC_CRON = "0 * * * *"
 
@@ -25,4 +27,13 @@ assessment_sync_schedule = dg.ScheduleDefinition(
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Keeps Degreed's Assessment content in step with iMocha (hourly by default).",
+)
+
+completion_sync_job = dg.define_asset_job(
+    "completion_sync_job",
+    selection=dg.AssetSelection.assets(*COMPLETION_ASSETS),
+    partitions_def=completion_partitions,
+    description="Extract finished iMocha attempts of the given days, validate, plan, and send completions and "
+                "skill ratings to Degreed.",
+    tags={"imocha_pipeline/entity": "completion"},
 )

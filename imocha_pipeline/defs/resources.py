@@ -16,6 +16,7 @@ from imocha_pipeline import settings
 from imocha_pipeline.clients.degreed import DegreedClient
 from imocha_pipeline.clients.http import LocalRateBudget, RequestMetrics
 from imocha_pipeline.clients.imocha import ImochaClient
+from imocha_pipeline.sync.completions import CompletionMapping
 from imocha_pipeline.sync.mapping import AssessmentMapping
 from imocha_pipeline.sync.staging import describe_url, get_engine
 
@@ -118,6 +119,9 @@ class SyncSettingsResource(dg.ConfigurableResource):
             language=base.language,
             title_max_length=base.title_max_length,
         )
+
+    def completion_mapping(self) -> CompletionMapping:
+        return CompletionMapping.from_env()
 
     def _share(self, value: float, env: str, default: float) -> float:
         if value >= 0:

@@ -153,31 +153,6 @@ def resolve_sending_from_snapshot(engine: Engine, plan_frame: pd.DataFrame, run_
     return len(settled)
 
 
-def stage_plan(engine: Engine, entity: str, plan_frame: pd.DataFrame, fields: tuple[str, ...], run_id: str) -> None:
-    """Replace the entity's rows in ``sync_plan`` with this plan, for people to read before apply."""
-    now = staging.utcnow()
-    rows = [
-        {
-            "entity": entity, "record_key": str(rec["record_key"]), "action": rec["action"],
-            "reason": rec["reason"], "changed_fields": list(rec["changed_fields"] or []),
-            "degreed_id": plain(rec["degreed_id"]), "payload": {f: plain(rec.get(f)) for f in fields},
-            "payload_hash": plain(rec["payload_hash"]), "run_id": run_id, "planned_at": now,
-        }
-        for rec in plan_frame.to_dict("records")
-    ]
-    with engine.begin() as conn:
-        conn.execute(staging.sync_plan.delete().where(staging.sync_plan.c.entity == entity))
-        staging.upsert(conn, staging.sync_plan, rows)
-
-
-def load_plan(engine: Engine, entity: str, fields: tuple[str, ...]) -> pd.DataFrame:
-    with engine.connect() as conn:
-        rows = staging.read_rows(conn, staging.sync_plan, staging.sync_plan.c.entity == entity)
-    records = [{**{f: (row["payload"] or {}).get(f) for f in fields}, **row} for row in rows]
-    columns = ["record_key", "action", "reason", "changed_fields", "degreed_id", "payload_hash", *fields]
-    return pd.DataFrame(records, columns=columns) if records else pd.DataFrame(columns=columns)
-
-
 @dataclass(frozen=True)
 class GuardVerdict:
     passed: bool

@@ -16,6 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from imocha_pipeline.settings import optional_int
 from imocha_pipeline.sync.staging import sync_quarantine, utcnow
 
 VALIDATION = "validation"
@@ -43,12 +44,12 @@ def retry_delay(attempts: int, base: timedelta = timedelta(minutes=5), cap: time
 
 
 class Quarantine:
-    def __init__(self, engine: Engine, entity: str, run_id: str = "",
-                 retry_base: timedelta = timedelta(minutes=5)):
+    def __init__(self, engine: Engine, entity: str, run_id: str = "", retry_base: timedelta | None = None):
         self.engine = engine
         self.entity = entity
         self.run_id = run_id
-        self.retry_base = retry_base
+        self.retry_base = retry_base if retry_base is not None else timedelta(
+            seconds=optional_int("IMOCHA_PIPELINE_WAITING_RETRY_SECONDS", 300))
 
     def put(self, entries: Iterable[Entry]) -> int:
         """Record entries (open); a key already open gets its reason refreshed and attempts counted up."""

@@ -259,6 +259,18 @@ callback_inbox = sa.Table(
     sa.Column("run_key", sa.String(256)),
 )
 
+# One row per shared rate budget (e.g. ``degreed:<client id>``), see ``clients/shared_budget.py``.
+# Times are seconds on the budget's clock (epoch seconds by default).
+rate_budget = sa.Table(
+    "rate_budget",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("sent", JsonText),  # send times still inside the window, oldest first
+    sa.Column("paused_until", sa.Float, nullable=False, default=0.0),
+    sa.Column("waiting", JsonText),  # taker id -> [lane rank, interest expires at]
+    _ts("updated_at", nullable=False),
+)
+
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 

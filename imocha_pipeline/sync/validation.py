@@ -37,7 +37,19 @@ class RowFailure:
     reason: str
 
 
+FRIENDLY_PATTERNS: dict[str, str] = {}
+
+
+def name_pattern(pattern: str, description: str) -> str:
+    """Register a readable description for a regex used in a model (e.g. "must be an email address")."""
+    FRIENDLY_PATTERNS[pattern] = description
+    return pattern
+
+
 def describe_rule(check: str) -> str:
+    for pattern, description in FRIENDLY_PATTERNS.items():
+        if check in (f"str_matches('{pattern}')", f"str_matches({pattern})"):
+            return description
     for pattern, render in _RULES:
         match = pattern.match(check)
         if match:
@@ -74,12 +86,21 @@ def split_valid(frame: pd.DataFrame, model: type[pa.DataFrameModel], key_column:
         )
         raise SchemaProblem(f"{label or model.__name__}: {problems}")
     failures: dict[int, list[tuple[str, str, str]]] = {}
-    for row in cases.itertuples():
+    for row in cases[cases["schema_context"] != "DataFrameSchema"].itertuples():
         failures.setdefault(int(row.index), []).append((str(row.column), str(row.check), _show(row.failure_case)))
+    # Checks across columns report every column of a failing row: one entry per row and rule instead.
+    for index, check in cases[cases["schema_context"] == "DataFrameSchema"][["index", "check"]].drop_duplicates(
+            ).itertuples(index=False):
+        named = [c for c in frame.columns if c in str(check)]
+        values = ", ".join(f"{c}={_show(frame.loc[int(index), c])}" for c in named)
+        failures.setdefault(int(index), []).append(("+".join(named) or "row", f"@{check}", values))
     result: list[RowFailure] = []
     for index, problems in failures.items():
         key = str(frame.loc[index, key_column]) if key_column in frame.columns else str(index)
-        reason = "; ".join(f"{column} {describe_rule(check)} (got {value})" for column, check, value in problems)
+        reason = "; ".join(
+            f"{check[1:]} (got {value})" if check.startswith("@") else f"{column} {describe_rule(check)} (got {value})"
+            for column, check, value in problems
+        )
         _, check, value = problems[0]
         result.append(RowFailure(record_key=key, column=", ".join(sorted({p[0] for p in problems})),
                                  rule=check, bad_value=value, reason=reason))

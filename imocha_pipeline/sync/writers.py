@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from imocha_pipeline.clients.degreed import DegreedClient
-from imocha_pipeline.clients.errors import ConflictError
+from imocha_pipeline.clients.errors import ConflictError, DuplicateCompletionError
 from imocha_pipeline.sync.apply import WriteOutcome
 from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS
 from imocha_pipeline.sync.values import same_value
@@ -72,3 +73,80 @@ class AssessmentWriter:
         if found is None:
             return None
         return {"degreed_id": found.id, "obsolete": bool(found.obsolete), **assessment_fields(found)}
+
+
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+class CompletionWriter:
+    """Posts completions; a completion Degreed already has (409 or an update answer) counts as delivered."""
+
+    def __init__(self, client: DegreedClient):
+        self.client = client
+
+    def create(self, record: dict[str, Any]) -> WriteOutcome:
+        try:
+            created = self.client.create_completion(
+                record["user_id"], record["content_id"], _moment(record["completed_at"]),
+                percentile=record.get("percentile"), user_identifier_type=record["user_identifier_type"],
+                content_id_type=record.get("content_id_type") or "ExternalId",
+                content_type=record.get("content_type") or "Assessment",
+            )
+        except DuplicateCompletionError as exc:
+            if not exc.existing_id:
+                raise
+            # Already there (an earlier send, or a retake under Degreed's one-per-learner-and-content rule):
+            # bring it to this attempt's values.
+            self.client.update_completion(exc.existing_id, completed_at=_moment(record["completed_at"]),
+                                          percentile=record.get("percentile"))
+            return WriteOutcome(exc.existing_id, "adopted")
+        return WriteOutcome(created.id, "create")
+
+    def update(self, degreed_id: str, record: dict[str, Any], changed_fields: list[str]) -> WriteOutcome:
+        changes: dict[str, Any] = {}
+        if "completed_at" in changed_fields:
+            changes["completed_at"] = _moment(record["completed_at"])
+        if "percentile" in changed_fields:
+            changes["percentile"] = record.get("percentile")
+        if changes:
+            self.client.update_completion(degreed_id, **changes)
+        return WriteOutcome(degreed_id, "update")
+
+    def retire(self, degreed_id: str, record: dict[str, Any]) -> WriteOutcome:
+        raise NotImplementedError("completions are never retired")
+
+    def find_existing(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        # A re-sent create answers 409 with the existing id (or updates it): no read needed first.
+        return None
+
+
+class SkillRatingWriter:
+    """Posts skill ratings (level 1-8); a later attempt's rating replaces the earlier one."""
+
+    def __init__(self, client: DegreedClient):
+        self.client = client
+
+    def create(self, record: dict[str, Any]) -> WriteOutcome:
+        created = self.client.create_skill_rating(
+            record["user_id"], record["skill_name"], int(record["rating"]),
+            rating_type=record.get("rating_type") or "Evaluation", rated_at=_moment(record.get("rated_at")),
+            user_identifier_type=record["user_identifier_type"],
+        )
+        return WriteOutcome(created.id, "create")
+
+    def update(self, degreed_id: str, record: dict[str, Any], changed_fields: list[str]) -> WriteOutcome:
+        changes: dict[str, Any] = {}
+        if "rating" in changed_fields:
+            changes["rating"] = int(record["rating"])
+        if "rated_at" in changed_fields:
+            changes["rated_at"] = _moment(record.get("rated_at"))
+        if changes:
+            self.client.update_skill_rating(degreed_id, **changes)
+        return WriteOutcome(degreed_id, "update")
+
+    def retire(self, degreed_id: str, record: dict[str, Any]) -> WriteOutcome:
+        raise NotImplementedError("skill ratings are never retired")
+
+    def find_existing(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        return None

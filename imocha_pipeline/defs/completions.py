@@ -1,0 +1,190 @@
+"""Completions and skill scores: each finished iMocha attempt becomes a Degreed completion and skill ratings."""
+
+from datetime import date, timedelta
+
+import dagster as dg
+
+from imocha_pipeline.clients.http import RequestMetrics
+from imocha_pipeline.defs.metadata import preview_table, request_metadata
+from imocha_pipeline.defs.partitions import completion_partitions
+from imocha_pipeline.defs.resources import (
+    DegreedResource,
+    ImochaResource,
+    StagingDatabaseResource,
+    SyncSettingsResource,
+)
+from imocha_pipeline.sync import staging
+from imocha_pipeline.sync.apply import apply_plan
+from imocha_pipeline.sync.completion_plan import (
+    COMPLETION_PAYLOAD,
+    SKILL_RATING_PAYLOAD,
+    build_completion_plans,
+    stage_entity_plan,
+)
+from imocha_pipeline.sync.completions import (
+    COMPLETION,
+    COMPLETION_FIELDS,
+    SKILL_RATING,
+    SKILL_RATING_FIELDS,
+    extract_completions,
+)
+from imocha_pipeline.sync.diff import WRITE_ACTIONS
+from imocha_pipeline.sync.ledger import Ledger
+from imocha_pipeline.sync.plan_store import load_plan
+from imocha_pipeline.sync.quarantine import Quarantine
+from imocha_pipeline.sync.schemas import CompletionPayloadModel, SkillRatingPayloadModel
+from imocha_pipeline.sync.validation import SchemaProblem, split_valid
+from imocha_pipeline.sync.writers import CompletionWriter, SkillRatingWriter
+
+PAYLOADS_VALID_CHECK = "completion_payloads_valid"
+single_run = dg.BackfillPolicy.single_run()
+
+
+def partition_days(context) -> list[date]:
+    """The UTC days of this run: one partition, or a whole range in a single-run backfill."""
+    window = context.partition_time_window
+    first, last = window.start.date(), (window.end - timedelta(microseconds=1)).date()
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+class ExtractConfig(dg.Config):
+    full_refresh: bool = False
+    """Fetch reports again even for attempts already staged (normally each report is read once)."""
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("imocha_completions", group_name="imocha_extract", kinds={"api", "sql"},
+                     description="Finished iMocha attempts (one row per attempt) with learner, score, points, "
+                                 "performance category and time taken, per UTC day (table imocha_completions)."),
+        dg.AssetSpec("imocha_skill_scores", group_name="imocha_extract", kinds={"api", "sql"},
+                     description="Skill scores of each finished attempt, one row per (attempt, skill), with "
+                                 "points, maximum and percent (table imocha_skill_scores)."),
+    ],
+    partitions_def=completion_partitions,
+    backfill_policy=single_run,
+)
+def imocha_attempts(context: dg.AssetExecutionContext, config: ExtractConfig, imocha: ImochaResource,
+                    staging_db: StagingDatabaseResource):
+    """Reads finished attempts from Retrieve Invites and each attempt's report (reportType=3) once."""
+    days = partition_days(context)
+    metrics = RequestMetrics()
+    engine = staging_db.engine()
+    result = extract_completions(imocha.client(metrics=metrics), engine, days, full_refresh=config.full_refresh,
+                                 max_workers=imocha.max_parallel_requests)
+    with engine.begin() as conn:
+        staging.upsert(conn, staging.imocha_completions, result.completions)
+        staging.upsert(conn, staging.imocha_skill_scores, result.skill_scores)
+    for invitation_id, problem in result.problems:
+        context.log.warning("attempt %s: %s", invitation_id, problem)
+    context.log.info("days %s..%s: %d new attempts staged, %d already staged, %d reports unavailable",
+                     days[0], days[-1], len(result.completions), result.already_staged, len(result.problems))
+    yield dg.MaterializeResult(asset_key="imocha_completions", metadata={
+        "new_attempts": len(result.completions), "already_staged": result.already_staged,
+        "reports_fetched": result.reports_fetched, "reports_unavailable": len(result.problems),
+        "days": f"{days[0]}..{days[-1]}", **request_metadata(metrics, "imocha_requests"),
+    })
+    yield dg.MaterializeResult(asset_key="imocha_skill_scores", metadata={
+        "new_skill_scores": len(result.skill_scores),
+        "attempts_without_skills": sum(1 for c in result.completions if not c["has_skills"]),
+    })
+
+
+@dg.asset(
+    group_name="sync_plan", deps=["imocha_completions", "imocha_skill_scores"], kinds={"pandas", "sql"},
+    partitions_def=completion_partitions, backfill_policy=single_run, owners=["team:data-engineering"],
+)
+def completion_sync_plan(context: dg.AssetExecutionContext, staging_db: StagingDatabaseResource,
+                         sync_settings: SyncSettingsResource, degreed: DegreedResource) -> dg.MaterializeResult:
+    """What the apply step will send to Degreed for these days: completions and skill ratings, per record.
+
+    Invalid attempts go to sync_quarantine with the reason; attempts of learners or assessments Degreed does
+    not have yet wait there too and are retried on later runs.
+    """
+    engine = staging_db.engine()
+    run_id = context.run.run_id
+    completions, ratings = build_completion_plans(engine, partition_days(context),
+                                                  sync_settings.completion_mapping(), run_id)
+    metadata: dict[str, object] = {}
+    writes = 0
+    for entity_plan in (completions, ratings):
+        stage_entity_plan(engine, entity_plan, run_id)
+        counts = entity_plan.frame["action"].value_counts().to_dict() if not entity_plan.frame.empty else {}
+        for action in ("create", "update", "unchanged", "wait", "skip"):
+            metadata[f"{entity_plan.entity}_{action}"] = int(counts.get(action, 0))
+        metadata[f"{entity_plan.entity}_quarantined"] = len(entity_plan.quarantined)
+        writes += sum(int(counts.get(a, 0)) for a in WRITE_ACTIONS)
+        changes = entity_plan.frame[entity_plan.frame["action"] != "unchanged"] if not entity_plan.frame.empty \
+            else entity_plan.frame
+        preview_columns = ["record_key", "action", "reason", *entity_plan.fields]
+        metadata[f"{entity_plan.entity}_preview"] = preview_table(
+            changes.reindex(columns=preview_columns).head(25))
+    per_minute = degreed.resolved().rate_limit_per_minute
+    metadata["writes_planned"] = writes
+    metadata["eta_minutes"] = round(writes / per_minute, 2) if per_minute else 0.0
+    context.log.info("plan: %d writes (about %.1f min at %d/min)", writes, metadata["eta_minutes"], per_minute)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset_check(asset=completion_sync_plan, name=PAYLOADS_VALID_CHECK, blocking=True)
+def completion_payloads_valid(context: dg.AssetCheckExecutionContext,
+                              staging_db: StagingDatabaseResource) -> dg.AssetCheckResult:
+    """Every completion and skill rating this run would send passes its pandera model (rating 1-8,
+    percentile 0-100, UTC times, a learner and an assessment id)."""
+    engine = staging_db.engine()
+    run_id = context.run.run_id
+    problems: list[str] = []
+    counts = {}
+    for entity, fields, model in ((COMPLETION, (*COMPLETION_FIELDS, *COMPLETION_PAYLOAD), CompletionPayloadModel),
+                                  (SKILL_RATING, (*SKILL_RATING_FIELDS, *SKILL_RATING_PAYLOAD),
+                                   SkillRatingPayloadModel)):
+        frame = load_plan(engine, entity, fields, run_id=run_id)
+        frame = frame[frame["action"].isin(WRITE_ACTIONS)]
+        counts[entity] = len(frame)
+        if frame.empty:
+            continue
+        try:
+            _, failures = split_valid(frame.reset_index(drop=True), model, "record_key", f"{entity} payloads")
+        except SchemaProblem as exc:
+            problems.append(str(exc))
+            continue
+        problems += [f"{entity} {f.record_key}: {f.reason}" for f in failures]
+    return dg.AssetCheckResult(passed=not problems, metadata={
+        "completions_checked": counts.get(COMPLETION, 0), "skill_ratings_checked": counts.get(SKILL_RATING, 0),
+        "problems": "\n".join(problems[:20]) or "none", "problem_count": len(problems),
+    })
+
+
+@dg.asset(
+    group_name="degreed_apply", deps=[completion_sync_plan], kinds={"api", "sql"},
+    partitions_def=completion_partitions, backfill_policy=single_run, owners=["team:data-engineering"],
+)
+def completion_sync_apply(context: dg.AssetExecutionContext, staging_db: StagingDatabaseResource,
+                          degreed: DegreedResource, sync_settings: SyncSettingsResource) -> dg.MaterializeResult:
+    """Degreed's completions and skill ratings after this run: the planned writes, completions first, each
+    recorded in sync_ledger when Degreed acknowledged it."""
+    engine = staging_db.engine()
+    run_id = context.run.run_id
+    metrics = RequestMetrics()
+    client = degreed.client(metrics=metrics)
+    metadata: dict[str, object] = {"dry_run": sync_settings.is_dry_run()}
+    for entity, fields, writer in ((COMPLETION, (*COMPLETION_FIELDS, *COMPLETION_PAYLOAD), CompletionWriter(client)),
+                                   (SKILL_RATING, (*SKILL_RATING_FIELDS, *SKILL_RATING_PAYLOAD),
+                                    SkillRatingWriter(client))):
+        plan_frame = load_plan(engine, entity, fields, run_id=run_id)
+        if sync_settings.is_dry_run():
+            metadata[f"{entity}_writes_skipped"] = int(plan_frame["action"].isin(WRITE_ACTIONS).sum())
+            continue
+        result = apply_plan(plan_frame, writer, Ledger(engine, entity, run_id), Quarantine(engine, entity, run_id),
+                            fields=fields)
+        context.log.info("%s: %s", entity, result.as_metadata())
+        metadata.update({f"{entity}_{k}": v for k, v in result.as_metadata().items()})
+        if result.errors:
+            metadata[f"{entity}_errors"] = "\n".join(f"{e['record_key']}: {e['error']}" for e in result.errors[:20])
+    metadata.update(request_metadata(metrics, "degreed_requests"))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+COMPLETION_ASSETS = [imocha_attempts, completion_sync_plan, completion_sync_apply]
+COMPLETION_CHECKS = [completion_payloads_valid]
+

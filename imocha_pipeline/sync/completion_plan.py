@@ -1,0 +1,245 @@
+"""Desired Degreed completions and skill ratings from staged iMocha attempts, and their plans.
+
+The plan compares the desired records with what the ledger says Degreed acknowledged (the fast path:
+no Degreed reads per run); the nightly reconcile compares with Degreed itself. A later attempt always
+wins: an older attempt (e.g. from a backfill) never overwrites a newer one already in Degreed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from imocha_pipeline.sync import staging
+from imocha_pipeline.sync.completions import (
+    COMPLETION,
+    COMPLETION_FIELDS,
+    COMPLETION_SPEC,
+    SKILL_RATING,
+    SKILL_RATING_FIELDS,
+    SKILL_RATING_SPEC,
+    CompletionMapping,
+    completion_key,
+    skill_rating_key,
+    utc_text,
+)
+from imocha_pipeline.sync.diff import UNCHANGED, UPDATE, WAIT, EntitySpec, plan
+from imocha_pipeline.sync.ledger import ACKNOWLEDGED, Ledger
+from imocha_pipeline.sync.plan_store import stage_plan
+from imocha_pipeline.sync.quarantine import (
+    NOT_SENT,
+    VALIDATION,
+    WAITING_FOR_ASSESSMENT,
+    WAITING_FOR_LEARNER,
+    Entry,
+    Quarantine,
+)
+from imocha_pipeline.sync.schemas import ImochaCompletionModel, ImochaSkillScoreModel
+from imocha_pipeline.sync.validation import RowFailure, split_valid
+
+SKIP = "skip"
+COMPLETION_PAYLOAD = ("user_id", "user_identifier_type", "content_id", "content_id_type", "content_type",
+                      "test_invitation_id")
+SKILL_RATING_PAYLOAD = ("user_id", "user_identifier_type", "skill_name", "rating_type", "test_invitation_id",
+                        "percent")
+
+
+def attempt_key(invitation_id) -> str:
+    return f"attempt:{int(invitation_id)}"
+
+
+@dataclass
+class EntityPlan:
+    entity: str
+    frame: pd.DataFrame  # plan rows: record_key, action, reason, changed_fields, degreed_id, payload_hash, fields
+    payload_columns: tuple[str, ...]
+    quarantined: list[Entry] = field(default_factory=list)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return COMPLETION_FIELDS if self.entity == COMPLETION else SKILL_RATING_FIELDS
+
+
+def load_staged(engine: Engine, table: sa.Table, days: list[date], extra_ids: set[int] = frozenset()) -> pd.DataFrame:
+    condition = table.c.attempt_date.in_(days)
+    if extra_ids:
+        condition = sa.or_(condition, table.c.test_invitation_id.in_(sorted(extra_ids)))
+    with engine.connect() as conn:
+        rows = staging.read_rows(conn, table, condition)
+    return pd.DataFrame(rows, columns=[c.name for c in table.columns])
+
+
+def due_waiting_attempts(engine: Engine) -> set[int]:
+    """Attempt ids behind waiting records whose retry time has come, from any earlier partition."""
+    ids: set[int] = set()
+    for entity in (COMPLETION, SKILL_RATING):
+        quarantine = Quarantine(engine, entity)
+        waiting = quarantine.open_entries([WAITING_FOR_LEARNER, WAITING_FOR_ASSESSMENT])
+        if waiting.empty:
+            continue
+        not_due = quarantine.not_due(WAITING_FOR_LEARNER) | quarantine.not_due(WAITING_FOR_ASSESSMENT)
+        keys = [k for k in waiting["record_key"] if k not in not_due]
+        if not keys:
+            continue
+        ledger = Ledger(engine, entity).rows()
+        payloads = ledger[ledger["record_key"].isin(keys)]["payload"]
+        ids |= {int(p["test_invitation_id"]) for p in payloads if isinstance(p, dict) and p.get("test_invitation_id")}
+    return ids
+
+
+def _validation_entries(failures: list[RowFailure], prefix: str = "") -> list[Entry]:
+    return [Entry(f.record_key, VALIDATION, prefix + f.reason, f.column, f.rule, f.bad_value) for f in failures]
+
+
+def known_assessments(engine: Engine) -> set[str]:
+    """External ids Degreed has as active content: acknowledged by our ledger or seen in its snapshot."""
+    acknowledged = Ledger(engine, "assessment").rows((ACKNOWLEDGED,))
+    known = set(acknowledged[acknowledged["action"] != "retire"]["record_key"]) if not acknowledged.empty else set()
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(staging.degreed_assessments.c.external_id)
+                            .where(sa.or_(staging.degreed_assessments.c.obsolete.is_(False),
+                                          staging.degreed_assessments.c.obsolete.is_(None))))
+        known |= {row[0] for row in rows if row[0]}
+    return known
+
+
+def latest_wins(frame: pd.DataFrame, key: str, order: str) -> pd.DataFrame:
+    return frame.sort_values([order, "test_invitation_id"], kind="stable").drop_duplicates(key, keep="last")
+
+
+def build_completion_plans(engine: Engine, days: list[date], mapping: CompletionMapping,
+                           run_id: str) -> tuple[EntityPlan, EntityPlan]:
+    """Validate the staged attempts of ``days`` (plus due waiting ones), map them, and plan both entities."""
+    extra = due_waiting_attempts(engine)
+    attempts = load_staged(engine, staging.imocha_completions, days, extra)
+    scores = load_staged(engine, staging.imocha_skill_scores, days, extra)
+    quarantine_c = Quarantine(engine, COMPLETION, run_id)
+    quarantine_r = Quarantine(engine, SKILL_RATING, run_id)
+
+    attempts = attempts.assign(record_key=[attempt_key(i) for i in attempts["test_invitation_id"]])
+    valid, failures = split_valid(attempts, ImochaCompletionModel, "record_key", "imocha_completions")
+    entries_c = _validation_entries(failures)
+    bad_attempts = {int(f.record_key.split(":")[1]) for f in failures}
+
+    sent = valid[valid["status"].isin(mapping.send_statuses)] if not valid.empty else valid
+    not_sent = valid[~valid["status"].isin(mapping.send_statuses)] if not valid.empty else valid
+    skipped_rows = [
+        {"record_key": attempt_key(r["test_invitation_id"]), "action": SKIP,
+         "reason": f"status {r['status']!r} is not sent (IMOCHA_PIPELINE_SEND_STATUSES="
+                   f"{','.join(mapping.send_statuses)})"}
+        for r in not_sent.to_dict("records")
+    ]
+    entries_c += [Entry(r["record_key"], NOT_SENT, r["reason"], "status", "sent statuses") for r in skipped_rows]
+
+    completion_plan = _plan_completions(engine, sent, mapping, skipped_rows, entries_c, quarantine_c)
+    complete_ids = set(sent["test_invitation_id"].astype(int)) if not sent.empty else set()
+    rating_plan = _plan_ratings(engine, scores, complete_ids - bad_attempts, mapping, quarantine_r, sent)
+    return completion_plan, rating_plan
+
+
+def _plan_completions(engine, sent: pd.DataFrame, mapping: CompletionMapping, skipped_rows: list[dict],
+                      entries: list[Entry], quarantine: Quarantine) -> EntityPlan:
+    desired_rows = []
+    for r in sent.to_dict("records"):
+        external_id = f"imocha-{int(r['test_id'])}"
+        user_id, id_type = mapping.learner_identifier(r["learner_email"])
+        desired_rows.append({
+            "record_key": completion_key(r["learner_email"], external_id),
+            "user_id": user_id, "user_identifier_type": id_type, "content_id": external_id,
+            "content_id_type": "ExternalId", "content_type": mapping.content_type,
+            "completed_at": utc_text(r["attempted_on"]), "percentile": float(r["score_percentage"]),
+            "test_invitation_id": int(r["test_invitation_id"]),
+        })
+    desired = pd.DataFrame(desired_rows, columns=["record_key", *COMPLETION_PAYLOAD, *COMPLETION_FIELDS])
+    desired = latest_wins(desired, "record_key", "completed_at") if not desired.empty else desired
+    known = known_assessments(engine)
+    waiting_assessment = desired[~desired["content_id"].isin(known)] if not desired.empty else desired
+    entries += [Entry(r["record_key"], WAITING_FOR_ASSESSMENT,
+                      f"assessment {r['content_id']} is not in Degreed yet; waiting for assessment_sync_job",
+                      "content_id", "assessment exists in Degreed", r["content_id"])
+                for r in waiting_assessment.to_dict("records")]
+    frame = _plan_against_ledger(engine, desired, COMPLETION_SPEC, "completed_at", quarantine,
+                                 set(waiting_assessment["record_key"]))
+    frame = pd.concat([frame, pd.DataFrame(skipped_rows)], ignore_index=True) if skipped_rows else frame
+    quarantine.put(entries)
+    return EntityPlan(COMPLETION, frame, COMPLETION_PAYLOAD, entries)
+
+
+def _plan_ratings(engine, scores: pd.DataFrame, complete_ids: set[int], mapping: CompletionMapping,
+                  quarantine: Quarantine, sent: pd.DataFrame) -> EntityPlan:
+    entries: list[Entry] = []
+    scores = scores[scores["test_invitation_id"].isin(complete_ids)] if not scores.empty else scores
+    scores = scores.assign(record_key=[f"{attempt_key(i)}|skill:{s}" for i, s in
+                                       zip(scores["test_invitation_id"], scores["skill_id"], strict=True)])
+    valid, failures = split_valid(scores, ImochaSkillScoreModel, "record_key", "imocha_skill_scores")
+    entries += _validation_entries(failures)
+    skipped_rows, desired_rows = [], []
+    emails = dict(zip(sent["test_invitation_id"].astype(int), sent["learner_email"], strict=True)) \
+        if not sent.empty else {}
+    for r in valid.to_dict("records"):
+        skill = mapping.skill_name(r["skill_name"])
+        if skill is None:
+            reason = f"no Degreed skill mapped for iMocha skill {r['skill_name']!r} (IMOCHA_PIPELINE_SKILL_MAP)"
+            skipped_rows.append({"record_key": r["record_key"], "action": SKIP, "reason": reason})
+            entries.append(Entry(r["record_key"], NOT_SENT, reason, "skill_name", "skill mapping", r["skill_name"]))
+            continue
+        email = emails.get(int(r["test_invitation_id"]), r["learner_email"])
+        user_id, id_type = mapping.learner_identifier(email)
+        desired_rows.append({
+            "record_key": skill_rating_key(email, skill), "user_id": user_id, "user_identifier_type": id_type,
+            "skill_name": skill, "rating_type": mapping.rating_type,
+            "test_invitation_id": int(r["test_invitation_id"]), "percent": round(float(r["percent"]), 4),
+            "rating": mapping.level(float(r["percent"])), "rated_at": utc_text(r["attempted_on"]),
+        })
+    desired = pd.DataFrame(desired_rows, columns=["record_key", *SKILL_RATING_PAYLOAD, *SKILL_RATING_FIELDS])
+    desired = latest_wins(desired, "record_key", "rated_at") if not desired.empty else desired
+    frame = _plan_against_ledger(engine, desired, SKILL_RATING_SPEC, "rated_at", quarantine, set())
+    frame = pd.concat([frame, pd.DataFrame(skipped_rows)], ignore_index=True) if skipped_rows else frame
+    quarantine.put(entries)
+    return EntityPlan(SKILL_RATING, frame, SKILL_RATING_PAYLOAD, entries)
+
+
+def _plan_against_ledger(engine: Engine, desired: pd.DataFrame, spec: EntitySpec, time_field: str,
+                         quarantine: Quarantine, waiting_assessment: set[str]) -> pd.DataFrame:
+    """Diff against the ledger's acknowledged payloads; keep later attempts; mark waiting records."""
+    payload_columns = [c for c in desired.columns if c not in ("record_key", *spec.fields)]
+    acknowledged = Ledger(engine, spec.name).rows((ACKNOWLEDGED,))
+    actual_rows = [
+        {"record_key": r["record_key"], "degreed_id": r["degreed_id"],
+         **{f: (r["payload"] or {}).get(f) for f in spec.fields}}
+        for r in acknowledged.to_dict("records")
+    ] if not acknowledged.empty else []
+    actual = pd.DataFrame(actual_rows, columns=["record_key", "degreed_id", *spec.fields])
+    if not desired.empty:
+        actual = actual[actual["record_key"].isin(desired["record_key"])]
+    result = plan(desired[["record_key", *spec.fields]], actual, spec)
+    if result.empty:
+        return result.assign(**{c: pd.Series(dtype=object) for c in payload_columns})
+    extras = desired.set_index("record_key")[payload_columns]
+    result = result.join(extras, on="record_key")
+
+    known_times = dict(zip(actual["record_key"], actual[time_field], strict=True))
+    newer_in_degreed = [
+        a == UPDATE and bool(known_times.get(k)) and str(known_times[k]) > str(t)
+        for k, a, t in zip(result["record_key"], result["action"], result[time_field], strict=True)
+    ]
+    result.loc[newer_in_degreed, ["action", "reason"]] = [UNCHANGED, "a later attempt is already in Degreed"]
+
+    not_due = quarantine.not_due(WAITING_FOR_LEARNER)
+    waiting_learner = result["record_key"].isin(not_due) & result["action"].isin(["create", UPDATE])
+    result.loc[waiting_learner, ["action", "reason"]] = [WAIT, "learner not in Degreed yet; retried later"]
+    waiting_content = result["record_key"].isin(waiting_assessment) & result["action"].isin(["create", UPDATE])
+    result.loc[waiting_content, ["action", "reason"]] = [WAIT, "assessment not in Degreed yet; retried after "
+                                                               "assessment_sync_job"]
+    return result
+
+
+def stage_entity_plan(engine: Engine, entity_plan: EntityPlan, run_id: str) -> None:
+    """Upsert this run's plan rows (other partitions' rows stay) for people to read before apply."""
+    frame = entity_plan.frame
+    columns = (*entity_plan.fields, *entity_plan.payload_columns)
+    stage_plan(engine, entity_plan.entity, frame, columns, run_id, replace_all=False)

@@ -1,0 +1,334 @@
+"""One tick of the completions polling sensor, in plain Python (the Dagster sensor only wraps it).
+
+A tick asks iMocha's Retrieve Invites (``state=completed``) for the attempts that finished since the
+last tick, finds those not staged yet and not requested yet, and turns them into one run request per
+UTC day (the ``completion_sync_job`` partition whose window returned them).
+
+- **Cursor**: ``{"v": 1, "until": "<UTC ISO Z>", "pending": {"<invitation id>": "<YYYY-MM-DD>"}}``.
+  ``until``: everything before it has been read at least once. ``pending``: attempts already
+  requested but not staged yet, so that re-reading the overlap does not request them again; an entry
+  is dropped once staged, or once its day is older than the next scan's start (the overlap).
+  A missing, corrupt, wrong-version or future cursor restarts the scan at ``now - lookback``
+  (never at the beginning of time) and the tick says why.
+- **Overlap**: each tick re-reads from ``until - overlap`` so attempts iMocha lists late are found.
+- **Small calls**: the span is read in windows of at most ``window`` that never cross UTC midnight,
+  so every window belongs to exactly one partition.
+- **Cap**: a tick requests at most ``max_attempts`` new attempts and stops reading once a time budget
+  is spent; the cursor then advances only to the end of the last window read completely, so the rest
+  comes next tick. Run keys are built from the partition and the sorted attempt ids, so a tick that
+  is retried (Dagster drops the cursor of a failed tick) asks for the same runs again, and Dagster
+  launches each only once.
+- Attempts a callback already requested (``callback_inbox.run_key`` set) count as requested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy.engine import Engine
+
+from imocha_pipeline.clients.http import ApiSession
+from imocha_pipeline.clients.imocha import API_NAME, ImochaAttempt, ImochaClient, format_utc, parse_timestamp
+from imocha_pipeline.settings import optional
+from imocha_pipeline.sync.callbacks import callback_requested_ids
+from imocha_pipeline.sync.completions import staged_invitation_ids
+
+logger = logging.getLogger(__name__)
+
+CURSOR_VERSION = 1
+RUN_KEY_PREFIX = "completions"
+
+
+# ---------------------------------------------------------------- settings
+
+
+def _number(name: str, default: float, *, minimum: float, whole: bool = False) -> float:
+    raw = optional(name, "")
+    if not raw:
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError as exc:
+        kind = "a whole number" if whole else "a number"
+        raise ValueError(f"setting {name} must be {kind}, got {raw!r}") from exc
+    if value < minimum:
+        raise ValueError(f"setting {name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    """How the completions sensor polls; every value is an ``IMOCHA_PIPELINE_POLL_*`` setting."""
+
+    interval_seconds: int = 30
+    overlap: timedelta = timedelta(minutes=15)
+    lookback: timedelta = timedelta(days=2)
+    window: timedelta = timedelta(hours=6)
+    max_attempts: int = 500
+    read_timeout_seconds: float = 15.0
+    time_budget_seconds: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> PollSettings:
+        return cls(
+            interval_seconds=int(_number("IMOCHA_PIPELINE_POLL_INTERVAL_SECONDS", 30, minimum=1, whole=True)),
+            overlap=timedelta(minutes=_number("IMOCHA_PIPELINE_POLL_OVERLAP_MINUTES", 15, minimum=0)),
+            lookback=timedelta(hours=_number("IMOCHA_PIPELINE_POLL_LOOKBACK_HOURS", 48, minimum=1)),
+            window=timedelta(hours=_number("IMOCHA_PIPELINE_POLL_WINDOW_HOURS", 6, minimum=0.1)),
+            max_attempts=int(_number("IMOCHA_PIPELINE_POLL_MAX_ATTEMPTS", 500, minimum=1, whole=True)),
+            read_timeout_seconds=_number("IMOCHA_PIPELINE_POLL_READ_TIMEOUT_SECONDS", 15, minimum=1),
+            time_budget_seconds=_number("IMOCHA_PIPELINE_POLL_TIME_BUDGET_SECONDS", 30, minimum=1),
+        )
+
+
+def tick_client(base_url: str, api_key: str, settings: PollSettings) -> ImochaClient:
+    """An iMocha client sized for a sensor tick: a short read timeout and few, short retries.
+
+    Dagster cancels a tick after 60 s (``DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS``); a failed call fails
+    the tick, its cursor is discarded, and the next tick simply tries again.
+    """
+    root = base_url.rstrip("/")
+    root = root[: -len("/v3")] if root.endswith("/v3") else root
+    session = ApiSession(root, api_name=API_NAME, connect_timeout=5.0, read_timeout=settings.read_timeout_seconds,
+                         max_attempts=2, backoff_max=2.0, max_retry_after=5.0, secrets=[api_key])
+    return ImochaClient(root, api_key, session=session)
+
+
+# ---------------------------------------------------------------- cursor
+
+
+@dataclass(frozen=True)
+class PollCursor:
+    """Where the scan stands: ``until`` (UTC) and the requested-but-not-staged attempts by day."""
+
+    until: datetime
+    pending: dict[int, date] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "v": CURSOR_VERSION,
+            "until": format_utc(self.until),
+            "pending": {str(i): self.pending[i].isoformat() for i in sorted(self.pending)},
+        }, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class CursorState:
+    """A parsed cursor; ``restart_reason`` says why the scan restarts at ``now - lookback`` (None: it does not)."""
+
+    cursor: PollCursor
+    restart_reason: str | None = None
+
+
+def parse_cursor(text: str | None, now: datetime, lookback: timedelta) -> CursorState:
+    """Read a cursor; anything unusable restarts from ``now - lookback`` with the reason."""
+    try:
+        return CursorState(_read_cursor(text, now))
+    except _Restart as restart:
+        return CursorState(PollCursor(until=_whole_seconds(now - lookback)), str(restart))
+
+
+class _Restart(Exception):
+    pass
+
+
+def _read_cursor(text: str | None, now: datetime) -> PollCursor:
+    if text is None or not text.strip():
+        raise _Restart("no cursor yet")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise _Restart("the cursor is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _Restart("the cursor is not a JSON object")
+    if data.get("v") != CURSOR_VERSION:
+        raise _Restart(f"cursor version {data.get('v')!r} is not {CURSOR_VERSION}")
+    until = parse_timestamp(data.get("until")) if isinstance(data.get("until"), str) else None
+    if until is None:
+        raise _Restart(f"the cursor's 'until' is not a UTC timestamp: {data.get('until')!r}")
+    if until > now:
+        raise _Restart(f"the cursor's 'until' ({format_utc(until)}) is in the future")
+    pending = data.get("pending", {})
+    if not isinstance(pending, dict):
+        raise _Restart("the cursor's 'pending' is not an object")
+    try:
+        parsed = {int(key): date.fromisoformat(value) for key, value in pending.items()}
+    except (TypeError, ValueError):
+        raise _Restart("the cursor's 'pending' holds an entry that is not <invitation id>: <YYYY-MM-DD>") from None
+    return PollCursor(until=until, pending=parsed)
+
+
+def _whole_seconds(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+# ---------------------------------------------------------------- windows
+
+
+def scan_windows(start: datetime, end: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
+    """``[start, end)`` cut into windows of at most ``size`` that never cross UTC midnight."""
+    windows = []
+    low = start
+    while low < end:
+        midnight = datetime(low.year, low.month, low.day, tzinfo=UTC) + timedelta(days=1)
+        high = min(end, low + size, midnight)
+        windows.append((low, high))
+        low = high
+    return windows
+
+
+# ---------------------------------------------------------------- the tick
+
+
+class AttemptSource(Protocol):
+    """What a tick needs from iMocha (``ImochaClient`` fits)."""
+
+    def list_attempts(self, start: datetime, end: datetime, state: str = "completed") -> list[ImochaAttempt]: ...
+
+
+@dataclass(frozen=True)
+class CompletionRunRequest:
+    """One ``completion_sync_job`` run: the UTC day partition and the new attempts found in it."""
+
+    partition_key: str
+    run_key: str
+    invitation_ids: tuple[int, ...]
+
+
+def run_key_for(prefix: str, day: date, ids: Iterable[int]) -> str:
+    """``"<prefix>:<YYYY-MM-DD>:<16 hex>"``: the same partition and ids always give the same key."""
+    digest = hashlib.sha1(",".join(str(i) for i in sorted(ids)).encode()).hexdigest()[:16]
+    return f"{prefix}:{day.isoformat()}:{digest}"
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    """What one tick decided, with the figures shown in the tick log."""
+
+    requests: list[CompletionRunRequest]
+    cursor: PollCursor
+    skip_reason: str | None
+    restart_reason: str | None
+    scan_start: datetime
+    windows_read: int
+    windows_total: int
+    attempts_seen: int
+    already_staged: int
+    already_requested: int
+    capped: bool
+    duration_seconds: float
+
+    @property
+    def cursor_json(self) -> str:
+        return self.cursor.to_json()
+
+    @property
+    def new_attempts(self) -> int:
+        return sum(len(request.invitation_ids) for request in self.requests)
+
+    def summary(self) -> str:
+        parts = [f"read {self.windows_read}/{self.windows_total} windows from {format_utc(self.scan_start)} "
+                 f"to {format_utc(self.cursor.until)}",
+                 f"{self.attempts_seen} finished attempts",
+                 f"{self.already_staged} already staged",
+                 f"{self.already_requested} already requested",
+                 f"{self.new_attempts} new in {len(self.requests)} run(s)",
+                 f"{len(self.cursor.pending)} pending",
+                 f"{self.duration_seconds:.2f}s"]
+        text = "; ".join(parts)
+        if self.capped:
+            text += "; per-tick cap reached, the rest comes next tick"
+        if self.restart_reason:
+            text += f"; restarted the scan at now - look-back: {self.restart_reason}"
+        return text
+
+
+def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | None, *,
+                     now: datetime | None = None, settings: PollSettings | None = None,
+                     earliest: datetime | None = None,
+                     monotonic: Callable[[], float] = time.monotonic) -> PollOutcome:
+    """Run one polling tick: read the new windows, pick the attempts to request, and move the cursor.
+
+    ``earliest`` (the first partition's start) bounds every scan. ``now`` defaults to the current UTC time.
+    """
+    started = monotonic()
+    settings = settings or PollSettings()
+    now = _whole_seconds(now or datetime.now(UTC))
+    state = parse_cursor(cursor_text, now, settings.lookback)
+    cursor = state.cursor
+    scan_start = cursor.until if state.restart_reason else _whole_seconds(cursor.until - settings.overlap)
+    if earliest is not None:
+        scan_start = min(now, max(scan_start, earliest))
+    windows = scan_windows(scan_start, now, settings.window)
+
+    fetched: list[tuple[tuple[datetime, datetime], list[ImochaAttempt]]] = []
+    candidates = 0
+    for window in windows:
+        if fetched and (candidates >= settings.max_attempts
+                        or monotonic() - started > settings.time_budget_seconds):
+            break
+        attempts = client.list_attempts(window[0], window[1], state="completed")
+        fetched.append((window, attempts))
+        candidates += sum(1 for a in attempts if a.test_invitation_id not in cursor.pending)
+
+    seen = sorted({a.test_invitation_id for _, attempts in fetched for a in attempts})
+    staged = staged_invitation_ids(engine, sorted(set(seen) | set(cursor.pending)))
+    by_callback = callback_requested_ids(engine, [i for i in seen if i not in staged and i not in cursor.pending])
+
+    chosen: dict[date, list[int]] = {}
+    taken: set[int] = set()
+    complete_until = cursor.until if not state.restart_reason else scan_start
+    capped = False
+    for index, (window, attempts) in enumerate(fetched):
+        day = window[0].date()
+        fresh = sorted({a.test_invitation_id for a in attempts} - staged - set(cursor.pending) - by_callback - taken)
+        room = settings.max_attempts - len(taken)
+        if len(fresh) > room:
+            fresh, capped = fresh[:room], True
+        if fresh:
+            chosen.setdefault(day, []).extend(fresh)
+            taken.update(fresh)
+        if capped:
+            break
+        complete_until = max(complete_until, window[1])
+        if len(taken) >= settings.max_attempts and index + 1 < len(windows):
+            capped = True
+            break
+
+    new_until = complete_until
+    # An entry matters only while the next scan (from new_until - overlap) can list its attempt again.
+    keep_from = (new_until - settings.overlap).date()
+    pending = {i: d for i, d in cursor.pending.items() if i not in staged}
+    for day, ids in chosen.items():
+        pending.update(dict.fromkeys(ids, day))
+    pending = {i: d for i, d in pending.items() if d >= keep_from}
+    requests = [CompletionRunRequest(day.isoformat(), run_key_for(RUN_KEY_PREFIX, day, ids), tuple(sorted(ids)))
+                for day, ids in sorted(chosen.items())]
+    skip_reason = None
+    if not requests:
+        skip_reason = (f"No new finished attempts since {format_utc(scan_start)} "
+                       f"({len(seen)} seen: already staged or already requested)")
+    outcome = PollOutcome(
+        requests=requests,
+        cursor=PollCursor(until=new_until, pending=pending),
+        skip_reason=skip_reason,
+        restart_reason=state.restart_reason,
+        scan_start=scan_start,
+        windows_read=len(fetched),
+        windows_total=len(windows),
+        attempts_seen=len(seen),
+        already_staged=len(staged & set(seen)),
+        already_requested=len((set(cursor.pending) | by_callback) & (set(seen) - staged)),
+        capped=capped,
+        duration_seconds=monotonic() - started,
+    )
+    logger.info("completions poll: %s", outcome.summary())
+    return outcome
+

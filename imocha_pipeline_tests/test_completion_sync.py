@@ -1,0 +1,266 @@
+"""Completions and skill ratings end to end: real Dagster runs of completion_sync_job against the sandbox."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from imocha_pipeline.definitions import build_definitions
+from imocha_pipeline.defs.resources import SyncSettingsResource, resources_from_settings
+from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
+from imocha_pipeline.sync import staging
+
+WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
+
+
+class Harness:
+    """A sandbox, a staging database and a Dagster instance, with one-line job runs."""
+
+    def __init__(self, sandbox: Sandbox, staging_url: str, instance, **sync_settings):
+        self.sandbox = sandbox
+        self.staging_url = staging_url
+        self.instance = instance
+        self.defs = build_definitions(resources_from_settings(sandbox.env(), staging_url,
+                                                              SyncSettingsResource(**sync_settings)))
+
+    def assessments(self):
+        result = self.defs.resolve_job_def("assessment_sync_job").execute_in_process(instance=self.instance)
+        assert result.success
+        return result
+
+    def completions(self, start: str | None = None, end: str | None = None, run_config=None):
+        today = datetime.now(UTC).date().isoformat()
+        tags = {"dagster/asset_partition_range_start": start or today,
+                "dagster/asset_partition_range_end": end or start or today}
+        return self.defs.resolve_job_def("completion_sync_job").execute_in_process(
+            instance=self.instance, tags=tags, run_config=run_config, raise_on_error=False)
+
+    def writes(self, since: int = 0) -> list:
+        return [e for e in self.sandbox.degreed.log.entries(since)
+                if e.method in WRITE_METHODS and e.path.startswith("/api/")]
+
+    def state(self) -> dict:
+        return self.sandbox.degreed.state()
+
+    def rows(self, table) -> list[dict]:
+        with staging.get_engine(self.staging_url).connect() as conn:
+            return staging.read_rows(conn, table)
+
+    def learner(self, in_degreed: bool = True):
+        return next(learner for learner in self.sandbox.world.learners if learner.in_degreed == in_degreed)
+
+
+@pytest.fixture
+def sandbox():
+    box = Sandbox(SandboxConfig(seed=21, tests=3, learners=6, attempts=0, degreed_rate_limit=6000)).start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def harness(sandbox, sqlite_url, instance, monkeypatch):
+    monkeypatch.setenv("IMOCHA_PIPELINE_WAITING_RETRY_SECONDS", "0")
+    return Harness(sandbox, sqlite_url, instance)
+
+
+def percent_scores(test, percents: list[float]) -> dict[int, float]:
+    return {bank.qb_id: round(bank.max_score * p / 100, 2) for bank, p in zip(test.banks, percents, strict=False)}
+
+
+def completions_of(state: dict, email: str) -> list[dict]:
+    return [c for c in state["completions"] if c.get("user_email", "").lower() == email.lower()]
+
+
+def ratings_of(state: dict, email: str) -> dict[str, dict]:
+    return {r["skill_name"]: r for r in state["skill_ratings"] if r.get("user_email", "").lower() == email.lower()}
+
+
+def assert_one_completion_and_ratings(h: Harness, learner, test, percents):
+    state = h.state()
+    mine = completions_of(state, learner.email)
+    assert len(mine) == 1
+    assert mine[0]["content_external_id"] == f"imocha-{test.test_id}"
+    expected_percent = round(sum(b.max_score * p / 100 for b, p in zip(test.banks, percents, strict=False))
+                             / test.total_points * 100)
+    assert mine[0]["percentile"] == pytest.approx(expected_percent, abs=0.6)
+    ratings = ratings_of(state, learner.email)
+    for bank, percent in zip(test.banks, percents, strict=False):
+        assert ratings[bank.qb_name]["rating"] == min(8, int(percent // 12.5) + 1), bank.qb_name
+    return mine[0], ratings
+
+
+@pytest.mark.parametrize("staging_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_finished_attempt_becomes_one_completion_and_ratings(sandbox, instance, monkeypatch, request,
+                                                               staging_kind):
+    url = request.getfixturevalue(f"{staging_kind}_url")
+    h = Harness(sandbox, url, instance)
+    h.assessments()
+    learner, test = h.learner(), sandbox.world.tests[0]
+    percents = [95.0, 40.0, 10.0][: len(test.banks)]
+    invitation = sandbox.imocha.complete_attempt(test.test_id, learner.email, learner.name,
+                                                 bank_scores=percent_scores(test, percents))
+    result = h.completions()
+    assert result.success
+    completion, _ = assert_one_completion_and_ratings(h, learner, test, percents)
+    report = sandbox.imocha.report(invitation, report_type=3)
+    attempted = datetime.fromisoformat(report["attemptedOn"].replace("Z", "+00:00"))
+    completed_at = datetime.fromisoformat(completion["completed_at"].replace("Z", "+00:00"))
+    assert abs((completed_at - attempted).total_seconds()) < 1
+    ledger = {(r["entity"], r["record_key"]): r for r in h.rows(staging.sync_ledger)}
+    key = ("completion", f"{learner.email.lower()}|imocha-{test.test_id}")
+    assert ledger[key]["state"] == "acknowledged" and ledger[key]["degreed_id"] == completion["id"]
+
+    mark = sandbox.degreed.log.last_seq
+    again = h.completions()
+    assert again.success and h.writes(mark) == []
+
+
+@pytest.mark.parametrize("duplicates", ["409", "update"])
+def test_a_retake_updates_the_completion_and_rating_without_duplicates(sqlite_url, instance, duplicates):
+    config = SandboxConfig(seed=22, tests=2, learners=4, attempts=0, degreed_rate_limit=6000,
+                           completion_duplicates=duplicates)
+    with Sandbox(config) as sandbox:
+        h = Harness(sandbox, sqlite_url, instance)
+        h.assessments()
+        learner, test = h.learner(), sandbox.world.tests[0]
+        sandbox.imocha.complete_attempt(test.test_id, learner.email, learner.name,
+                                        bank_scores=percent_scores(test, [30.0] * len(test.banks)))
+        assert h.completions().success
+        first, _ = assert_one_completion_and_ratings(h, learner, test, [30.0] * len(test.banks))
+        sandbox.imocha.complete_attempt(test.test_id, learner.email, learner.name,
+                                        bank_scores=percent_scores(test, [90.0] * len(test.banks)))
+        mark = sandbox.degreed.log.last_seq
+        assert h.completions().success
+        second, ratings = assert_one_completion_and_ratings(h, learner, test, [90.0] * len(test.banks))
+        assert second["id"] == first["id"]
+        sent = h.writes(mark)
+        assert {e.method for e in sent} == {"PATCH"}
+        assert len(sent) == 1 + len(test.banks)
+        assert all(r["rating"] == 8 for r in ratings.values())
+
+
+def test_backfill_of_several_days_syncs_history_exactly_once(sqlite_url, instance):
+    config = SandboxConfig(seed=23, tests=3, learners=10, attempts=25, degreed_rate_limit=6000)
+    with Sandbox(config) as sandbox:
+        h = Harness(sandbox, sqlite_url, instance)
+        h.assessments()
+        today = datetime.now(UTC).date()
+        start = (today - timedelta(days=15)).isoformat()
+        result = h.completions(start, today.isoformat())
+        assert result.success
+        staged = h.rows(staging.imocha_completions)
+        assert {r["test_invitation_id"] for r in staged} == {a.test_invitation_id for a in sandbox.world.attempts}
+        expected = {(a.email.lower(), a.test_id) for a in sandbox.world.attempts
+                    if a.status == "Complete" and next(x for x in sandbox.world.learners if x.email == a.email).in_degreed}
+        in_degreed = {(c["user_email"].lower(), int(c["content_external_id"].split("-")[1]))
+                      for c in h.state()["completions"]}
+        assert in_degreed == expected
+        assert len(h.state()["completions"]) == len(expected)
+
+        mark = sandbox.degreed.log.last_seq
+        imocha_mark = sandbox.imocha.log.last_seq
+        for day in range(16):  # the same days again, one partition at a time
+            assert h.completions((today - timedelta(days=day)).isoformat()).success
+        assert h.writes(mark) == []
+        reports = [e for e in sandbox.imocha.log.entries(imocha_mark) if e.path.startswith("/v3/reports/")]
+        assert reports == [], "a report is read once per attempt"
+
+
+def test_a_missing_learner_waits_in_quarantine_then_syncs(harness):
+    h = harness
+    h.assessments()
+    learner, test = h.learner(in_degreed=False), h.sandbox.world.tests[1]
+    h.sandbox.imocha.complete_attempt(test.test_id, learner.email, learner.name, bank_scores=70.0)
+    first = h.completions()
+    assert first.success, "a missing learner never fails the run"
+    assert completions_of(h.state(), learner.email) == []
+    waiting = [q for q in h.rows(staging.sync_quarantine) if q["status"] == "open"]
+    assert {q["kind"] for q in waiting} == {"waiting_for_learner"}
+    assert all(learner.email in q["reason"] for q in waiting)
+    assert len(waiting) == 1 + len(test.banks)
+
+    h.sandbox.degreed.add_user(learner.email, employee_id=learner.employee_id)
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    assert h.completions(yesterday).success, "a later run of another day retries the waiting records"
+    assert len(completions_of(h.state(), learner.email)) == 1
+    assert len(ratings_of(h.state(), learner.email)) == len(test.banks)
+    assert all(q["status"] == "resolved" for q in h.rows(staging.sync_quarantine))
+
+
+def test_attempts_not_complete_are_staged_but_not_sent(harness):
+    h = harness
+    h.assessments()
+    learner, test = h.learner(), h.sandbox.world.tests[0]
+    left = h.sandbox.imocha.complete_attempt(test.test_id, learner.email, learner.name, status="Test Left")
+    assert h.completions().success
+    assert h.state()["completions"] == [] and h.state()["skill_ratings"] == []
+    staged = {r["test_invitation_id"]: r for r in h.rows(staging.imocha_completions)}
+    assert staged[left]["status"] == "Test Left"
+    plan = {p["record_key"]: p for p in h.rows(staging.sync_plan)}
+    assert plan[f"attempt:{left}"]["action"] == "skip"
+    assert "status 'Test Left' is not sent" in plan[f"attempt:{left}"]["reason"]
+
+
+def test_completions_wait_for_their_assessment(harness):
+    h = harness
+    learner, test = h.learner(), h.sandbox.world.tests[2]
+    h.sandbox.imocha.complete_attempt(test.test_id, learner.email, learner.name, bank_scores=55.0)
+    assert h.completions().success
+    assert h.state()["completions"] == []
+    plan = {p["record_key"]: p for p in h.rows(staging.sync_plan) if p["entity"] == "completion"}
+    (row,) = plan.values()
+    assert row["action"] == "wait" and "assessment" in row["reason"]
+    h.assessments()
+    assert h.completions().success
+    assert len(completions_of(h.state(), learner.email)) == 1
+
+
+def test_invalid_reports_are_quarantined_with_reasons_while_good_ones_sync(harness):
+    h = harness
+    h.assessments()
+    good, bad = [x for x in h.sandbox.world.learners if x.in_degreed][:2]
+    test = h.sandbox.world.tests[0]
+    h.sandbox.imocha.complete_attempt(test.test_id, good.email, good.name, bank_scores=80.0)
+    broken = h.sandbox.imocha.complete_attempt(test.test_id, bad.email, bad.name, bank_scores=80.0)
+    report = h.sandbox.imocha.report(broken, report_type=3)
+    report.update(scorePercentage=135.0, candidatePoints=50.0, totalTestPoints=40.0)
+    report["skills"][0]["candidateQbScore"] = report["skills"][0]["qbScore"] + 5
+    h.sandbox.imocha.set_canned_response("GET", f"/v3/reports/{broken}", json.dumps(report))
+    assert h.completions().success
+    assert len(completions_of(h.state(), good.email)) == 1
+    assert completions_of(h.state(), bad.email) == []
+    reasons = {q["record_key"]: q["reason"] for q in h.rows(staging.sync_quarantine)}
+    assert reasons[f"attempt:{broken}"] == (
+        "score_percentage must be at most 100 (got 135.0); "
+        "candidate_points must not exceed total_points (got candidate_points=50.0, total_points=40.0)")
+
+
+def test_learner_and_skill_mapping_tables(sandbox, sqlite_url, instance, tmp_path, monkeypatch):
+    learner, test = next(x for x in sandbox.world.learners if x.in_degreed), sandbox.world.tests[0]
+    learners_csv = tmp_path / "learners.csv"
+    learners_csv.write_text(f"email,employee_id\n{learner.email.upper()},{learner.employee_id}\n")
+    skills_csv = tmp_path / "skills.csv"
+    skills_csv.write_text(f"imocha_skill,degreed_skill\n{test.banks[0].qb_name},Degreed {test.banks[0].qb_name}\n")
+    monkeypatch.setenv("IMOCHA_PIPELINE_LEARNER_MAP", str(learners_csv))
+    monkeypatch.setenv("IMOCHA_PIPELINE_SKILL_MAP", str(skills_csv))
+    monkeypatch.setenv("IMOCHA_PIPELINE_SKILL_MAP_STRICT", "1")
+    h = Harness(sandbox, sqlite_url, instance)
+    h.assessments()
+    sandbox.imocha.complete_attempt(test.test_id, learner.email, learner.name, bank_scores=60.0)
+    assert h.completions().success
+    posted = [json.loads(e.body)["data"]["attributes"] for e in h.writes() if e.path == "/api/v2/completions"]
+    assert posted[0]["user-id"] == learner.employee_id and posted[0]["user-identifier-type"] == "EmployeeId"
+    ratings = ratings_of(h.state(), learner.email)
+    assert set(ratings) == {f"Degreed {test.banks[0].qb_name}"}
+    skipped = [p for p in h.rows(staging.sync_plan) if p["action"] == "skip"]
+    assert len(skipped) == len(test.banks) - 1
+    assert all("no Degreed skill mapped for iMocha skill" in p["reason"] for p in skipped)
