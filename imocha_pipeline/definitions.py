@@ -9,17 +9,24 @@ import dagster as dg
 
 from imocha_pipeline.defs.assessments import ASSESSMENT_ASSETS, ASSESSMENT_CHECKS
 from imocha_pipeline.defs.completions import COMPLETION_ASSETS, COMPLETION_CHECKS
-from imocha_pipeline.defs.jobs import assessment_sync_job, assessment_sync_schedule, completion_sync_job
+from imocha_pipeline.defs.jobs import (
+    assessment_sync_job,
+    assessment_sync_schedule,
+    completion_sync_job,
+    reconcile_job,
+    reconcile_schedule,
+)
+from imocha_pipeline.defs.reconcile import RECONCILE_ASSETS
 from imocha_pipeline.defs.resources import resources_from_env
 
 
 def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The definitions with the given resources (tests pass sandbox-bound ones; production reads the env)."""
     return dg.Definitions(
-        assets=[*ASSESSMENT_ASSETS, *COMPLETION_ASSETS],
+        assets=[*ASSESSMENT_ASSETS, *COMPLETION_ASSETS, *RECONCILE_ASSETS],
         asset_checks=[*ASSESSMENT_CHECKS, *COMPLETION_CHECKS],
-        jobs=[assessment_sync_job, completion_sync_job],
-        schedules=[assessment_sync_schedule],
+        jobs=[assessment_sync_job, completion_sync_job, reconcile_job],
+        schedules=[assessment_sync_schedule, reconcile_schedule],
         resources=dict(resources) if resources is not None else resources_from_env(),
     )
 

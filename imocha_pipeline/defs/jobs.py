@@ -6,11 +6,18 @@ import os
 
 import dagster as dg
 
-from imocha_pipeline.defs.assessments import ASSESSMENT_ASSETS
+from imocha_pipeline.defs.assessments import ASSESSMENT_ASSETS, degreed_assessments
 from imocha_pipeline.defs.completions import COMPLETION_ASSETS
 from imocha_pipeline.defs.partitions import completion_partitions
+from imocha_pipeline.defs.reconcile import RECONCILE_ASSETS
 
 DEFAULT_ASSESSMENT_SYNC_CRON = "0 * * * *"
+DEFAULT_RECONCILE_CRON = "30 2 * * *"
+
+
+def _cron(setting: str, default: str) -> str:
+    # Read when the code location loads: a deployment setting, not a secret.
+    return os.environ.get(setting, "").strip() or default
 
 assessment_sync_job = dg.define_asset_job(
     "assessment_sync_job",
@@ -22,8 +29,7 @@ assessment_sync_job = dg.define_asset_job(
 assessment_sync_schedule = dg.ScheduleDefinition(
     name="assessment_sync_schedule",
     job=assessment_sync_job,
-    # The cron is read when the code location loads: a deployment setting, not a secret.
-    cron_schedule=os.environ.get("IMOCHA_PIPELINE_ASSESSMENT_SYNC_CRON", "").strip() or DEFAULT_ASSESSMENT_SYNC_CRON,
+    cron_schedule=_cron("IMOCHA_PIPELINE_ASSESSMENT_SYNC_CRON", DEFAULT_ASSESSMENT_SYNC_CRON),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Keeps Degreed's Assessment content in step with iMocha (hourly by default).",
@@ -36,4 +42,21 @@ completion_sync_job = dg.define_asset_job(
     description="Extract finished iMocha attempts of the given days, validate, plan, and send completions and "
                 "skill ratings to Degreed.",
     tags={"imocha_pipeline/entity": "completion"},
+)
+
+reconcile_job = dg.define_asset_job(
+    "reconcile_job",
+    selection=dg.AssetSelection.assets(degreed_assessments, *RECONCILE_ASSETS),
+    description="Read what Degreed holds for our provider, compare it with the ledger, repair what is missing "
+                "and report drift.",
+    tags={"imocha_pipeline/entity": "reconcile"},
+)
+
+reconcile_schedule = dg.ScheduleDefinition(
+    name="reconcile_schedule",
+    job=reconcile_job,
+    cron_schedule=_cron("IMOCHA_PIPELINE_RECONCILE_CRON", DEFAULT_RECONCILE_CRON),
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Nightly reconciliation of Degreed with what the pipeline wrote.",
 )

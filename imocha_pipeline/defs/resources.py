@@ -14,22 +14,25 @@ from sqlalchemy.engine import Engine
 
 from imocha_pipeline import settings
 from imocha_pipeline.clients.degreed import DegreedClient
-from imocha_pipeline.clients.http import LocalRateBudget, RequestMetrics
+from imocha_pipeline.clients.http import RateBudget, RequestMetrics
 from imocha_pipeline.clients.imocha import ImochaClient
+from imocha_pipeline.clients.shared_budget import degreed_rate_budget
 from imocha_pipeline.sync.completions import CompletionMapping
 from imocha_pipeline.sync.mapping import AssessmentMapping
 from imocha_pipeline.sync.staging import describe_url, get_engine
 
-_budgets: dict[tuple[str, int], LocalRateBudget] = {}
+_budgets: dict[tuple[str | None, str, int], RateBudget] = {}
 _budgets_lock = threading.Lock()
 
 
-def _rate_budget(client_id: str, per_minute: int) -> LocalRateBudget:
-    """One budget per Degreed client id in this process, shared by every client built here."""
+def _rate_budget(client_id: str, per_minute: int, staging_url: str | None = None) -> RateBudget:
+    """The Degreed budget for a client id: shared by every process through the staging database at
+    ``staging_url``; without one, shared by every client built in this process."""
     with _budgets_lock:
-        key = (client_id, per_minute)
+        key = (staging_url, client_id, per_minute)
         if key not in _budgets:
-            _budgets[key] = LocalRateBudget(per_minute)
+            engine = get_engine(staging_url) if staging_url else None
+            _budgets[key] = degreed_rate_budget(client_id, per_minute, engine)
         return _budgets[key]
 
 

@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline.clients.http import ApiSession
 from imocha_pipeline.clients.imocha import API_NAME, ImochaAttempt, ImochaClient, format_utc, parse_timestamp
 from imocha_pipeline.settings import optional
-from imocha_pipeline.sync.callbacks import callback_requested_ids
+from imocha_pipeline.sync import staging
 from imocha_pipeline.sync.completions import staged_invitation_ids
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ RUN_KEY_PREFIX = "completions"
 # ---------------------------------------------------------------- settings
 
 
-def _number(name: str, default: float, *, minimum: float, whole: bool = False) -> float:
+def number_setting(name: str, default: float, *, minimum: float, whole: bool = False) -> float:
+    """A numeric environment setting, at least ``minimum``; a clear error names a bad value."""
     raw = optional(name, "")
     if not raw:
         return default
@@ -72,19 +74,19 @@ class PollSettings:
     lookback: timedelta = timedelta(days=2)
     window: timedelta = timedelta(hours=6)
     max_attempts: int = 500
-    read_timeout_seconds: float = 15.0
-    time_budget_seconds: float = 30.0
+    read_timeout_seconds: float = 10.0
+    time_budget_seconds: float = 20.0
 
     @classmethod
     def from_env(cls) -> PollSettings:
         return cls(
-            interval_seconds=int(_number("IMOCHA_PIPELINE_POLL_INTERVAL_SECONDS", 30, minimum=1, whole=True)),
-            overlap=timedelta(minutes=_number("IMOCHA_PIPELINE_POLL_OVERLAP_MINUTES", 15, minimum=0)),
-            lookback=timedelta(hours=_number("IMOCHA_PIPELINE_POLL_LOOKBACK_HOURS", 48, minimum=1)),
-            window=timedelta(hours=_number("IMOCHA_PIPELINE_POLL_WINDOW_HOURS", 6, minimum=0.1)),
-            max_attempts=int(_number("IMOCHA_PIPELINE_POLL_MAX_ATTEMPTS", 500, minimum=1, whole=True)),
-            read_timeout_seconds=_number("IMOCHA_PIPELINE_POLL_READ_TIMEOUT_SECONDS", 15, minimum=1),
-            time_budget_seconds=_number("IMOCHA_PIPELINE_POLL_TIME_BUDGET_SECONDS", 30, minimum=1),
+            interval_seconds=int(number_setting("IMOCHA_PIPELINE_POLL_INTERVAL_SECONDS", 30, minimum=1, whole=True)),
+            overlap=timedelta(minutes=number_setting("IMOCHA_PIPELINE_POLL_OVERLAP_MINUTES", 15, minimum=0)),
+            lookback=timedelta(hours=number_setting("IMOCHA_PIPELINE_POLL_LOOKBACK_HOURS", 48, minimum=1)),
+            window=timedelta(hours=number_setting("IMOCHA_PIPELINE_POLL_WINDOW_HOURS", 6, minimum=0.1)),
+            max_attempts=int(number_setting("IMOCHA_PIPELINE_POLL_MAX_ATTEMPTS", 500, minimum=1, whole=True)),
+            read_timeout_seconds=number_setting("IMOCHA_PIPELINE_POLL_READ_TIMEOUT_SECONDS", 10, minimum=1),
+            time_budget_seconds=number_setting("IMOCHA_PIPELINE_POLL_TIME_BUDGET_SECONDS", 20, minimum=1),
         )
 
 
@@ -185,6 +187,19 @@ def scan_windows(start: datetime, end: datetime, size: timedelta) -> list[tuple[
 
 
 # ---------------------------------------------------------------- the tick
+
+
+def callback_requested_ids(engine: Engine, ids: list[int]) -> set[int]:
+    """Of ``ids``, those a callback run was already requested for (``callback_inbox.run_key`` set)."""
+    found: set[int] = set()
+    inbox = staging.callback_inbox
+    with engine.connect() as conn:
+        for start in range(0, len(ids), 900):
+            chunk = ids[start:start + 900]
+            found |= {row[0] for row in conn.execute(
+                sa.select(inbox.c.test_invitation_id).distinct()
+                .where(inbox.c.test_invitation_id.in_(chunk), inbox.c.run_key.is_not(None)))}
+    return found
 
 
 class AttemptSource(Protocol):

@@ -1,0 +1,136 @@
+"""Nightly reconciliation: what Degreed really holds versus what we wrote; repair the missing, report drift."""
+
+from datetime import timedelta
+
+import dagster as dg
+import pandas as pd
+
+from imocha_pipeline.clients.http import RequestMetrics
+from imocha_pipeline.defs.assessments import degreed_assessments
+from imocha_pipeline.defs.metadata import preview_table, request_metadata
+from imocha_pipeline.defs.resources import DegreedResource, StagingDatabaseResource
+from imocha_pipeline.settings import optional_int
+from imocha_pipeline.sync import staging
+from imocha_pipeline.sync.apply import apply_plan
+from imocha_pipeline.sync.assessments import ENTITY as ASSESSMENT
+from imocha_pipeline.sync.assessments import stage_full_extract
+from imocha_pipeline.sync.completion_plan import COMPLETION_PAYLOAD, SKILL_RATING_PAYLOAD
+from imocha_pipeline.sync.completions import COMPLETION, COMPLETION_FIELDS, SKILL_RATING, SKILL_RATING_FIELDS
+from imocha_pipeline.sync.ledger import Ledger
+from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS
+from imocha_pipeline.sync.quarantine import Quarantine
+from imocha_pipeline.sync.reconcile import (
+    MISSING,
+    acknowledged,
+    find_drift,
+    repair_plan,
+    snapshot_completions,
+    snapshot_skill_ratings,
+    stage_drift,
+)
+from imocha_pipeline.sync.writers import AssessmentWriter, CompletionWriter, SkillRatingWriter
+
+NO_DRIFT_CHECK = "no_drift_after_repair"
+
+
+def reconcile_days() -> int:
+    return optional_int("IMOCHA_PIPELINE_RECONCILE_DAYS", 30)
+
+
+@dg.asset(group_name="degreed_snapshot", kinds={"api", "sql"}, owners=["team:data-engineering"])
+def degreed_completions(context: dg.AssetExecutionContext, degreed: DegreedResource,
+                        staging_db: StagingDatabaseResource) -> dg.MaterializeResult:
+    """Completions Degreed holds for our provider over the reconcile window (read in 7-day windows)."""
+    metrics = RequestMetrics()
+    started = staging.utcnow()
+    end = started.date() + timedelta(days=1)
+    start = end - timedelta(days=reconcile_days())
+    rows = snapshot_completions(degreed.client(metrics=metrics), start, end, started)
+    _, count = stage_full_extract(staging_db.engine(), staging.degreed_completions, rows, "snapshot_at", started)
+    context.log.info("Degreed holds %d completions between %s and %s", count, start, end)
+    return dg.MaterializeResult(metadata={"dagster/row_count": count, "window": f"{start}..{end}",
+                                          **request_metadata(metrics, "degreed_requests")})
+
+
+@dg.asset(group_name="degreed_snapshot", kinds={"api", "sql"}, owners=["team:data-engineering"])
+def degreed_skill_ratings(context: dg.AssetExecutionContext, degreed: DegreedResource,
+                          staging_db: StagingDatabaseResource) -> dg.MaterializeResult:
+    """Skill ratings Degreed holds for our provider."""
+    metrics = RequestMetrics()
+    started = staging.utcnow()
+    rows = snapshot_skill_ratings(degreed.client(metrics=metrics), started)
+    _, count = stage_full_extract(staging_db.engine(), staging.degreed_skill_ratings, rows, "snapshot_at", started)
+    return dg.MaterializeResult(metadata={"dagster/row_count": count,
+                                          **request_metadata(metrics, "degreed_requests")})
+
+
+def _in_window(days: int):
+    cutoff = (staging.utcnow() - timedelta(days=days - 1)).strftime("%Y-%m-%dT00:00:00Z")
+    return lambda payload: str(payload.get("completed_at") or "") >= cutoff
+
+
+@dg.asset(group_name="reconcile", deps=[degreed_assessments, degreed_completions, degreed_skill_ratings],
+          kinds={"pandas", "sql"}, owners=["team:data-engineering"],
+          check_specs=[dg.AssetCheckSpec(NO_DRIFT_CHECK, asset="sync_drift",
+                                         description="Fails when Degreed still differs from what we wrote "
+                                                     "after the repair.")])
+def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource,
+               staging_db: StagingDatabaseResource) -> dg.MaterializeResult:
+    """Differences between Degreed and our ledger (missing, changed, unknown), after repairing missing records
+    (table sync_drift)."""
+    engine = staging_db.engine()
+    run_id = context.run.run_id
+    with engine.connect() as conn:
+        snapshots = {name: pd.DataFrame(staging.read_rows(conn, table)) for name, table in (
+            (ASSESSMENT, staging.degreed_assessments), (COMPLETION, staging.degreed_completions),
+            (SKILL_RATING, staging.degreed_skill_ratings))}
+    ledgers = {entity: acknowledged(engine, entity) for entity in (ASSESSMENT, COMPLETION, SKILL_RATING)}
+    ledgers[ASSESSMENT] = ledgers[ASSESSMENT][ledgers[ASSESSMENT]["action"] != "retire"] \
+        if not ledgers[ASSESSMENT].empty else ledgers[ASSESSMENT]
+    assessments = snapshots[ASSESSMENT]
+    if not assessments.empty:
+        assessments = assessments[assessments["external_id"].fillna("").str.startswith("imocha-")]
+    drift = (
+        find_drift(ASSESSMENT, ledgers[ASSESSMENT], assessments, {"title": "title", "url": "url"})
+        + find_drift(COMPLETION, ledgers[COMPLETION], snapshots[COMPLETION],
+                     {"completed_at": "completed_at", "percentile": "percentile"}, _in_window(reconcile_days()))
+        + find_drift(SKILL_RATING, ledgers[SKILL_RATING], snapshots[SKILL_RATING], {"rating": "rating"})
+    )
+    metrics = RequestMetrics()
+    client = degreed.client(metrics=metrics)
+    repaired: set[tuple[str, str]] = set()
+    writers = {ASSESSMENT: (AssessmentWriter(client), DESIRED_ASSESSMENT_FIELDS),
+               COMPLETION: (CompletionWriter(client), (*COMPLETION_FIELDS, *COMPLETION_PAYLOAD)),
+               SKILL_RATING: (SkillRatingWriter(client), (*SKILL_RATING_FIELDS, *SKILL_RATING_PAYLOAD))}
+    for entity, (writer, fields) in writers.items():
+        missing = [d for d in drift if d.entity == entity and d.kind == MISSING]
+        if not missing:
+            continue
+        plan = repair_plan(ledgers[entity], missing, fields)
+        result = apply_plan(plan, writer, Ledger(engine, entity, run_id), Quarantine(engine, entity, run_id),
+                            fields=fields)
+        acknowledged_now = acknowledged(engine, entity)
+        fixed = set(acknowledged_now[acknowledged_now["run_id"] == run_id]["record_key"])
+        repaired |= {(entity, key) for key in fixed}
+        context.log.info("repaired %s: %s", entity, result.as_metadata())
+    stage_drift(engine, drift, repaired, run_id)
+    remaining = [d for d in drift if (d.entity, d.record_key) not in repaired]
+    frame = pd.DataFrame([{"entity": d.entity, "record_key": d.record_key, "kind": d.kind, "detail": d.detail,
+                           "repaired": (d.entity, d.record_key) in repaired} for d in drift],
+                         columns=["entity", "record_key", "kind", "detail", "repaired"])
+    counts = {f"{kind}": int((frame["kind"] == kind).sum()) for kind in ("missing_in_degreed",
+                                                                          "changed_in_degreed", "unknown_to_us")}
+    return dg.MaterializeResult(
+        metadata={**counts, "repaired": len(repaired), "remaining": len(remaining),
+                  "drift": preview_table(frame.head(50)), "staging_table": "sync_drift",
+                  **request_metadata(metrics, "degreed_requests")},
+        check_results=[dg.AssetCheckResult(
+            check_name=NO_DRIFT_CHECK, passed=not remaining,
+            metadata={"remaining": len(remaining),
+                      "details": "\n".join(f"{d.entity} {d.record_key}: {d.kind}: {d.detail}"
+                                           for d in remaining[:20]) or "none"},
+        )],
+    )
+
+
+RECONCILE_ASSETS = [degreed_completions, degreed_skill_ratings, sync_drift]

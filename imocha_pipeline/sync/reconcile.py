@@ -1,0 +1,125 @@
+"""Nightly reconciliation: compare what Degreed holds with the ledger, repair what is missing, report drift.
+
+Records are matched by their Degreed id (the ledger keeps it for every acknowledged write), so learner
+identifiers (email or employee id) need no guessing. Kinds of drift:
+- ``missing_in_degreed``: we wrote it and Degreed acknowledged it, but it is gone: repaired by sending it again;
+- ``changed_in_degreed``: someone edited our record in Degreed: reported (the ledger's values are ours);
+- ``unknown_to_us``: our provider's record that no run of ours wrote: reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from imocha_pipeline.sync import staging
+from imocha_pipeline.sync.ledger import ACKNOWLEDGED, Ledger
+from imocha_pipeline.sync.values import same_value
+
+MISSING = "missing_in_degreed"
+CHANGED = "changed_in_degreed"
+UNKNOWN = "unknown_to_us"
+
+
+@dataclass(frozen=True)
+class DriftRow:
+    entity: str
+    record_key: str
+    kind: str
+    degreed_id: str | None
+    detail: str
+
+
+def snapshot_completions(client, start: date, end: date, snapshot_at: datetime) -> list[dict]:
+    return [
+        {"degreed_id": c.id, "user_id": c.user_id, "employee_id": c.employee_id, "content_id": c.content_id,
+         "completed_at": c.completed_at, "percentile": c.percentile, "added_at": c.added_at,
+         "snapshot_at": snapshot_at}
+        for c in client.iter_completions(start, end)
+    ]
+
+
+def snapshot_skill_ratings(client, snapshot_at: datetime) -> list[dict]:
+    return [
+        {"degreed_id": r.id, "user_id": r.user_id, "employee_id": r.employee_id, "skill_name": r.skill_name,
+         "rating": r.rating, "rating_type": r.rating_type, "rated_at": r.rated_at, "snapshot_at": snapshot_at}
+        for r in client.iter_skill_ratings()
+    ]
+
+
+def _utc_text(value) -> str | None:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, str):
+        return value
+    return pd.Timestamp(value).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def find_drift(entity: str, ledger_rows: pd.DataFrame, snapshot: pd.DataFrame, compare: dict[str, str],
+               in_scope=lambda payload: True) -> list[DriftRow]:
+    """Drift of one entity. ``compare`` maps ledger payload fields to snapshot columns."""
+    drift: list[DriftRow] = []
+    by_id = {row["degreed_id"]: row for row in snapshot.to_dict("records")} if not snapshot.empty else {}
+    ours: set[str] = set()
+    for row in ledger_rows.to_dict("records"):
+        payload = row.get("payload") or {}
+        if not row.get("degreed_id") or not in_scope(payload):
+            continue
+        ours.add(row["degreed_id"])
+        found = by_id.get(row["degreed_id"])
+        if found is None:
+            drift.append(DriftRow(entity, row["record_key"], MISSING, row["degreed_id"],
+                                  "acknowledged by Degreed earlier, absent now"))
+            continue
+        changes = []
+        for ours_field, theirs in compare.items():
+            mine, current = payload.get(ours_field), found.get(theirs)
+            if theirs.endswith("_at"):
+                mine, current = _utc_text(mine), _utc_text(current)
+            if not same_value(mine, current):
+                changes.append(f"{ours_field}: ours {mine!r}, Degreed {current!r}")
+        if changes:
+            drift.append(DriftRow(entity, row["record_key"], CHANGED, row["degreed_id"], "; ".join(changes)))
+    for degreed_id, found in by_id.items():
+        if degreed_id not in ours and not _known_elsewhere(degreed_id, ledger_rows):
+            description = ", ".join(f"{k}={found.get(k)!r}" for k in list(compare.values())[:3])
+            drift.append(DriftRow(entity, f"degreed:{degreed_id}", UNKNOWN, degreed_id,
+                                  f"in Degreed for our provider but not written by us ({description})"))
+    return drift
+
+
+def _known_elsewhere(degreed_id: str, ledger_rows: pd.DataFrame) -> bool:
+    return not ledger_rows.empty and bool((ledger_rows["degreed_id"] == degreed_id).any())
+
+
+def acknowledged(engine: Engine, entity: str) -> pd.DataFrame:
+    return Ledger(engine, entity).rows((ACKNOWLEDGED,))
+
+
+def stage_drift(engine: Engine, rows: list[DriftRow], repaired: set[tuple[str, str]], run_id: str) -> None:
+    now = staging.utcnow()
+    records = [
+        {"entity": r.entity, "record_key": r.record_key, "kind": r.kind, "degreed_id": r.degreed_id,
+         "detail": r.detail, "repaired": (r.entity, r.record_key) in repaired, "run_id": run_id, "found_at": now}
+        for r in rows
+    ]
+    with engine.begin() as conn:
+        conn.execute(staging.sync_drift.delete())
+        staging.upsert(conn, staging.sync_drift, records)
+
+
+def repair_plan(ledger_rows: pd.DataFrame, missing: list[DriftRow], fields: tuple[str, ...]) -> pd.DataFrame:
+    """A plan that sends the missing records again, from the payloads the ledger kept."""
+    keys = {row.record_key for row in missing}
+    records = []
+    for row in ledger_rows.to_dict("records"):
+        if row["record_key"] in keys:
+            payload = row.get("payload") or {}
+            records.append({"record_key": row["record_key"], "action": "create",
+                            "reason": "missing in Degreed (reconcile)", "changed_fields": [], "degreed_id": None,
+                            "payload_hash": row.get("payload_hash"), **{f: payload.get(f) for f in fields}})
+    columns = ["record_key", "action", "reason", "changed_fields", "degreed_id", "payload_hash", *fields]
+    return pd.DataFrame(records, columns=columns)

@@ -1,0 +1,77 @@
+"""Nightly reconciliation against the sandbox: repair what Degreed lost, report what was edited or unknown."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from imocha_pipeline.defs.resources import resources_from_settings
+from imocha_pipeline.definitions import build_definitions
+from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
+from imocha_pipeline.sync import staging
+
+
+@pytest.fixture
+def synced(sqlite_url):
+    """A sandbox whose assessments and a few completions are already synced."""
+    with Sandbox(SandboxConfig(seed=31, tests=2, learners=6, attempts=0, degreed_rate_limit=6000)) as box, \
+            dg.instance_for_test() as instance:
+        defs = build_definitions(resources_from_settings(box.env(), sqlite_url))
+        assert defs.resolve_job_def("assessment_sync_job").execute_in_process(instance=instance).success
+        learners = [x for x in box.world.learners if x.in_degreed][:3]
+        for learner in learners:
+            box.imocha.complete_attempt(box.world.tests[0].test_id, learner.email, learner.name, bank_scores=64.0)
+        today = datetime.now(UTC).date().isoformat()
+        result = defs.resolve_job_def("completion_sync_job").execute_in_process(
+            instance=instance, tags={"dagster/partition": today})
+        assert result.success and len(box.degreed.state()["completions"]) == 3
+        yield box, defs, instance, learners
+
+
+def reconcile(defs, instance):
+    return defs.resolve_job_def("reconcile_job").execute_in_process(instance=instance, raise_on_error=False)
+
+
+def check_result(result):
+    return next(e for e in result.get_asset_check_evaluations() if e.check_name == "no_drift_after_repair")
+
+
+def test_nothing_to_repair_passes_and_writes_nothing(synced, sqlite_url):
+    box, defs, instance, _ = synced
+    mark = box.degreed.log.last_seq
+    result = reconcile(defs, instance)
+    assert result.success and check_result(result).passed
+    assert [e for e in box.degreed.log.entries(mark) if e.method != "GET" and e.path.startswith("/api/")] == []
+
+
+def test_reconcile_restores_a_deleted_completion_and_reports_an_edited_one(synced, sqlite_url):
+    box, defs, instance, learners = synced
+    completions = {c["user_email"]: c for c in box.degreed.state()["completions"]}
+    deleted = completions[learners[0].email]
+    edited = completions[learners[1].email]
+    box.degreed.delete_completion(deleted["id"])
+    box.degreed.update_completion(edited["id"], percentile=12.0)
+    stranger = next(x for x in box.world.learners if x.in_degreed and x not in learners)
+    box.degreed.add_completion(stranger.email, f"imocha-{box.world.tests[1].test_id}", "2026-11-01T10:00:00")
+
+    result = reconcile(defs, instance)
+    check = check_result(result)
+    assert not check.passed, "an edited record is drift that remains after repair"
+    restored = [c for c in box.degreed.state()["completions"] if c["user_email"] == learners[0].email]
+    assert len(restored) == 1 and restored[0]["id"] != deleted["id"]
+    assert restored[0]["percentile"] == deleted["percentile"]
+    assert restored[0]["completed_at"] == deleted["completed_at"]
+
+    with staging.get_engine(sqlite_url).connect() as conn:
+        drift = {(r["kind"], r["record_key"]): r for r in staging.read_rows(conn, staging.sync_drift)}
+        ledger = {r["record_key"]: r for r in staging.read_rows(conn, staging.sync_ledger)}
+    test_id = box.world.tests[0].test_id
+    missing = drift[("missing_in_degreed", f"{learners[0].email.lower()}|imocha-{test_id}")]
+    assert missing["repaired"] is True
+    changed = drift[("changed_in_degreed", f"{learners[1].email.lower()}|imocha-{test_id}")]
+    assert changed["repaired"] is False and "percentile: ours 64.0, Degreed 12.0" in changed["detail"]
+    assert sum(1 for kind, _ in drift if kind == "unknown_to_us") == 1
+    assert ledger[f"{learners[0].email.lower()}|imocha-{test_id}"]["degreed_id"] == restored[0]["id"]
+    assert check.metadata["remaining"].value == 2
