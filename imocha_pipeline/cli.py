@@ -72,5 +72,43 @@ def doctor() -> None:
     sys.exit(1 if failed else 0)
 
 
+@main.group(invoke_without_command=True)
+@click.option("--host", default=None, help="Interface to listen on (IMOCHA_PIPELINE_CALLBACK_HOST, 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (IMOCHA_PIPELINE_CALLBACK_PORT, 8790).")
+@click.pass_context
+def callbacks(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the endpoint for iMocha's completion callbacks (POST /imocha/callbacks/<token>)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from imocha_pipeline.callbacks_server import serve
+    from imocha_pipeline.settings import MissingSettingError
+
+    try:
+        serve(host=host, port=port)
+    except (MissingSettingError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@callbacks.command("replay")
+@click.option("--since", "since_hours", default=24.0, show_default=True, help="Look back this many hours.")
+@click.option("--dry-run", is_flag=True, help="Only list the attempts whose final callback is missing.")
+def callbacks_replay(since_hours: float, dry_run: bool) -> None:
+    """Ask iMocha to send again the final callbacks that never reached the inbox."""
+    from datetime import timedelta
+
+    from imocha_pipeline.clients.imocha import ImochaClient
+    from imocha_pipeline.settings import ImochaSettings, MissingSettingError, staging_db_url
+    from imocha_pipeline.sync.callbacks import replay_missed_callbacks
+    from imocha_pipeline.sync.staging import get_engine
+
+    try:
+        cfg = ImochaSettings.from_env()
+    except MissingSettingError as exc:
+        raise click.ClickException(str(exc)) from exc
+    report = replay_missed_callbacks(ImochaClient(cfg.base_url, cfg.api_key), get_engine(staging_db_url()),
+                                     since=timedelta(hours=since_hours), dry_run=dry_run)
+    click.echo(report.summary())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

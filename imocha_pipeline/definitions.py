@@ -18,6 +18,7 @@ from imocha_pipeline.defs.jobs import (
 )
 from imocha_pipeline.defs.reconcile import RECONCILE_ASSETS
 from imocha_pipeline.defs.resources import resources_from_env
+from imocha_pipeline.defs.sensors import COMPLETION_SENSORS
 
 
 def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
@@ -27,6 +28,7 @@ def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definiti
         asset_checks=[*ASSESSMENT_CHECKS, *COMPLETION_CHECKS],
         jobs=[assessment_sync_job, completion_sync_job, reconcile_job],
         schedules=[assessment_sync_schedule, reconcile_schedule],
+        sensors=[*COMPLETION_SENSORS],
         resources=dict(resources) if resources is not None else resources_from_env(),
     )
 

@@ -3,6 +3,7 @@ and `dagster job execute` runs a sync with only the environment settings."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -156,3 +157,30 @@ def test_a_missing_setting_fails_the_run_naming_it(sandbox, tmp_path):
     )
     assert completed.returncode != 0
     assert "DEGREED_CLIENT_SECRET" in completed.stdout + completed.stderr
+
+
+def test_completion_and_reconcile_jobs_run_through_the_dagster_cli(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    config = SandboxConfig(seed=4, tests=3, learners=6, attempts=12, degreed_rate_limit=6000)
+    with Sandbox(config) as box:
+        env = {**os.environ, **box.env(), "IMOCHA_PIPELINE_STAGING_DB_URL": f"sqlite:///{tmp_path / 's.sqlite'}",
+               "DAGSTER_HOME": str(tmp_path)}
+
+        def dagster(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([str(BIN / "dagster"), "job", "execute", "-m", "imocha_pipeline.definitions",
+                                   *args], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+        assert dagster("-j", "assessment_sync_job").returncode == 0
+        today = datetime.now(UTC).date()
+        history = json.dumps({"dagster/asset_partition_range_start": str(today - timedelta(days=20)),
+                              "dagster/asset_partition_range_end": str(today)})
+        ran = dagster("-j", "completion_sync_job", "--tags", history)
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        known = {x.email for x in box.world.learners if x.in_degreed}
+        expected = {(a.email, a.test_id) for a in box.world.attempts if a.status == "Complete" and a.email in known}
+        assert len(box.degreed.state()["completions"]) == len(expected)
+        one_day = dagster("-j", "completion_sync_job", "--tags", json.dumps({"dagster/partition": str(today)}))
+        assert one_day.returncode == 0, one_day.stderr[-3000:]
+        assert dagster("-j", "reconcile_job").returncode == 0
+        assert len(box.degreed.state()["completions"]) == len(expected)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from imocha_pipeline.defs.resources import resources_from_settings
 from imocha_pipeline.definitions import build_definitions
+from imocha_pipeline.defs.resources import resources_from_settings
 from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
 from imocha_pipeline.sync import staging
 

@@ -32,7 +32,7 @@ from imocha_pipeline.clients.errors import (
     NotFoundError,
     PayloadError,
 )
-from imocha_pipeline.clients.http import ApiSession, RequestMetrics
+from imocha_pipeline.clients.http import ApiSession, RateBudget, RequestMetrics
 
 API_NAME = "iMocha"
 PROCESS_CALLBACKS_BATCH = 100
@@ -486,6 +486,7 @@ class ImochaClient:
         attempts_window_days: int = 7,
         timeout: float | tuple[float, float] = (5.0, 30.0),
         metrics: RequestMetrics | None = None,
+        rate_budget: RateBudget | None = None,
     ):
         if not api_key:
             raise ValueError("an iMocha API key is required")
@@ -495,7 +496,8 @@ class ImochaClient:
         root = root[: -len("/v3")] if root.endswith("/v3") else root
         connect, read = timeout if isinstance(timeout, tuple) else (5.0, float(timeout))
         self.session = session or ApiSession(root, api_name=API_NAME, connect_timeout=connect,
-                                             read_timeout=read, secrets=[api_key], metrics=metrics)
+                                             read_timeout=read, secrets=[api_key], metrics=metrics,
+                                             rate_budget=rate_budget)
         self.session.add_secret(api_key)
         self._headers = {"X-API-KEY": api_key}
         self.page_size = page_size

@@ -8,7 +8,6 @@ import dagster as dg
 
 from imocha_pipeline.defs.assessments import ASSESSMENT_ASSETS, degreed_assessments
 from imocha_pipeline.defs.completions import COMPLETION_ASSETS
-from imocha_pipeline.defs.partitions import completion_partitions
 from imocha_pipeline.defs.reconcile import RECONCILE_ASSETS
 
 DEFAULT_ASSESSMENT_SYNC_CRON = "0 * * * *"
@@ -38,7 +37,6 @@ assessment_sync_schedule = dg.ScheduleDefinition(
 completion_sync_job = dg.define_asset_job(
     "completion_sync_job",
     selection=dg.AssetSelection.assets(*COMPLETION_ASSETS),
-    partitions_def=completion_partitions,
     description="Extract finished iMocha attempts of the given days, validate, plan, and send completions and "
                 "skill ratings to Degreed.",
     tags={"imocha_pipeline/entity": "completion"},

@@ -16,7 +16,7 @@ from imocha_pipeline import settings
 from imocha_pipeline.clients.degreed import DegreedClient
 from imocha_pipeline.clients.http import RateBudget, RequestMetrics
 from imocha_pipeline.clients.imocha import ImochaClient
-from imocha_pipeline.clients.shared_budget import degreed_rate_budget
+from imocha_pipeline.clients.shared_budget import degreed_rate_budget, imocha_rate_budget
 from imocha_pipeline.sync.completions import CompletionMapping
 from imocha_pipeline.sync.mapping import AssessmentMapping
 from imocha_pipeline.sync.staging import describe_url, get_engine
@@ -44,13 +44,16 @@ class ImochaResource(dg.ConfigurableResource):
     page_size: int = 100
     max_parallel_requests: int = 4
     attempts_window_days: int = 7
+    staging_db_url: str = ""
+    """Where the optional iMocha rate budget lives (IMOCHA_RATE_LIMIT_PER_MINUTE; default unlimited)."""
 
     def resolved_base_url(self) -> str:
         return self.base_url or settings.optional("IMOCHA_BASE_URL", settings.IMOCHA_DEFAULT_BASE_URL)
 
     def client(self, metrics: RequestMetrics | None = None) -> ImochaClient:
+        budget = imocha_rate_budget(get_engine(self.staging_db_url or settings.staging_db_url()))
         return ImochaClient(self.resolved_base_url(), self.api_key, page_size=self.page_size,
-                            attempts_window_days=self.attempts_window_days, metrics=metrics)
+                            attempts_window_days=self.attempts_window_days, metrics=metrics, rate_budget=budget)
 
 
 class DegreedResource(dg.ConfigurableResource):
@@ -62,6 +65,8 @@ class DegreedResource(dg.ConfigurableResource):
     token_url: str = ""
     rate_limit_per_minute: int = 0
     organization_code: str = ""
+    staging_db_url: str = ""
+    """Where the shared rate budget lives (the staging database; default IMOCHA_PIPELINE_STAGING_DB_URL)."""
 
     def resolved(self) -> settings.DegreedSettings:
         return settings.DegreedSettings(
@@ -78,7 +83,8 @@ class DegreedResource(dg.ConfigurableResource):
         cfg = self.resolved()
         return DegreedClient(
             cfg.api_base_url, cfg.token_url, cfg.client_id, cfg.client_secret,
-            rate_budget=_rate_budget(cfg.client_id, cfg.rate_limit_per_minute),
+            rate_budget=_rate_budget(cfg.client_id, cfg.rate_limit_per_minute,
+                                     self.staging_db_url or settings.staging_db_url()),
             organization_code=self.organization_code or None, metrics=metrics,
         )
 
@@ -165,11 +171,13 @@ def resources_from_settings(values: dict[str, str], staging_url: str,
                             sync_settings: SyncSettingsResource | None = None) -> dict[str, dg.ConfigurableResource]:
     """Resources from explicit setting values (the sandbox's ``env()``), for tests, the demo and benchmarks."""
     return {
-        "imocha": ImochaResource(api_key=values["IMOCHA_API_KEY"], base_url=values["IMOCHA_BASE_URL"]),
+        "imocha": ImochaResource(api_key=values["IMOCHA_API_KEY"], base_url=values["IMOCHA_BASE_URL"],
+                                 staging_db_url=staging_url),
         "degreed": DegreedResource(
             client_id=values["DEGREED_CLIENT_ID"], client_secret=values["DEGREED_CLIENT_SECRET"],
             api_base_url=values["DEGREED_API_BASE_URL"], token_url=values["DEGREED_TOKEN_URL"],
             rate_limit_per_minute=int(values.get("DEGREED_RATE_LIMIT_PER_MINUTE") or 70),
+            staging_db_url=staging_url,
         ),
         "staging_db": StagingDatabaseResource(url=staging_url),
         "sync_settings": sync_settings or SyncSettingsResource(),

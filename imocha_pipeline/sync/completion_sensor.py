@@ -232,6 +232,7 @@ class PollOutcome:
     skip_reason: str | None
     restart_reason: str | None
     scan_start: datetime
+    scan_end: datetime
     windows_read: int
     windows_total: int
     attempts_seen: int
@@ -258,8 +259,9 @@ class PollOutcome:
                  f"{len(self.cursor.pending)} pending",
                  f"{self.duration_seconds:.2f}s"]
         text = "; ".join(parts)
-        if self.capped:
-            text += "; per-tick cap reached, the rest comes next tick"
+        if self.cursor.until < self.scan_end:
+            why = "per-tick cap reached" if self.capped else "stopped early"
+            text += f"; {why}, the rest from {format_utc(self.cursor.until)} comes next tick"
         if self.restart_reason:
             text += f"; restarted the scan at now - look-back: {self.restart_reason}"
         return text
@@ -328,14 +330,15 @@ def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | N
                 for day, ids in sorted(chosen.items())]
     skip_reason = None
     if not requests:
-        skip_reason = (f"No new finished attempts since {format_utc(scan_start)} "
-                       f"({len(seen)} seen: already staged or already requested)")
+        listed = f"all {len(seen)} listed are already staged or requested" if seen else "iMocha listed none"
+        skip_reason = f"No new finished attempts since {format_utc(scan_start)}: {listed}"
     outcome = PollOutcome(
         requests=requests,
         cursor=PollCursor(until=new_until, pending=pending),
         skip_reason=skip_reason,
         restart_reason=state.restart_reason,
         scan_start=scan_start,
+        scan_end=now,
         windows_read=len(fetched),
         windows_total=len(windows),
         attempts_seen=len(seen),

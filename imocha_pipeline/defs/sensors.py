@@ -1,0 +1,100 @@
+"""Sensors that start ``completion_sync_job`` runs for the UTC days in which attempts finished.
+
+Two paths, each safe on its own, that avoid requesting the same attempt twice:
+
+- ``imocha_completions_sensor`` polls iMocha's Retrieve Invites (every 30 s by default): the complete,
+  self-healing path. It catches every attempt, including those whose callback never came.
+- ``imocha_callbacks_sensor`` reads the callback inbox (every 5 s by default) that the callback
+  endpoint (``imocha_pipeline.callbacks_server``) fills: the fast path, seconds after an attempt ends.
+
+Runs carry the tag ``imocha_pipeline/trigger`` (``poll`` or ``callback``) and a run key made from the
+partition and the attempts (or inbox rows) they were requested for, so a retried tick never launches
+a second run for the same work.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from imocha_pipeline.defs.partitions import completion_partitions
+from imocha_pipeline.defs.resources import ImochaResource, StagingDatabaseResource
+from imocha_pipeline.sync.callbacks import CallbackSettings, plan_inbox_tick
+from imocha_pipeline.sync.completion_sensor import PollSettings, number_setting, poll_completions, tick_client
+
+COMPLETION_JOB = "completion_sync_job"
+TRIGGER_TAG = "imocha_pipeline/trigger"
+ATTEMPTS_TAG = "imocha_pipeline/attempts"
+
+# Intervals are fixed when the code location loads; every other setting is read at each tick.
+POLL_INTERVAL_SECONDS = int(number_setting("IMOCHA_PIPELINE_POLL_INTERVAL_SECONDS", 30, minimum=1, whole=True))
+CALLBACK_INTERVAL_SECONDS = int(number_setting("IMOCHA_PIPELINE_CALLBACK_SENSOR_INTERVAL_SECONDS", 5, minimum=1,
+                                               whole=True))
+
+
+@dg.sensor(
+    name="imocha_completions_sensor",
+    job_name=COMPLETION_JOB,
+    minimum_interval_seconds=POLL_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Polls iMocha's Retrieve Invites for attempts finished since the last tick (re-reading a 15-minute "
+        "overlap for late arrivals) and requests one completion_sync_job run per UTC day with new ones. "
+        "Attempts already staged or already requested are skipped; at most 500 per tick, the rest next tick. "
+        "Cursor: {\"v\": 1, \"until\": <UTC>, \"pending\": {<invitation id>: <day>}}; an unusable cursor "
+        "restarts 2 days back. Settings: IMOCHA_PIPELINE_POLL_*."
+    ),
+)
+def imocha_completions_sensor(
+    context: dg.SensorEvaluationContext, imocha: ImochaResource, staging_db: StagingDatabaseResource
+) -> dg.SensorResult:
+    settings = PollSettings.from_env()
+    client = tick_client(imocha.resolved_base_url(), imocha.api_key, settings)
+    try:
+        outcome = poll_completions(client, staging_db.engine(), context.cursor, settings=settings,
+                                   earliest=completion_partitions.start)
+    finally:
+        client.close()
+    if outcome.restart_reason:
+        context.log.warning(f"Cursor restarted at now - look-back: {outcome.restart_reason}")
+    context.log.info(outcome.summary())
+    run_requests = [
+        dg.RunRequest(run_key=request.run_key, partition_key=request.partition_key,
+                      tags={TRIGGER_TAG: "poll", ATTEMPTS_TAG: str(len(request.invitation_ids))})
+        for request in outcome.requests
+    ]
+    if run_requests:
+        return dg.SensorResult(run_requests=run_requests, cursor=outcome.cursor_json)
+    return dg.SensorResult(skip_reason=outcome.skip_reason, cursor=outcome.cursor_json)
+
+
+@dg.sensor(
+    name="imocha_callbacks_sensor",
+    job_name=COMPLETION_JOB,
+    minimum_interval_seconds=CALLBACK_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Turns final iMocha callbacks (Complete / Test Left / Terminated) stored by the callback endpoint into "
+        "completion_sync_job runs, one per UTC day the attempt may have finished on (from its AttemptedOnUtc "
+        "start to its delivery, at most 12 hours later). Attempts already staged need no run. Inbox rows are "
+        "marked processed, with their run key, once the next tick sees the runs were accepted."
+    ),
+)
+def imocha_callbacks_sensor(
+    context: dg.SensorEvaluationContext, staging_db: StagingDatabaseResource
+) -> dg.SensorResult:
+    tick = plan_inbox_tick(staging_db.engine(), context.cursor, first_day=completion_partitions.start.date(),
+                           settings=CallbackSettings.from_env())
+    if tick.cursor_problem:
+        context.log.warning(f"Ignored the cursor: {tick.cursor_problem}")
+    context.log.info(tick.summary())
+    run_requests = [
+        dg.RunRequest(run_key=request.run_key, partition_key=request.partition_key,
+                      tags={TRIGGER_TAG: "callback", ATTEMPTS_TAG: str(len(request.invitation_ids))})
+        for request in tick.requests
+    ]
+    if run_requests:
+        return dg.SensorResult(run_requests=run_requests, cursor=tick.cursor.to_json())
+    return dg.SensorResult(skip_reason=tick.skip_reason, cursor=tick.cursor.to_json())
+
+
+COMPLETION_SENSORS = [imocha_completions_sensor, imocha_callbacks_sensor]

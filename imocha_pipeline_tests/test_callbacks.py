@@ -1,0 +1,311 @@
+"""The callback endpoint, the callbacks sensor and callback replay, with the iMocha sandbox delivering real
+callbacks over loopback HTTP to the endpoint and a real staging database."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import pytest
+import requests
+import sqlalchemy as sa
+
+from imocha_pipeline.callbacks_server import callback_path, callback_token_from_env, create_app
+from imocha_pipeline.clients.imocha import ImochaClient
+from imocha_pipeline.defs.resources import StagingDatabaseResource
+from imocha_pipeline.defs.sensors import TRIGGER_TAG, imocha_callbacks_sensor
+from imocha_pipeline.sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox, SandboxConfig
+from imocha_pipeline.sandbox.server import ServerThread
+from imocha_pipeline.settings import MissingSettingError
+from imocha_pipeline.sync import staging
+from imocha_pipeline.sync.callbacks import candidate_days, plan_inbox_tick, replay_missed_callbacks
+from imocha_pipeline.sync.completion_sensor import poll_completions
+
+TOKEN = "s3cret-callback-token-0123456789"
+SPEC_COMPLETE = {  # spec §8.2, verbatim
+    "CandidateEmailId": "amey@example.com", "AttemptedOn": "09-Oct-2020 06:51 PM", "TotalScore": 115,
+    "CandidateScore": 6, "ReportPDFUrl": "https://app.imocha.io/PDFReport?id=OXP5R5ayMu8nrHfnh2g%3d%3d",
+    "TestInvitationId": 3314697, "Status": "Complete", "AttemptedOnUtc": "2020-10-09T13:21:53",
+    "PerformanceCategory": "Beginner", "BaseImgUrl": "https://imdatastorage.blob.core.windows.net/x.jpg",
+}
+
+
+class Switch:
+    """ASGI wrapper that answers 503 while ``down``: an endpoint outage, as iMocha sees it."""
+
+    def __init__(self, app):
+        self.app = app
+        self.down = False
+
+    async def __call__(self, scope, receive, send):
+        if self.down and scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def endpoint(staging_url):
+    switch = Switch(create_app(token=TOKEN, staging_url=staging_url))
+    server = ServerThread(switch, port=0).start()
+    server.switch = switch
+    server.callback_url = server.url + callback_path(TOKEN)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox():
+    box = Sandbox(SandboxConfig(seed=5, tests=2, learners=4, attempts=0)).start()
+    box.imocha.callbacks.retry_delay = 0.0  # iMocha's 5 tries, without the wait between them
+    yield box
+    box.stop()
+
+
+def inbox(url: str) -> list[dict]:
+    with staging.get_engine(url).connect() as conn:
+        return staging.read_rows(conn, staging.callback_inbox)
+
+
+def post(endpoint, body, token: str = TOKEN) -> requests.Response:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return requests.post(endpoint.url + callback_path(token), data=data,
+                         headers={"Content-Type": "application/json"}, timeout=10)
+
+
+# ---------------------------------------------------------------- the endpoint
+
+
+def test_good_token_stores_the_delivery_and_answers_200(endpoint, staging_url):
+    answer = post(endpoint, SPEC_COMPLETE)
+    assert answer.status_code == 200
+    assert answer.json() == {"stored": True, "inboxId": 1, "status": "Complete", "willSync": True}
+    # Keys in another casing are the same fields; every delivery is its own row.
+    again = post(endpoint, {key.lower(): value for key, value in SPEC_COMPLETE.items()})
+    assert again.status_code == 200 and again.json()["willSync"] is True
+    rows = inbox(staging_url)
+    assert [(r["test_invitation_id"], r["status"], r["processed_at"]) for r in rows] == [
+        (3314697, "Complete", None), (3314697, "Complete", None)]
+    assert rows[0]["payload"] == SPEC_COMPLETE
+    assert rows[0]["received_at"].tzinfo is not None
+
+
+@pytest.mark.parametrize("token", ["wrong-token-wrong-token-wrong-tok", TOKEN[:-1], TOKEN + "x"])
+def test_wrong_token_is_403_and_stores_nothing(endpoint, staging_url, token):
+    answer = post(endpoint, SPEC_COMPLETE, token=token)
+    assert answer.status_code == 403
+    assert TOKEN not in answer.text
+    assert inbox(staging_url) == []
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    (b"<html>not json</html>", "not valid JSON"),
+    (b"", "not valid JSON"),
+    (b"[1, 2, 3]", "JSON object"),
+    ({"Status": "Complete"}, "TestInvitationId is missing"),
+    ({"TestInvitationId": "abc", "Status": "Complete"}, "TestInvitationId must be a positive whole number"),
+    ({"TestInvitationId": 12.5, "Status": "Complete"}, "TestInvitationId must be a positive whole number"),
+    ({"TestInvitationId": True, "Status": "Complete"}, "TestInvitationId must be a positive whole number"),
+    ({"TestInvitationId": {"id": 1}, "Status": "Complete"}, "TestInvitationId must be a positive whole number"),
+    ({"TestInvitationId": 7}, "Status must be a non-empty string"),
+    ({"TestInvitationId": 7, "Status": 3}, "Status must be a non-empty string"),
+    ({"TestInvitationId": 7, "Status": "Complete", "CandidateEmailId": ["a@b.c"]}, "CandidateEmailId must be"),
+    ({"TestInvitationId": 7, "Status": "Complete", "TotalScore": "lots"}, "TotalScore must be a number"),
+    ({"TestInvitationId": 7, "Status": "Complete", "AttemptedOnUtc": "yesterday"}, "AttemptedOnUtc must look like"),
+])
+def test_malformed_payload_is_400_with_the_problem_and_stores_nothing(endpoint, staging_url, body, problem):
+    answer = post(endpoint, body)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid callback payload"
+    assert any(problem in text for text in answer.json()["problems"]), answer.json()
+    assert inbox(staging_url) == []
+
+
+def test_oversized_body_is_refused(endpoint, staging_url):
+    answer = post(endpoint, {**SPEC_COMPLETE, "Padding": "x" * 70_000})
+    assert answer.status_code == 413 and inbox(staging_url) == []
+
+
+def test_in_progress_is_stored_processed_and_never_synced(endpoint, staging_url):
+    in_progress = {**SPEC_COMPLETE, "Status": "In Progress", "TotalScore": 0, "CandidateScore": 0,
+                   "ReportPDFUrl": None, "PerformanceCategory": None}
+    answer = post(endpoint, in_progress)
+    assert answer.status_code == 200 and answer.json()["willSync"] is False
+    [row] = inbox(staging_url)
+    assert row["status"] == "In Progress" and row["processed_at"] is not None and row["run_key"] is None
+    tick = plan_inbox_tick(staging.get_engine(staging_url), None)
+    assert tick.requests == [] and tick.skip_reason == "No unprocessed final callbacks in the inbox"
+
+
+def test_healthz_checks_the_database(endpoint):
+    answer = requests.get(endpoint.url + "/healthz", timeout=10)
+    assert answer.status_code == 200 and answer.json() == {"status": "ok"}
+
+
+def test_the_token_setting_is_required_and_must_be_long(monkeypatch):
+    monkeypatch.delenv("IMOCHA_PIPELINE_CALLBACK_TOKEN", raising=False)
+    with pytest.raises(MissingSettingError, match="IMOCHA_PIPELINE_CALLBACK_TOKEN"):
+        callback_token_from_env()
+    monkeypatch.setenv("IMOCHA_PIPELINE_CALLBACK_TOKEN", "short")
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        callback_token_from_env()
+    monkeypatch.setenv("IMOCHA_PIPELINE_CALLBACK_TOKEN", TOKEN)
+    assert callback_token_from_env() == TOKEN
+
+
+# ---------------------------------------------------------------- partitions
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("started", "received", "days"), [
+    ("2026-11-28T10:00:00", "2026-11-28T10:40:00", ["2026-11-28"]),  # live, same day
+    ("2026-11-27T23:50:00", "2026-11-28T00:20:00", ["2026-11-27", "2026-11-28"]),  # ran over midnight
+    ("2026-11-20T09:00:00", "2026-11-28T12:00:00", ["2026-11-20"]),  # replayed a week later
+    ("2026-11-20T15:00:00", "2026-11-28T12:00:00", ["2026-11-20", "2026-11-21"]),  # replayed, may end after midnight
+    (None, "2026-11-28T12:00:00", ["2026-11-28"]),  # no start: the delivery day
+    ("2026-11-29T12:00:00", "2026-11-28T12:00:00", ["2026-11-28"]),  # start after delivery (clock skew)
+])
+def test_candidate_days_span_the_start_to_the_delivery_at_most_12_hours(started, received, days):
+    found = candidate_days(utc(started) if started else None, utc(received), timedelta(hours=12))
+    assert [day.isoformat() for day in found] == days
+
+
+# ---------------------------------------------------------------- the callbacks sensor
+
+
+def sensor_setup(staging_url: str):
+    partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC", end_offset=1)
+
+    @dg.asset(name="imocha_completions", partitions_def=partitions)
+    def stand_in() -> None:
+        return None
+
+    job = dg.define_asset_job("completion_sync_job", selection=[stand_in])
+    resources = {"staging_db": StagingDatabaseResource(url=staging_url)}
+    defs = dg.Definitions(assets=[stand_in], jobs=[job], sensors=[imocha_callbacks_sensor], resources=resources)
+    return defs.resolve_sensor_def("imocha_callbacks_sensor"), defs, resources
+
+
+def test_callbacks_sensor_requests_the_right_partitions_once(sandbox, endpoint, staging_url):
+    sensor, defs, resources = sensor_setup(staging_url)
+    assert sensor.minimum_interval_seconds == 5
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = today - timedelta(days=1)
+    test_id = sandbox.world.tests[0].test_id
+    same_day = sandbox.imocha.complete_attempt(test_id, "a@example.com", "A", callback_url=endpoint.callback_url,
+                                               attempted_on=yesterday + timedelta(hours=9), time_taken_seconds=1200)
+    over_midnight = sandbox.imocha.complete_attempt(test_id, "b@example.com", "B", callback_url=endpoint.callback_url,
+                                                    attempted_on=today - timedelta(minutes=10),
+                                                    time_taken_seconds=1200)
+    staged = sandbox.imocha.complete_attempt(test_id, "c@example.com", "C", callback_url=endpoint.callback_url,
+                                             attempted_on=yesterday + timedelta(hours=3), time_taken_seconds=600,
+                                             status="Test Left")
+    assert sandbox.imocha.wait_for_callbacks()
+    with staging.get_engine(staging_url).begin() as conn:
+        staging.upsert(conn, staging.imocha_completions, [
+            {"test_invitation_id": staged, "attempt_date": yesterday.date(), "extracted_at": staging.utcnow()}])
+    rows = inbox(staging_url)
+    assert len(rows) == 6, "an In Progress and a final callback per attempt"
+    final_row = {r["test_invitation_id"]: r["id"] for r in rows if r["status"] != "In Progress"}
+
+    with dg.instance_for_test() as instance:
+        def tick(cursor):
+            return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources,
+                                                                definitions=defs, cursor=cursor))
+
+        first = tick(None)
+        by_partition = {r.partition_key: r for r in first.run_requests}
+        assert set(by_partition) == {yesterday.date().isoformat(), today.date().isoformat()}
+        assert by_partition[yesterday.date().isoformat()].tags["imocha_pipeline/attempts"] == "2"
+        assert by_partition[today.date().isoformat()].tags["imocha_pipeline/attempts"] == "1"
+        assert all(r.tags[TRIGGER_TAG] == "callback" and r.run_key.startswith(f"callbacks:{r.partition_key}:")
+                   for r in first.run_requests)
+        assert json.loads(first.cursor)["requested"] == {
+            by_partition[yesterday.date().isoformat()].run_key: sorted([final_row[same_day],
+                                                                        final_row[over_midnight]]),
+            by_partition[today.date().isoformat()].run_key: [final_row[over_midnight]],
+        }
+
+        # Dagster drops the cursor of a failed tick: the retry asks for the very same runs.
+        retried = tick(None)
+        assert sorted(r.run_key for r in retried.run_requests) == sorted(r.run_key for r in first.run_requests)
+
+        second = tick(first.cursor)
+        assert second.run_requests == [] and second.skip_message == "No unprocessed final callbacks in the inbox"
+        third = tick(second.cursor)
+        assert third.run_requests == []
+
+    marked = {r["id"]: r for r in inbox(staging_url)}
+    assert marked[final_row[same_day]]["run_key"] == by_partition[yesterday.date().isoformat()].run_key
+    assert set(marked[final_row[over_midnight]]["run_key"].split()) == {r.run_key for r in first.run_requests}
+    assert marked[final_row[staged]]["run_key"] is None, "already staged: closed without a run"
+    assert all(row["processed_at"] is not None for row in marked.values())
+
+    # The polling sensor leaves attempts to the runs the callbacks already requested.
+    with ImochaClient(sandbox.imocha_url, SANDBOX_IMOCHA_API_KEY) as client:
+        poll = poll_completions(client, staging.get_engine(staging_url), None)
+    assert poll.requests == [] and poll.attempts_seen == 3
+
+
+def test_callbacks_outside_the_partitions_are_closed_without_a_run(staging_url):
+    engine = staging.get_engine(staging_url)
+    with engine.begin() as conn:
+        conn.execute(staging.callback_inbox.insert().values(
+            test_invitation_id=11, status="Complete", payload={**SPEC_COMPLETE, "TestInvitationId": 11},
+            received_at=utc("2023-05-01T10:00:00")))
+    tick = plan_inbox_tick(engine, None, first_day=date(2024, 1, 1))
+    assert tick.requests == [] and tick.closed_without_run == 1
+    [row] = inbox(staging_url)
+    assert row["processed_at"] is not None and row["run_key"] is None
+
+
+def test_a_corrupt_inbox_cursor_requests_again_instead_of_losing_callbacks(endpoint, staging_url):
+    assert post(endpoint, {**SPEC_COMPLETE, "AttemptedOnUtc": "2026-11-28T10:00:00"}).status_code == 200
+    engine = staging.get_engine(staging_url)
+    now = utc("2026-11-28T10:30:00")
+    first = plan_inbox_tick(engine, None, now=now)
+    again = plan_inbox_tick(engine, "{corrupt", now=now)
+    assert again.cursor_problem == "the cursor is not valid JSON"
+    assert [r.run_key for r in again.requests] == [r.run_key for r in first.requests]
+    assert [r.partition_key for r in again.requests] == ["2026-11-28"]
+
+
+# ---------------------------------------------------------------- replay
+
+
+def test_replay_asks_imocha_to_resend_missed_callbacks_and_they_arrive(sandbox, endpoint, staging_url):
+    engine = staging.get_engine(staging_url)
+    test_id = sandbox.world.tests[0].test_id
+    delivered = sandbox.imocha.complete_attempt(test_id, "ok@example.com", "Ok", callback_url=endpoint.callback_url)
+    assert sandbox.imocha.wait_for_callbacks()
+    endpoint.switch.down = True
+    missed = [sandbox.imocha.complete_attempt(test_id, f"m{n}@example.com", "M", callback_url=endpoint.callback_url)
+              for n in range(105)]
+    no_url = sandbox.imocha.complete_attempt(test_id, "nourl@example.com", "N")
+    assert sandbox.imocha.wait_for_callbacks(timeout=60)
+    assert {r["test_invitation_id"] for r in inbox(staging_url)} == {delivered}
+    endpoint.switch.down = False
+    mark = sandbox.imocha.log.last_seq
+
+    with ImochaClient(sandbox.imocha_url, SANDBOX_IMOCHA_API_KEY) as client:
+        dry = replay_missed_callbacks(client, engine, since=timedelta(hours=6), dry_run=True)
+        assert set(dry.missing) == {*missed, no_url} and dry.successful == ()
+        report = replay_missed_callbacks(client, engine, since=timedelta(hours=6))
+
+    assert report.finished == 107 and set(report.missing) == {*missed, no_url}
+    assert set(report.successful) == set(missed) and report.failed == (no_url,)
+    calls = [json.loads(e.body)["testinvitationIds"] for e in sandbox.imocha.log.entries(mark)
+             if e.path == "/v3/callbacks/process"]
+    assert [len(ids) for ids in calls] == [100, 6], "at most 100 ids per call"
+    assert sandbox.imocha.wait_for_callbacks(timeout=60)
+    final = {r["test_invitation_id"] for r in inbox(staging_url) if r["status"] == "Complete"}
+    assert final == {delivered, *missed}
+    with staging.get_engine(staging_url).connect() as conn:
+        unprocessed = conn.execute(sa.select(sa.func.count()).select_from(staging.callback_inbox)
+                                   .where(staging.callback_inbox.c.processed_at.is_(None))).scalar_one()
+    assert unprocessed == 106, "replayed callbacks wait in the inbox for the callbacks sensor"
