@@ -31,7 +31,6 @@ from imocha_pipeline.sync.diff import UNCHANGED, UPDATE, WAIT, EntitySpec, plan
 from imocha_pipeline.sync.ledger import ACKNOWLEDGED, Ledger
 from imocha_pipeline.sync.plan_store import stage_plan
 from imocha_pipeline.sync.quarantine import (
-    NOT_SENT,
     VALIDATION,
     WAITING_FOR_ASSESSMENT,
     WAITING_FOR_LEARNER,
@@ -133,7 +132,6 @@ def build_completion_plans(engine: Engine, days: list[date], mapping: Completion
                    f"{','.join(mapping.send_statuses)})"}
         for r in not_sent.to_dict("records")
     ]
-    entries_c += [Entry(r["record_key"], NOT_SENT, r["reason"], "status", "sent statuses") for r in skipped_rows]
 
     completion_plan = _plan_completions(engine, sent, mapping, skipped_rows, entries_c, quarantine_c)
     complete_ids = set(sent["test_invitation_id"].astype(int)) if not sent.empty else set()
@@ -185,7 +183,6 @@ def _plan_ratings(engine, scores: pd.DataFrame, complete_ids: set[int], mapping:
         if skill is None:
             reason = f"no Degreed skill mapped for iMocha skill {r['skill_name']!r} (IMOCHA_PIPELINE_SKILL_MAP)"
             skipped_rows.append({"record_key": r["record_key"], "action": SKIP, "reason": reason})
-            entries.append(Entry(r["record_key"], NOT_SENT, reason, "skill_name", "skill mapping", r["skill_name"]))
             continue
         email = emails.get(int(r["test_invitation_id"]), r["learner_email"])
         user_id, id_type = mapping.learner_identifier(email)

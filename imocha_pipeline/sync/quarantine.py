@@ -23,7 +23,6 @@ VALIDATION = "validation"
 WAITING_FOR_LEARNER = "waiting_for_learner"
 WAITING_FOR_ASSESSMENT = "waiting_for_assessment"
 REJECTED = "rejected"
-NOT_SENT = "not_sent"
 OPEN = "open"
 RESOLVED = "resolved"
 
