@@ -237,7 +237,7 @@ class _Fields:
             if required:
                 raise _payload(self.endpoint, f"{self.what} has no {names[0]!r}")
             return None
-        number = _to_number(value)
+        number = to_number(value)
         if number is None or not math.isfinite(number) or number != int(number):
             raise self._bad(names[0], value, "whole number")
         return int(number)
@@ -246,7 +246,7 @@ class _Fields:
         value = self.get(*names)
         if value is None:
             return None
-        number = _to_number(value)
+        number = to_number(value)
         if number is None:
             raise self._bad(names[0], value, "number")
         return number
@@ -285,7 +285,8 @@ class _Fields:
         return _payload(self.endpoint, f"{self.what} field {name!r} is not a {expected}: {shown}")
 
 
-def _to_number(value: Any) -> float | None:
+def to_number(value: Any) -> float | None:
+    """A JSON number or numeric string as float; anything else (bools, junk) as None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -701,7 +702,7 @@ def _callback_outcome(body: Any) -> tuple[list[int], list[int]]:
 
 def _ids(f: _Fields, name: str) -> list[int]:
     values: Sequence[Any] = f.items(name) or []
-    ids = [_to_number(value) for value in values]
+    ids = [to_number(value) for value in values]
     if any(number is None for number in ids):
         raise _payload(f.endpoint, f"{f.what} field {name!r} holds a non-numeric id")
     return [int(number) for number in ids if number is not None]

@@ -41,6 +41,7 @@ from imocha_pipeline.clients.imocha import (
     format_utc,
     normalize_status,
     parse_timestamp,
+    to_number,
 )
 from imocha_pipeline.sync import staging
 from imocha_pipeline.sync.completion_sensor import AttemptSource, number_setting, run_key_for
@@ -128,7 +129,7 @@ def parse_callback(body: bytes | str) -> Callback:
             problems.append(f"{name} must be a string or null, got {_show(value)}")
     for name in _NUMBER_FIELDS:
         value = fields.get(name.lower())
-        if value is not None and _number(value) is None:
+        if value is not None and to_number(value) is None:
             problems.append(f"{name} must be a number or null, got {_show(value)}")
     attempted_on = None
     raw_start = fields.get("attemptedonutc")
@@ -143,23 +144,10 @@ def parse_callback(body: bytes | str) -> Callback:
 
 
 def _whole_number(value: Any) -> int | None:
-    number = _number(value)
+    number = to_number(value)
     if number is None or not math.isfinite(number) or number != int(number):
         return None
     return int(number)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    return None
 
 
 def _show(value: Any) -> str:

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline.clients.http import ApiSession
@@ -191,15 +190,8 @@ def scan_windows(start: datetime, end: datetime, size: timedelta) -> list[tuple[
 
 def callback_requested_ids(engine: Engine, ids: list[int]) -> set[int]:
     """Of ``ids``, those a callback run was already requested for (``callback_inbox.run_key`` set)."""
-    found: set[int] = set()
     inbox = staging.callback_inbox
-    with engine.connect() as conn:
-        for start in range(0, len(ids), 900):
-            chunk = ids[start:start + 900]
-            found |= {row[0] for row in conn.execute(
-                sa.select(inbox.c.test_invitation_id).distinct()
-                .where(inbox.c.test_invitation_id.in_(chunk), inbox.c.run_key.is_not(None)))}
-    return found
+    return staging.existing_values(engine, inbox.c.test_invitation_id, ids, inbox.c.run_key.is_not(None))
 
 
 class AttemptSource(Protocol):

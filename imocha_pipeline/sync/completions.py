@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline.clients.errors import ApiError, NotFoundError
@@ -151,14 +150,8 @@ class ExtractResult:
 
 
 def staged_invitation_ids(engine: Engine, ids: list[int]) -> set[int]:
-    found: set[int] = set()
-    table = staging.imocha_completions
-    with engine.connect() as conn:
-        for start in range(0, len(ids), 900):
-            chunk = ids[start:start + 900]
-            found |= {row[0] for row in conn.execute(sa.select(table.c.test_invitation_id)
-                                                     .where(table.c.test_invitation_id.in_(chunk)))}
-    return found
+    """Of ``ids``, the attempts already staged in ``imocha_completions``."""
+    return staging.existing_values(engine, staging.imocha_completions.c.test_invitation_id, ids)
 
 
 def extract_completions(client: ImochaClient, engine: Engine, days: list[date], *,

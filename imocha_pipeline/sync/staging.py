@@ -373,6 +373,21 @@ def read_rows(conn: Connection, table: sa.Table, where: sa.ColumnElement[bool] |
     return [dict(row._mapping) for row in conn.execute(statement)]
 
 
+def existing_values(engine: Engine, column: sa.Column, values: Sequence[Any],
+                    where: sa.ColumnElement[bool] | None = None, chunk: int = 900) -> set[Any]:
+    """Which of ``values`` appear in ``column`` (optionally among rows matching ``where``), in chunks that stay
+    under SQLite's bound-parameter limit."""
+    found: set[Any] = set()
+    values = list(values)
+    with engine.connect() as conn:
+        for start in range(0, len(values), chunk):
+            statement = sa.select(column).distinct().where(column.in_(values[start:start + chunk]))
+            if where is not None:
+                statement = statement.where(where)
+            found |= {row[0] for row in conn.execute(statement)}
+    return found
+
+
 def get_state(conn: Connection, name: str, default: Any = None) -> Any:
     value = conn.execute(sa.select(sync_state.c.value).where(sync_state.c.name == name)).scalar_one_or_none()
     return default if value is None else value
