@@ -1,4 +1,4 @@
-"""The ``imocha-pipeline`` command: sandbox, demo and doctor."""
+"""The ``imocha-pipeline`` command: sandbox, demo, doctor, callbacks and db."""
 
 from __future__ import annotations
 
@@ -108,6 +108,70 @@ def callbacks_replay(since_hours: float, dry_run: bool) -> None:
     report = replay_missed_callbacks(ImochaClient(cfg.base_url, cfg.api_key), get_engine(staging_db_url()),
                                      since=timedelta(hours=since_hours), dry_run=dry_run)
     click.echo(report.summary())
+
+
+@main.group()
+def db() -> None:
+    """The staging database's schema: create or upgrade it, show its revision."""
+
+
+_URL_HELP = "SQLAlchemy URL of the staging database (default: IMOCHA_PIPELINE_STAGING_DB_URL)."
+
+
+@db.command("upgrade")
+@click.option("--url", default=None, help=_URL_HELP)
+@click.option("--revision", default="head", show_default=True, help="Revision to upgrade to.")
+@click.option("--sql", "as_sql", is_flag=True, help="Print the SQL instead of running it (e.g. for a DBA's review).")
+@click.option("--from", "from_revision", default=None,
+              help="With --sql: the revision the database is at (default: an empty database).")
+def db_upgrade(url: str | None, revision: str, as_sql: bool, from_revision: str | None) -> None:
+    """Create the staging tables and views, or upgrade them to this version's schema revision."""
+    from imocha_pipeline.settings import staging_db_url
+    from imocha_pipeline.sync import schema
+    from imocha_pipeline.sync.staging import describe_url
+
+    url = url or staging_db_url()
+    if as_sql:
+        click.echo(schema.upgrade_sql(url, revision, start=from_revision), nl=False)
+        return
+    try:
+        before, after = schema.upgrade(url, revision)
+    except schema.SchemaOutOfDate as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        raise click.ClickException(f"upgrade of {describe_url(url)} failed: {type(exc).__name__}: {exc}") from exc
+    if before == after:
+        click.echo(f"staging database {describe_url(url)}: already at schema revision {after}")
+    else:
+        click.echo(f"staging database {describe_url(url)}: schema revision {before or 'none'} -> {after}")
+
+
+@db.command("current")
+@click.option("--url", default=None, help=_URL_HELP)
+def db_current(url: str | None) -> None:
+    """Show the staging database's schema revision; exit 1 when the pipeline would refuse it."""
+    from imocha_pipeline.settings import staging_db_url
+    from imocha_pipeline.sync import schema
+    from imocha_pipeline.sync.staging import create_engine, describe_url
+
+    url = url or staging_db_url()
+    engine = create_engine(url)
+    try:
+        found = schema.status(engine)
+    except Exception as exc:
+        raise click.ClickException(f"cannot read {describe_url(url)}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        engine.dispose()
+    click.echo(f"staging database {describe_url(url)}: schema revision {found.current or 'none'} "
+               f"(this version needs {found.head})")
+    if found.empty:
+        click.echo("empty: the first run (or `imocha-pipeline db upgrade`) creates the tables")
+        return
+    problem = found.problem(describe_url(url))
+    if problem:
+        click.echo(problem)
+        sys.exit(1)
+    click.echo("up to date")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -106,6 +106,9 @@ def run_doctor(make_degreed_client: Callable, make_imocha_client: Callable) -> l
     except settings.MissingSettingError as exc:
         checks.append(Check(FAIL, "Degreed settings", str(exc), f"export {exc.setting}=..."))
         degreed_cfg = None
+    except settings.InvalidSettingError as exc:
+        checks.append(Check(FAIL, "Degreed settings", str(exc), "correct the setting named above"))
+        degreed_cfg = None
     try:
         imocha_cfg = settings.ImochaSettings.from_env()
     except settings.MissingSettingError as exc:
@@ -130,6 +133,7 @@ def doctor_clients(max_attempts: int = 2, timeout: float = 10.0) -> tuple[Callab
                               read_timeout=timeout, secrets=[cfg.client_secret])
 
         return DegreedClient(cfg.api_base_url, cfg.token_url, cfg.client_id, cfg.client_secret, scopes=scopes,
+                             organization_code=cfg.organization_code or None,
                              session=session(cfg.api_base_url, "Degreed"),
                              token_session=session(cfg.token_url, "Degreed token"))
 

@@ -14,6 +14,20 @@ IMOCHA_DEFAULT_BASE_URL = "https://apiv3.imocha.io"
 DEGREED_DEFAULT_API_BASE_URL = "https://api.degreed.com"
 DEGREED_DEFAULT_TOKEN_URL = "https://degreed.com/oauth/token"
 DEGREED_DEFAULT_RATE_LIMIT_PER_MINUTE = 70
+DEGREED_DEFAULT_REGION = "us"
+
+# DEGREED_REGION -> (OAuth token URL, API base URL): the data centres and environments of the Degreed spec's
+# table (specs/degreed-api.md §1). Explicit DEGREED_TOKEN_URL / DEGREED_API_BASE_URL win over the region.
+DEGREED_REGIONS: dict[str, tuple[str, str]] = {
+    "us": ("https://degreed.com/oauth/token", "https://api.degreed.com"),
+    "us-betatest": ("https://betatest.degreed.com/oauth/token", "https://api.betatest.degreed.com"),
+    "eu": ("https://eu.degreed.com/oauth/token", "https://api.eu.degreed.com"),
+    "eu-betatest": ("https://eu.betatest.degreed.com/oauth/token", "https://api.eu.betatest.degreed.com"),
+    "ca": ("https://ca.degreed.com/oauth/token", "https://api.ca.degreed.com"),
+    # Assumption ([A] in the spec): no source lists the CA betatest API host; it follows the other regions'
+    # pattern. Set DEGREED_API_BASE_URL if Degreed gives you another one.
+    "ca-betatest": ("https://ca.betatest.degreed.com/oauth/token", "https://api.ca.betatest.degreed.com"),
+}
 
 # The scopes the integration asks for (DESIGN.md; the seed's "skill-ratings write" is spelled
 # skill_ratings:write in Degreed's scope list).
@@ -40,6 +54,14 @@ class MissingSettingError(RuntimeError):
         super().__init__(message)
 
 
+class InvalidSettingError(ValueError):
+    """An environment setting has a value the pipeline cannot use."""
+
+    def __init__(self, name: str, message: str):
+        self.setting = name
+        super().__init__(message)
+
+
 def required(name: str, hint: str = "") -> str:
     """Return the value of a required environment setting or raise ``MissingSettingError``."""
     value = os.environ.get(name, "").strip()
@@ -61,6 +83,30 @@ def optional_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ValueError(f"setting {name} must be a whole number, got {raw!r}") from exc
+
+
+def degreed_region(value: str | None = None) -> str:
+    """The Degreed region: ``value`` if given, else DEGREED_REGION, else ``us``; an unknown one is an error."""
+    raw = (value if value else os.environ.get("DEGREED_REGION", "")).strip()
+    if not raw:
+        return DEGREED_DEFAULT_REGION
+    region = raw.lower().replace("_", "-")
+    if region not in DEGREED_REGIONS:
+        raise InvalidSettingError(
+            "DEGREED_REGION", f"setting DEGREED_REGION must be one of {', '.join(DEGREED_REGIONS)}; got {raw!r} "
+            "(or leave it unset and set DEGREED_TOKEN_URL and DEGREED_API_BASE_URL)")
+    return region
+
+
+def degreed_endpoints(region: str | None = None, api_base_url: str | None = None,
+                      token_url: str | None = None) -> tuple[str, str, str]:
+    """(region, API base URL, token URL): explicit URLs first (arguments, then DEGREED_API_BASE_URL /
+    DEGREED_TOKEN_URL), else the region's hosts."""
+    region = degreed_region(region)
+    region_token_url, region_api_base_url = DEGREED_REGIONS[region]
+    return (region,
+            api_base_url or optional("DEGREED_API_BASE_URL", region_api_base_url),
+            token_url or optional("DEGREED_TOKEN_URL", region_token_url))
 
 
 def default_staging_db_url() -> str:
@@ -97,22 +143,28 @@ class DegreedSettings:
     api_base_url: str = DEGREED_DEFAULT_API_BASE_URL
     token_url: str = DEGREED_DEFAULT_TOKEN_URL
     rate_limit_per_minute: int = DEGREED_DEFAULT_RATE_LIMIT_PER_MINUTE
+    region: str = DEGREED_DEFAULT_REGION
+    organization_code: str = ""
+    """X-Degreed-Organization-Code: the tenant organization to act in (organization API keys only)."""
 
     @classmethod
     def from_env(cls) -> DegreedSettings:
+        region, api_base_url, token_url = degreed_endpoints()
         return cls(
             client_id=required("DEGREED_CLIENT_ID", "the Degreed API client id"),
             client_secret=required("DEGREED_CLIENT_SECRET", "the Degreed API client secret"),
-            api_base_url=optional("DEGREED_API_BASE_URL", DEGREED_DEFAULT_API_BASE_URL),
-            token_url=optional("DEGREED_TOKEN_URL", DEGREED_DEFAULT_TOKEN_URL),
+            api_base_url=api_base_url,
+            token_url=token_url,
             rate_limit_per_minute=optional_int(
                 "DEGREED_RATE_LIMIT_PER_MINUTE", DEGREED_DEFAULT_RATE_LIMIT_PER_MINUTE
             ),
+            region=region,
+            organization_code=optional("DEGREED_ORGANIZATION_CODE", ""),
         )
 
     def __repr__(self) -> str:  # never show the secret
         return (
             f"DegreedSettings(client_id={self.client_id!r}, api_base_url={self.api_base_url!r}, "
             f"token_url={self.token_url!r}, rate_limit_per_minute={self.rate_limit_per_minute}, "
-            "client_secret=<redacted>)"
+            f"region={self.region!r}, organization_code={self.organization_code!r}, client_secret=<redacted>)"
         )

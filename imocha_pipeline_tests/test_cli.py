@@ -184,3 +184,31 @@ def test_completion_and_reconcile_jobs_run_through_the_dagster_cli(tmp_path):
         assert one_day.returncode == 0, one_day.stderr[-3000:]
         assert dagster("-j", "reconcile_job").returncode == 0
         assert len(box.degreed.state()["completions"]) == len(expected)
+
+
+def test_doctor_reports_an_unknown_region(sandbox):
+    env = {k: v for k, v in sandbox.env().items() if k not in ("DEGREED_API_BASE_URL", "DEGREED_TOKEN_URL")}
+    result = run_doctor(env | {"DEGREED_REGION": "mars", "DEGREED_API_BASE_URL": "", "DEGREED_TOKEN_URL": ""})
+    assert result.exit_code == 1
+    assert "FAIL  Degreed settings:" in result.output and "DEGREED_REGION" in result.output
+    assert "eu-betatest" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_documented_guard_override_works_from_the_command_line(sandbox, tmp_path):
+    env = {**os.environ, **sandbox.env(), "IMOCHA_PIPELINE_STAGING_DB_URL": f"sqlite:///{tmp_path / 's.sqlite'}",
+           "DAGSTER_HOME": str(tmp_path)}
+    command = [str(BIN / "dagster"), "job", "execute", "-m", "imocha_pipeline.definitions", "-j", "assessment_sync_job"]
+    assert subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path).returncode == 0
+    for spec in sandbox.world.tests:
+        sandbox.imocha.remove_test(spec.test_id)
+    blocked = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert blocked.returncode != 0
+    assert all(not a["obsolete"] for a in sandbox.degreed.state()["assessments"])
+    confirm = tmp_path / "confirm.yaml"
+    confirm.write_text("ops:\n  assessment_sync_plan:\n    config:\n      confirm_large_changes: true\n")
+    confirmed = subprocess.run([*command, "-c", str(confirm)], env=env, capture_output=True, text=True, timeout=300,
+                               cwd=tmp_path)
+    assert confirmed.returncode == 0, confirmed.stderr[-2000:]
+    ours = [a for a in sandbox.degreed.state()["assessments"] if a["external_id"].startswith("imocha-")]
+    assert ours and all(a["obsolete"] for a in ours)

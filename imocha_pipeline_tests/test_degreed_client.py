@@ -24,6 +24,7 @@ from imocha_pipeline.clients.degreed import (
     relationship_ids,
 )
 from imocha_pipeline.clients.errors import (
+    AmbiguousWriteError,
     AuthError,
     ConflictError,
     DuplicateCompletionError,
@@ -386,20 +387,32 @@ def test_429_storms_and_5xx_bursts_still_give_exactly_the_right_data(sim_server,
 
 
 def test_lost_answer_on_create_surfaces_the_existing_record(sim_server, world):
+    """A create whose answer is lost is not posted again blindly (it may have landed: drill 2 saw a rating
+    posted twice); the caller is told, and reading Degreed surfaces the record that landed exactly once."""
+    from imocha_pipeline.sync.writers import AssessmentWriter, CompletionWriter
+
     sim, base = sim_server()
     client = make_client(base)
     sim.add_assessment("imocha-1")
     email = in_degreed(world).email
     sim.faults.set(FaultConfig(lost_ack_next=1, path_prefix=COMPLETIONS_PATH, methods=["POST"]))
-    with pytest.raises(DuplicateCompletionError) as duplicate:
+    with pytest.raises(AmbiguousWriteError):
         client.create_completion(email, "imocha-1", datetime(2024, 5, 2, tzinfo=UTC))
     stored = sim.state()["completions"]
-    assert len(stored) == 1 and duplicate.value.existing_id == stored[0]["id"]
+    assert len(stored) == 1
+    found = CompletionWriter(client).find_existing({
+        "user_id": email, "user_identifier_type": "Email", "content_id": "imocha-1",
+        "completed_at": "2024-05-02T00:00:00Z"})
+    assert found is not None and found["degreed_id"] == stored[0]["id"]
 
     sim.faults.set(FaultConfig(lost_ack_next=1, path_prefix="/api/v2/content", methods=["POST"]))
+    with pytest.raises(AmbiguousWriteError):
+        client.create_assessment({"external-id": "imocha-2", "title": "T", "url": "https://t/2"})
+    found = AssessmentWriter(client).find_existing({"record_key": "imocha-2"})
+    assert found is not None and found["degreed_id"] == sim.state()["assessments"][-1]["id"]
     with pytest.raises(ConflictError) as conflict:
         client.create_assessment({"external-id": "imocha-2", "title": "T", "url": "https://t/2"})
-    assert conflict.value.existing_id == sim.state()["assessments"][-1]["id"]
+    assert conflict.value.existing_id == found["degreed_id"], "a second create still answers 409 with the id"
 
 
 def test_client_budget_keeps_it_under_the_server_limit(sim_server):

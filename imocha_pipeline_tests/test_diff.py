@@ -67,3 +67,71 @@ def test_empty_inputs():
     empty_desired = frame([], ["external_id", "title", "url", "duration"])
     empty_actual = frame([], ["external_id", "degreed_id", "title", "url", "duration", "obsolete"])
     assert plan(empty_desired, empty_actual, SPEC).empty
+
+
+# -- the column-wise engine (bench/diff_engine.py measures it at 1M rows) -------------------------------------
+
+COMPLETION = EntitySpec("completion", "record_key", ("completed_at", "percentile"))
+
+
+def completions(count, start=0):
+    return frame([[f"user{i}@example.com|imocha-{i % 7}", f"2026-01-{1 + i % 28:02d}T10:00:00Z", float(i % 100)]
+                  for i in range(start, start + count)], ["record_key", "completed_at", "percentile"])
+
+
+def test_payload_hash_is_pandas_row_hash_of_the_normalised_fields():
+    # The hash staged with every plan row and kept in the ledger must not change between versions.
+    desired = frame([["k1", " Title ", "https://u/1", 30], ["k2", None, "https://u/2", 45.5]],
+                    ["external_id", "title", "url", "duration"])
+    result = plan(desired, frame([], ["external_id", "degreed_id", "title", "url", "duration"]), SPEC)
+    normalised = pd.DataFrame({"title": pd.array(["Title", ""], dtype="string"),
+                               "url": pd.array(["https://u/1", "https://u/2"], dtype="string"),
+                               "duration": [30.0, 45.5]})
+    expected = [format(int(h), "016x") for h in pd.util.hash_pandas_object(normalised, index=False)]
+    assert result.sort_values("record_key")["payload_hash"].tolist() == expected
+
+
+def test_plan_is_ordered_by_key_whatever_the_input_order():
+    desired, actual = completions(50), completions(40).assign(degreed_id="d")
+    actual.loc[3, "percentile"] = 1.5
+    first = plan(desired, actual, COMPLETION)
+    shuffled = plan(desired.sample(frac=1, random_state=1), actual.sample(frac=1, random_state=2), COMPLETION)
+    assert first["record_key"].tolist() == sorted(desired["record_key"])
+    pd.testing.assert_frame_equal(first, shuffled)
+    assert summarise(first) == {"create": 10, "update": 1, "retire": 0, "unchanged": 39, "wait": 0}
+    changed = first.set_index("record_key").loc[actual.loc[3, "record_key"]]
+    assert changed["changed_fields"] == ["percentile"] and changed["degreed_id"] == "d"
+
+
+def test_duplicate_desired_keys_keep_the_last_row():
+    desired = frame([["k", "2026-01-01T00:00:00Z", 10.0], ["k", "2026-01-02T00:00:00Z", 20.0]],
+                    ["record_key", "completed_at", "percentile"])
+    result = plan(desired, frame([], ["record_key", "degreed_id", "completed_at", "percentile"]), COMPLETION)
+    assert result["action"].tolist() == [CREATE] and result["percentile"].tolist() == [20.0]
+
+
+def test_everything_retires_when_nothing_is_desired():
+    # An empty desired side used to fail (positional take on an empty frame); the guard then decides.
+    actual = frame([["imocha-1", "d1", "A", "u", 1, False], ["imocha-2", "d2", "B", "u", 2, False]],
+                   ["external_id", "degreed_id", "title", "url", "duration", "obsolete"])
+    result = plan(frame([], ["external_id", "title", "url", "duration"]), actual, SPEC)
+    assert result["action"].tolist() == [RETIRE, RETIRE]
+    assert result["changed_fields"].tolist() == [["obsolete"], ["obsolete"]]
+    assert result["payload_hash"].notna().all() and result["title"].isna().all()
+
+
+def test_boolean_fields_and_retirement_together():
+    spec = EntitySpec("x", "k", ("flag",), retire_missing=True)
+    desired = frame([["a", True], ["b", False]], ["k", "flag"])
+    actual = frame([["b", "d2", True], ["c", "d3", False]], ["k", "degreed_id", "flag"])
+    result = plan(desired, actual, spec).set_index("record_key")
+    assert result["action"].to_dict() == {"a": CREATE, "b": UPDATE, "c": RETIRE}
+    assert result.loc["b", "changed_fields"] == ["flag"] and pd.isna(result.loc["c", "flag"])
+
+
+def test_signed_zero_is_no_change():
+    # Fields are compared by value: 0.0 and -0.0 (e.g. a rounded tiny negative) are the same percentile.
+    desired = frame([["k", "2026-01-01T00:00:00Z", 0.0]], ["record_key", "completed_at", "percentile"])
+    actual = frame([["k", "d", "2026-01-01T00:00:00Z", -0.0]], ["record_key", "degreed_id", "completed_at",
+                                                                "percentile"])
+    assert plan(desired, actual, COMPLETION)["action"].tolist() == [UNCHANGED]

@@ -10,7 +10,13 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from imocha_pipeline.clients.errors import ApiTransportError, PayloadError, RateLimitedError, ServerError
+from imocha_pipeline.clients.errors import (
+    AmbiguousWriteError,
+    ApiTransportError,
+    PayloadError,
+    RateLimitedError,
+    ServerError,
+)
 from imocha_pipeline.clients.http import ApiSession, LocalRateBudget, parse_reset, parse_retry_after, pause_from_headers
 from imocha_pipeline.sandbox.server import FaultConfig, FaultInjector, RequestLog, ServerThread, SimulatorMiddleware
 
@@ -78,11 +84,28 @@ def test_dropped_connections_and_lost_acks_are_retried(server):
     thread, log, faults = server
     faults.set(FaultConfig(drop_next=1, lost_ack_next=1))
     session, _sleeps = make_session(thread.url)
-    assert session.request("POST", "/echo", json_body={"a": 1}).json()["ok"] is True
+    assert session.request("POST", "/echo", json_body={"a": 1}, idempotent=True).json()["ok"] is True
     outcomes = session.metrics.snapshot()["POST /echo"]
     assert outcomes["200"] == 1 and sum(v for k, v in outcomes.items() if k.startswith("error:")) == 2
-    # The lost ack reached the server: that is why writes must be idempotent downstream.
+    # The lost ack reached the server: a request may be repeated only when repeating it is harmless.
     assert [entry.fault for entry in log.entries()] == ["drop", "lost_ack", None]
+
+
+def test_a_non_idempotent_write_with_a_lost_answer_is_not_sent_again(server):
+    """A POST whose answer was lost may have been applied (drill 2: a rating posted twice): the session
+    raises AmbiguousWriteError instead of repeating it, so the caller reads the server before sending again."""
+    thread, log, faults = server
+    faults.set(FaultConfig(lost_ack_next=1))
+    session, _sleeps = make_session(thread.url)
+    with pytest.raises(AmbiguousWriteError, match="may have been applied"):
+        session.request("POST", "/echo", json_body={"a": 1})
+    assert [entry.fault for entry in log.entries()] == ["lost_ack"], "sent exactly once"
+    faults.set(FaultConfig(lost_ack_next=1))
+    assert session.request("GET", "/echo").status_code == 200, "a read is repeated after a lost answer"
+    dead, _ = make_session("http://127.0.0.1:9", max_attempts=2)
+    with pytest.raises(ApiTransportError, match="no answer after 2 attempts") as refused:
+        dead.request("POST", "/echo", json_body={"a": 1})
+    assert not isinstance(refused.value, AmbiguousWriteError), "a refused connection never reached the server"
 
 
 def test_gives_up_with_typed_errors(server):

@@ -438,7 +438,7 @@ class DegreedClient:
         form = {"grant_type": "client_credentials", "client_id": self.client_id,
                 "client_secret": self._client_secret, "scope": ",".join(scopes)}
         return self.token_session.request("POST", self.token_url, endpoint="POST /oauth/token", data=form,
-                                          lane="auth")
+                                          lane="auth", idempotent=True)
 
     def _token_error(self, response: requests.Response, scopes: tuple[str, ...]) -> AuthError:
         """A safe, specific error for a refused token request: names the client id, never the secret."""
@@ -693,6 +693,12 @@ class DegreedClient:
         for resource in self._windowed(f"{V2}/completions", "GET /api/v2/completions", start, end):
             yield DegreedCompletion.from_resource(resource)
 
+    def iter_user_completions(self, user_id: str, start: date, end: date) -> Iterator[DegreedCompletion]:
+        """One learner's completions dated ``start``..``end`` (Degreed user id; windows of at most 7 days)."""
+        path = f"{V2}/users/{quote(user_id, safe='')}/completions"
+        for resource in self._windowed(path, "GET /api/v2/users/{id}/completions", start, end):
+            yield DegreedCompletion.from_resource(resource)
+
     def update_completion(self, completion_id: str, *, completed_at: datetime | None = None,
                           percentile: float | None = None, **attributes: Any) -> DegreedCompletion:
         """PATCH only what is given (``completed_at``, ``percentile``, or other attributes by name)."""
@@ -749,6 +755,12 @@ class DegreedClient:
             end = end or datetime.now(UTC).date()
             resources = self._windowed(f"{V2}/skill-ratings", endpoint, start, end)
         for resource in resources:
+            yield DegreedSkillRating.from_resource(resource)
+
+    def iter_user_skill_ratings(self, user_id: str) -> Iterator[DegreedSkillRating]:
+        """One learner's skill ratings (Degreed user id)."""
+        path = f"{V2}/users/{quote(user_id, safe='')}/skill-ratings"
+        for resource in self._read_chain(path, endpoint="GET /api/v2/users/{id}/skill-ratings"):
             yield DegreedSkillRating.from_resource(resource)
 
     def update_skill_rating(self, rating_id: str, *, rating: int | None = None, rated_at: datetime | None = None,

@@ -30,6 +30,11 @@ class ApiTransportError(ApiError):
     retryable = True
 
 
+class AmbiguousWriteError(ApiTransportError):
+    """A non-idempotent write got no usable answer (read timeout, connection dropped after sending, 504):
+    it may or may not have been applied. Not repeated blindly: read the server's state, then send again."""
+
+
 class ServerError(ApiError):
     """The API kept answering 5xx after every retry."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -21,9 +22,11 @@ from typing import Any, Protocol
 from urllib.parse import urljoin
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from imocha_pipeline.clients.errors import (
+    AmbiguousWriteError,
     ApiTransportError,
     PayloadError,
     RateLimitedError,
@@ -39,6 +42,19 @@ TRANSPORT_ERRORS = (
     requests.exceptions.ChunkedEncodingError,
     requests.exceptions.ContentDecodingError,
 )
+
+
+READ_TIMEOUT_SETTING = "IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS"
+DEFAULT_READ_TIMEOUT_SECONDS = 30.0
+
+
+def default_read_timeout() -> float:
+    """Seconds to wait for an answer (``IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS``, default 30)."""
+    raw = os.environ.get(READ_TIMEOUT_SETTING, "").strip()
+    try:
+        return float(raw) if raw else DEFAULT_READ_TIMEOUT_SECONDS
+    except ValueError as exc:
+        raise ValueError(f"setting {READ_TIMEOUT_SETTING} must be a number of seconds, got {raw!r}") from exc
 
 
 class RateBudget(Protocol):
@@ -100,6 +116,15 @@ class LocalRateBudget:
         if pause > 0:
             with self._lock:
                 self._paused_until = max(self._paused_until, self._clock() + pause)
+
+
+def never_sent(exc: Exception) -> bool:
+    """True when a transport error happened before the request could reach the server (connect failures)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -219,7 +244,7 @@ class ApiSession:
         headers: Mapping[str, str] | None = None,
         auth_headers: Callable[[], Mapping[str, str]] | None = None,
         connect_timeout: float = 5.0,
-        read_timeout: float = 30.0,
+        read_timeout: float | None = None,
         max_attempts: int = 6,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
@@ -233,7 +258,7 @@ class ApiSession:
         self.base_url = base_url.rstrip("/") + "/"
         self.api_name = api_name
         self.auth_headers = auth_headers
-        self.timeout = (connect_timeout, read_timeout)
+        self.timeout = (connect_timeout, read_timeout if read_timeout is not None else default_read_timeout())
         self.max_attempts = max(1, max_attempts)
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -282,9 +307,15 @@ class ApiSession:
         headers: Mapping[str, str] | None = None,
         lane: str = "default",
         retry: bool = True,
+        idempotent: bool | None = None,
     ) -> requests.Response:
+        """Send with retries. ``idempotent`` (default: every method but POST) says whether the request may be
+        sent again after an answer was lost: a non-idempotent write whose fate is unknown (read timeout, a
+        connection dropped after sending, 504) raises ``AmbiguousWriteError`` instead of being repeated
+        blindly, so the caller can read the server's state before sending again."""
         endpoint = self.redact(endpoint or f"{method} {path.split('?')[0]}")
         url = self.url(path)
+        repeatable = idempotent if idempotent is not None else method.upper() != "POST"
         attempts = self.max_attempts if retry else 1
         last_problem = ""
         for attempt in range(attempts):
@@ -302,6 +333,9 @@ class ApiSession:
                 last_problem = self.redact(f"{kind}: {exc}")
                 logger.debug("%s %s failed (attempt %d/%d): %s", self.api_name, endpoint, attempt + 1,
                              attempts, last_problem)
+                if not repeatable and not never_sent(exc):
+                    raise AmbiguousWriteError(f"no answer to a write, which may have been applied: {last_problem}",
+                                              api=self.api_name, endpoint=endpoint) from None
                 if attempt + 1 < attempts:
                     self._sleep(self.backoff(attempt))
                 continue
@@ -321,6 +355,9 @@ class ApiSession:
                                        api=self.api_name, endpoint=endpoint, status=429)
             if status in RETRY_STATUSES:
                 last_problem = f"server error {status}: {self.redact(response.text[:200])}"
+                if status == 504 and not repeatable:
+                    raise AmbiguousWriteError(f"gateway timeout on a write, which may have been applied: "
+                                              f"{last_problem}", api=self.api_name, endpoint=endpoint, status=504)
                 if attempt + 1 < attempts:
                     self._sleep(self.backoff(attempt))
                     continue

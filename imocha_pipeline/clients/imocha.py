@@ -247,7 +247,7 @@ class _Fields:
         if value is None:
             return None
         number = to_number(value)
-        if number is None:
+        if number is None or not math.isfinite(number):  # NaN / Infinity are not scores
             raise self._bad(names[0], value, "number")
         return number
 
@@ -474,7 +474,8 @@ class ImochaClient:
     ``base_url`` may be the host (``https://apiv3.imocha.io``) or include ``/v3``. ``session`` is an
     ``ApiSession`` to use instead (its own base URL applies; the key is registered with it as a
     secret and sent per request); by default the client builds one, with ``metrics`` when given.
-    ``timeout`` is one number (the read timeout) or ``(connect, read)``.
+    ``timeout`` is one number (the read timeout) or ``(connect, read)``; the read timeout defaults to
+    ``IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS`` (30 s).
     """
 
     def __init__(
@@ -485,7 +486,7 @@ class ImochaClient:
         session: ApiSession | None = None,
         page_size: int = 100,
         attempts_window_days: int = 7,
-        timeout: float | tuple[float, float] = (5.0, 30.0),
+        timeout: float | tuple[float, float | None] = (5.0, None),
         metrics: RequestMetrics | None = None,
         rate_budget: RateBudget | None = None,
     ):
@@ -526,8 +527,10 @@ class ImochaClient:
     def _call(self, method: str, path: str, endpoint: str, *, params: Mapping[str, Any] | None = None,
               json_body: Any = None) -> requests.Response:
         """One request through the session; a final 4xx becomes a typed error."""
+        # Every iMocha call the pipeline makes is a read (Retrieve Invites is a POST that reads) or harmless to
+        # repeat (asking for callbacks again): all may be retried after a lost answer.
         response = self.session.request(method, path, endpoint=endpoint, params=params, json_body=json_body,
-                                        headers=self._headers)
+                                        headers=self._headers, idempotent=True)
         if response.status_code >= 400:
             raise self._status_error(response, endpoint)
         return response

@@ -24,13 +24,21 @@ from imocha_pipeline.sync.assessments import (
     compute_plan,
     extract_assessments,
     guard_plan,
+    quarantine_unreadable_tests,
     snapshot_degreed_assessments,
     stage_full_extract,
 )
 from imocha_pipeline.sync.diff import WRITE_ACTIONS, summarise
 from imocha_pipeline.sync.ledger import Ledger
-from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS
+from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS, AssessmentMapping
 from imocha_pipeline.sync.plan_store import load_plan, stage_plan
+from imocha_pipeline.sync.progress import (
+    ProgressLog,
+    eta_minutes,
+    format_duration,
+    plan_eta_line,
+    progress_every_seconds,
+)
 from imocha_pipeline.sync.quarantine import VALIDATION, Quarantine
 from imocha_pipeline.sync.schemas import DesiredAssessmentModel
 from imocha_pipeline.sync.validation import SchemaProblem, split_valid
@@ -45,8 +53,14 @@ def imocha_assessments(context: dg.AssetExecutionContext, imocha: ImochaResource
     """Every test in the iMocha account with its details and active public test link (table imocha_assessments)."""
     metrics = RequestMetrics()
     started = staging.utcnow()
-    rows = extract_assessments(imocha.client(metrics=metrics), started, imocha.max_parallel_requests)
+    problems: list[tuple[int, str]] = []
+    rows = extract_assessments(imocha.client(metrics=metrics), started, imocha.max_parallel_requests, problems)
     engine = staging_db.engine()
+    if problems:
+        quarantine_unreadable_tests(engine, problems, AssessmentMapping.from_env().external_id_prefix,
+                                    context.run.run_id)
+        context.log.warning("%d tests could not be read and are held in sync_quarantine: %s", len(problems),
+                            "; ".join(f"{test_id}: {reason}" for test_id, reason in problems[:5]))
     previous, current = stage_full_extract(engine, staging.imocha_assessments, rows, "extracted_at", started)
     with engine.begin() as conn:
         last = staging.get_state(conn, EXTRACT_COUNT_STATE, {"current": previous})
@@ -57,6 +71,7 @@ def imocha_assessments(context: dg.AssetExecutionContext, imocha: ImochaResource
         "dagster/row_count": current,
         "previous_row_count": previous,
         "tests_without_active_link": without_link,
+        "tests_unreadable": len(problems),
         "staging_table": "imocha_assessments",
         **request_metadata(metrics, "imocha_requests"),
     })
@@ -163,15 +178,16 @@ def assessment_sync_plan(context: dg.AssetExecutionContext, config: AssessmentPl
                          config.confirm_large_changes)
     writes = sum(counts[a] for a in WRITE_ACTIONS)
     per_minute = degreed.resolved().rate_limit_per_minute
-    eta_minutes = writes / per_minute if per_minute else 0.0
-    context.log.info("plan: %s; %d writes, about %.1f minutes at %d requests/min; guard: %s",
-                     counts, writes, eta_minutes, per_minute, verdict.message)
+    eta = eta_minutes(writes, per_minute)
+    context.log.info("plan: %s; guard: %s", counts, verdict.message)
+    context.log.info(plan_eta_line("assessment plan", writes, per_minute))
     changes = plan_frame[plan_frame["action"] != "unchanged"]
     return dg.MaterializeResult(
         metadata={
             **{f"plan_{action}": count for action, count in counts.items()},
             "writes_planned": writes,
-            "eta_minutes": round(eta_minutes, 2),
+            "eta_minutes": round(eta, 2),
+            "eta": f"at least {format_duration(eta * 60)} at {per_minute} requests/min",
             "preview": preview_table(changes[["record_key", "action", "reason", "changed_fields", "title"]].head(25)),
             "staging_table": "sync_plan",
         },
@@ -199,8 +215,16 @@ def assessment_sync_apply(context: dg.AssetExecutionContext, staging_db: Staging
     metrics = RequestMetrics()
     ledger = Ledger(engine, ENTITY, context.run.run_id)
     quarantine = Quarantine(engine, ENTITY, context.run.run_id)
-    result = apply_plan(plan_frame, AssessmentWriter(degreed.client(metrics=metrics)), ledger, quarantine,
-                        fields=ASSESSMENT_SPEC.fields)
+    progress = ProgressLog(context.log.info, "assessment apply", len(writes), degreed.resolved().rate_limit_per_minute,
+                           every_seconds=progress_every_seconds())
+    progress.start()
+    try:
+        result = apply_plan(plan_frame, AssessmentWriter(degreed.client(metrics=metrics)), ledger, quarantine,
+                            fields=ASSESSMENT_SPEC.fields, progress=progress)
+    except BaseException:
+        progress.finish(stopped=True)
+        raise
+    progress.finish(result)
     context.log.info("applied: %s in %.1f s", result.as_metadata(), result.elapsed_seconds)
     return dg.MaterializeResult(metadata={
         **result.as_metadata(),

@@ -19,6 +19,7 @@ from imocha_pipeline.sync.completion_plan import (
     COMPLETION_PAYLOAD,
     SKILL_RATING_PAYLOAD,
     build_completion_plans,
+    quarantine_unreadable_reports,
     stage_entity_plan,
 )
 from imocha_pipeline.sync.completions import (
@@ -31,8 +32,16 @@ from imocha_pipeline.sync.completions import (
 from imocha_pipeline.sync.diff import WRITE_ACTIONS
 from imocha_pipeline.sync.ledger import Ledger
 from imocha_pipeline.sync.plan_store import load_plan
+from imocha_pipeline.sync.progress import (
+    ProgressLog,
+    eta_minutes,
+    format_duration,
+    plan_eta_line,
+    progress_every_seconds,
+)
 from imocha_pipeline.sync.quarantine import Quarantine
 from imocha_pipeline.sync.schemas import CompletionPayloadModel, SkillRatingPayloadModel
+from imocha_pipeline.sync.skill_mapping import stage_skill_mapping
 from imocha_pipeline.sync.validation import SchemaProblem, split_valid
 from imocha_pipeline.sync.writers import CompletionWriter, SkillRatingWriter
 
@@ -77,6 +86,7 @@ def imocha_attempts(context: dg.AssetExecutionContext, config: ExtractConfig, im
         staging.upsert(conn, staging.imocha_skill_scores, result.skill_scores)
     for invitation_id, problem in result.problems:
         context.log.warning("attempt %s: %s", invitation_id, problem)
+    quarantine_unreadable_reports(engine, result.problems, context.run.run_id)
     context.log.info("days %s..%s: %d new attempts staged, %d already staged, %d reports unavailable",
                      days[0], days[-1], len(result.completions), result.already_staged, len(result.problems))
     yield dg.MaterializeResult(asset_key="imocha_completions", metadata={
@@ -103,6 +113,7 @@ def completion_sync_plan(context: dg.AssetExecutionContext, staging_db: StagingD
     """
     engine = staging_db.engine()
     run_id = context.run.run_id
+    stage_skill_mapping(engine)  # for analysts: v_unmapped_skills
     completions, ratings = build_completion_plans(engine, partition_days(context),
                                                   sync_settings.completion_mapping(), run_id)
     metadata: dict[str, object] = {}
@@ -120,9 +131,11 @@ def completion_sync_plan(context: dg.AssetExecutionContext, staging_db: StagingD
         metadata[f"{entity_plan.entity}_preview"] = preview_table(
             changes.reindex(columns=preview_columns).head(25))
     per_minute = degreed.resolved().rate_limit_per_minute
+    eta = eta_minutes(writes, per_minute)
     metadata["writes_planned"] = writes
-    metadata["eta_minutes"] = round(writes / per_minute, 2) if per_minute else 0.0
-    context.log.info("plan: %d writes (about %.1f min at %d/min)", writes, metadata["eta_minutes"], per_minute)
+    metadata["eta_minutes"] = round(eta, 2)
+    metadata["eta"] = f"at least {format_duration(eta * 60)} at {per_minute} requests/min"
+    context.log.info(plan_eta_line("completion plan", writes, per_minute))
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -168,6 +181,7 @@ def completion_sync_apply(context: dg.AssetExecutionContext, staging_db: Staging
     metrics = RequestMetrics()
     client = degreed.client(metrics=metrics)
     metadata: dict[str, object] = {"dry_run": sync_settings.is_dry_run()}
+    per_minute = degreed.resolved().rate_limit_per_minute
     for entity, fields, writer in ((COMPLETION, (*COMPLETION_FIELDS, *COMPLETION_PAYLOAD), CompletionWriter(client)),
                                    (SKILL_RATING, (*SKILL_RATING_FIELDS, *SKILL_RATING_PAYLOAD),
                                     SkillRatingWriter(client))):
@@ -175,8 +189,16 @@ def completion_sync_apply(context: dg.AssetExecutionContext, staging_db: Staging
         if sync_settings.is_dry_run():
             metadata[f"{entity}_writes_skipped"] = int(plan_frame["action"].isin(WRITE_ACTIONS).sum())
             continue
-        result = apply_plan(plan_frame, writer, Ledger(engine, entity, run_id), Quarantine(engine, entity, run_id),
-                            fields=fields)
+        progress = ProgressLog(context.log.info, f"{entity} apply", int(plan_frame["action"].isin(WRITE_ACTIONS).sum()),
+                               per_minute, every_seconds=progress_every_seconds())
+        progress.start()
+        try:
+            result = apply_plan(plan_frame, writer, Ledger(engine, entity, run_id),
+                                Quarantine(engine, entity, run_id), fields=fields, progress=progress)
+        except BaseException:
+            progress.finish(stopped=True)
+            raise
+        progress.finish(result)
         context.log.info("%s: %s", entity, result.as_metadata())
         metadata.update({f"{entity}_{k}": v for k, v in result.as_metadata().items()})
         if result.errors:

@@ -108,7 +108,7 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource,
             continue
         plan = repair_plan(ledgers[entity], missing, fields)
         result = apply_plan(plan, writer, Ledger(engine, entity, run_id), Quarantine(engine, entity, run_id),
-                            fields=fields)
+                            fields=fields, resend=True)
         acknowledged_now = acknowledged(engine, entity)
         fixed = set(acknowledged_now[acknowledged_now["run_id"] == run_id]["record_key"])
         repaired |= {(entity, key) for key in fixed}

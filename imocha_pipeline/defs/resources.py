@@ -6,7 +6,9 @@ left empty fall back to the environment and then to DESIGN.md's defaults when th
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -63,20 +65,27 @@ class DegreedResource(dg.ConfigurableResource):
     client_secret: str
     api_base_url: str = ""
     token_url: str = ""
+    region: str = ""
+    """Degreed region (us, us-betatest, eu, eu-betatest, ca, ca-betatest; default DEGREED_REGION, else us):
+    fills the token and API URLs that are not given explicitly."""
     rate_limit_per_minute: int = 0
     organization_code: str = ""
+    """X-Degreed-Organization-Code for a tenant organization (default DEGREED_ORGANIZATION_CODE)."""
     staging_db_url: str = ""
     """Where the shared rate budget lives (the staging database; default IMOCHA_PIPELINE_STAGING_DB_URL)."""
 
     def resolved(self) -> settings.DegreedSettings:
+        region, api_base_url, token_url = settings.degreed_endpoints(
+            self.region or None, self.api_base_url or None, self.token_url or None)
         return settings.DegreedSettings(
             client_id=self.client_id,
             client_secret=self.client_secret,
-            api_base_url=self.api_base_url
-            or settings.optional("DEGREED_API_BASE_URL", settings.DEGREED_DEFAULT_API_BASE_URL),
-            token_url=self.token_url or settings.optional("DEGREED_TOKEN_URL", settings.DEGREED_DEFAULT_TOKEN_URL),
+            api_base_url=api_base_url,
+            token_url=token_url,
             rate_limit_per_minute=self.rate_limit_per_minute
             or settings.optional_int("DEGREED_RATE_LIMIT_PER_MINUTE", settings.DEGREED_DEFAULT_RATE_LIMIT_PER_MINUTE),
+            region=region,
+            organization_code=self.organization_code or settings.optional("DEGREED_ORGANIZATION_CODE", ""),
         )
 
     def client(self, metrics: RequestMetrics | None = None) -> DegreedClient:
@@ -85,7 +94,7 @@ class DegreedResource(dg.ConfigurableResource):
             cfg.api_base_url, cfg.token_url, cfg.client_id, cfg.client_secret,
             rate_budget=_rate_budget(cfg.client_id, cfg.rate_limit_per_minute,
                                      self.staging_db_url or settings.staging_db_url()),
-            organization_code=self.organization_code or None, metrics=metrics,
+            organization_code=cfg.organization_code or None, metrics=metrics,
         )
 
 
@@ -167,16 +176,30 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     }
 
 
+def _secret_ref(name: str, value: str) -> dg.EnvVar:
+    """An ``EnvVar`` holding ``value`` for this process, so the value itself stays out of Dagster's storage."""
+    variable = f"IMOCHA_PIPELINE_SECRET_{name}_{uuid.uuid4().hex.upper()}"
+    os.environ[variable] = value
+    return dg.EnvVar(variable)
+
+
 def resources_from_settings(values: dict[str, str], staging_url: str,
                             sync_settings: SyncSettingsResource | None = None) -> dict[str, dg.ConfigurableResource]:
-    """Resources from explicit setting values (the sandbox's ``env()``), for tests, the demo and benchmarks."""
+    """Resources from explicit setting values (the sandbox's ``env()``), for tests, the demo and benchmarks.
+
+    The two secrets are handed over as ``dg.EnvVar`` references (to process environment variables with random
+    names), never as plain strings: a plain string would be stored in the run's job snapshot
+    in Dagster's run storage (drill 9 found the client secret there).
+    """
     return {
-        "imocha": ImochaResource(api_key=values["IMOCHA_API_KEY"], base_url=values["IMOCHA_BASE_URL"],
-                                 staging_db_url=staging_url),
+        "imocha": ImochaResource(api_key=_secret_ref("IMOCHA_API_KEY", values["IMOCHA_API_KEY"]),
+                                 base_url=values["IMOCHA_BASE_URL"], staging_db_url=staging_url),
         "degreed": DegreedResource(
-            client_id=values["DEGREED_CLIENT_ID"], client_secret=values["DEGREED_CLIENT_SECRET"],
+            client_id=values["DEGREED_CLIENT_ID"],
+            client_secret=_secret_ref("DEGREED_CLIENT_SECRET", values["DEGREED_CLIENT_SECRET"]),
             api_base_url=values["DEGREED_API_BASE_URL"], token_url=values["DEGREED_TOKEN_URL"],
             rate_limit_per_minute=int(values.get("DEGREED_RATE_LIMIT_PER_MINUTE") or 70),
+            region=values.get("DEGREED_REGION", ""), organization_code=values.get("DEGREED_ORGANIZATION_CODE", ""),
             staging_db_url=staging_url,
         ),
         "staging_db": StagingDatabaseResource(url=staging_url),

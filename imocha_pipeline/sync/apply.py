@@ -9,6 +9,7 @@ run at once (nothing else could succeed); a stretch of transport failures ends i
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pandas as pd
+from sqlalchemy import exc as sa_exc
 
 from imocha_pipeline.clients.errors import (
+    AmbiguousWriteError,
     ApiError,
     ApiTransportError,
     AuthError,
@@ -26,8 +29,9 @@ from imocha_pipeline.clients.errors import (
     RateLimitedError,
     ServerError,
 )
+from imocha_pipeline.clients.http import default_read_timeout
 from imocha_pipeline.sync.diff import CREATE, RETIRE, UPDATE, WRITE_ACTIONS
-from imocha_pipeline.sync.ledger import Ledger
+from imocha_pipeline.sync.ledger import DONE, Ledger
 from imocha_pipeline.sync.quarantine import REJECTED, WAITING_FOR_LEARNER, Entry, Quarantine
 from imocha_pipeline.sync.values import plain, same_value
 
@@ -36,6 +40,10 @@ logger = logging.getLogger("imocha_pipeline.apply")
 
 class ApplyAborted(RuntimeError):
     """The apply step stopped early; the ledger holds everything done so far."""
+
+
+class StagingDatabaseError(ApplyAborted):
+    """The staging database (ledger, quarantine) went away in the middle of the apply step."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +79,37 @@ class ApplyResult:
 
     def as_metadata(self) -> dict[str, int]:
         keys = ("created", "updated", "retired", "adopted", "failed", "waiting_for_learner", "rejected",
-                "skipped_claimed", "resolved_from_degreed")
+                "skipped_claimed", "resolved_from_degreed", "already_delivered", "delivered_by_other_run",
+                "unsure_sends")
         return {key: int(self.counts.get(key, 0)) for key in keys}
 
 
 PAST_TENSE = {CREATE: "created", UPDATE: "updated", RETIRE: "retired", "adopted": "adopted"}
+
+
+class ClaimKeeper:
+    """Renews this run's claims every quarter lease while the apply step runs (a background thread)."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self.interval = max(0.25, ledger.stale_claim_after.total_seconds() / 4)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"claims-{ledger.entity}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.ledger.heartbeat()
+            except Exception as exc:  # the database may be gone: the apply step reports that itself
+                logger.warning("could not renew claims of %s: %s", self.ledger.entity, type(exc).__name__)
+
+    def __enter__(self) -> ClaimKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def apply_plan(
@@ -87,64 +121,124 @@ def apply_plan(
     fields: tuple[str, ...],
     max_consecutive_transport_failures: int = 5,
     progress: Callable[[int, int, ApplyResult], None] | None = None,
+    resend: bool = False,
+    held_wait_seconds: float | None = None,
 ) -> ApplyResult:
-    """Send the plan's creates, updates and retirements; return counts by outcome."""
+    """Send the plan's creates, updates and retirements; return counts by outcome.
+
+    Records another live run holds are tried again at the end, until that run delivered them or its claim
+    ran out (at most ``held_wait_seconds``, default one lease and a little): a claim left by a dead run is
+    taken over and resolved by reading Degreed, so one re-run after a crash completes everything.
+    ``resend``: the plan repairs records Degreed lost (send them even though the ledger shows them delivered).
+    """
     started = time.monotonic()
     result = ApplyResult()
     writes = plan_frame[plan_frame["action"].isin(WRITE_ACTIONS)]
     total = len(writes)
-    consecutive_transport = 0
-    for done, row in enumerate(writes.to_dict("records"), start=1):
+    state = {"consecutive_transport": 0}
+    held: list[dict[str, Any]] = []
+    unsure: list[tuple[float, dict[str, Any]]] = []  # creates whose fate is unknown, with when to look again
+    settle = default_read_timeout()
+
+    def process(row: dict[str, Any], first_try: bool) -> bool:
+        """Claim and send one record; False when another live run holds it."""
         key = str(row["record_key"])
         payload = {name: plain(row.get(name)) for name in fields}
         payload_hash = str(row.get("payload_hash") or "")
-        if not ledger.claim(key, row["action"], payload, payload_hash):
-            result.counts["skipped_claimed"] += 1
-            continue
+        if not ledger.claim(key, row["action"], payload, payload_hash, resend=resend):
+            if ledger.refusal(key, payload_hash, row["action"]) == DONE:
+                result.counts["delivered_by_other_run" if not first_try else "already_delivered"] += 1
+                return True
+            return False
         try:
             outcome = _send(writer, row, payload, ledger, key, result)
         except AuthError as exc:
             ledger.fail(key, str(exc))
             raise ApplyAborted(f"Degreed refused our credentials; stopping ({exc})") from exc
+        except AmbiguousWriteError as exc:
+            if first_try and row["action"] == CREATE:
+                # It may have landed, possibly a little later: keep the claim, read Degreed after a while and
+                # send again only if it is not there.
+                logger.info("%s %s: %s; reading Degreed before sending it again", ledger.entity, key, exc)
+                unsure.append((time.monotonic() + settle, row))
+                result.counts["unsure_sends"] += 1
+                return True
+            ledger.fail(key, str(exc))
+            result.counts["failed"] += 1
+            result.errors.append({"record_key": key, "error": str(exc)})
+            return True
         except LearnerNotFoundError as exc:
             ledger.fail(key, str(exc))
             quarantine.put([Entry(key, WAITING_FOR_LEARNER, f"learner not in Degreed yet: {exc.identifier or exc}",
                                   column="user_id", rule="learner exists in Degreed",
                                   bad_value=exc.identifier)])
             result.counts["waiting_for_learner"] += 1
-            consecutive_transport = 0
-            continue
+            state["consecutive_transport"] = 0
+            return True
         except BadRequestError as exc:
             ledger.fail(key, str(exc))
             quarantine.put([Entry(key, REJECTED, f"Degreed rejected the write: {exc}")])
             result.counts["rejected"] += 1
             result.errors.append({"record_key": key, "error": str(exc)})
-            consecutive_transport = 0
-            continue
+            state["consecutive_transport"] = 0
+            return True
         except (ApiTransportError, ServerError, RateLimitedError) as exc:
             ledger.fail(key, str(exc))
             result.counts["failed"] += 1
             result.errors.append({"record_key": key, "error": str(exc)})
-            consecutive_transport += 1
-            if consecutive_transport >= max_consecutive_transport_failures:
+            state["consecutive_transport"] += 1
+            if state["consecutive_transport"] >= max_consecutive_transport_failures:
                 raise ApplyAborted(
-                    f"{consecutive_transport} writes in a row could not reach Degreed; stopping "
+                    f"{state['consecutive_transport']} writes in a row could not reach Degreed; stopping "
                     f"(last: {exc})") from exc
-            continue
+            return True
         except ApiError as exc:
             ledger.fail(key, str(exc))
             result.counts["failed"] += 1
             result.errors.append({"record_key": key, "error": str(exc)})
-            consecutive_transport = 0
-            continue
-        consecutive_transport = 0
+            state["consecutive_transport"] = 0
+            return True
+        state["consecutive_transport"] = 0
         ledger.acknowledge(key, outcome.degreed_id, payload_hash, payload, action=outcome.action)
         quarantine.resolve([key])
         result.counts[PAST_TENSE.get(outcome.action, outcome.action)] += 1
-        if progress is not None:
-            progress(done, total, result)
+        return True
+
+    try:
+        with ClaimKeeper(ledger):
+            _loop(writes, process, held, unsure, ledger, result, progress, total, held_wait_seconds)
+    except sa_exc.DBAPIError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise StagingDatabaseError(
+            f"lost the staging database while recording {ledger.entity} writes ({type(exc).__name__}: {reason}). "
+            "Everything Degreed acknowledged before is in the ledger; a record in flight stays 'sending' and the "
+            "next run reads Degreed before sending it again. Re-run once the database is reachable.") from None
     result.elapsed_seconds = time.monotonic() - started
     return result
+
+
+def _loop(writes, process, held, unsure, ledger, result, progress, total, held_wait_seconds) -> None:
+    """Every write once; then the unsure creates (after they settled) and the records another run held."""
+    for done, row in enumerate(writes.to_dict("records"), start=1):
+        if not process(row, first_try=True):
+            held.append(row)
+        if progress is not None:
+            progress(done, total, result)
+    for when, row in unsure:
+        time.sleep(max(0.0, when - time.monotonic()))
+        process(row, first_try=False)  # our claim; attempts > 1, so Degreed is read before any resend
+    wait = held_wait_seconds if held_wait_seconds is not None else ledger.stale_claim_after.total_seconds() + 5
+    deadline = time.monotonic() + wait
+    if held:
+        logger.info("%d %s records are held by another run; waiting up to %.0f s for it to deliver them or "
+                    "for its claims to run out", len(held), ledger.entity, wait)
+    while held and time.monotonic() < deadline:
+        time.sleep(min(1.0, max(0.1, wait / 20)))
+        held[:] = [row for row in held if not process(row, first_try=False)]
+    if held:
+        result.counts["skipped_claimed"] += len(held)
+        logger.warning("%d %s records are still held by another live run; that run sends them (or the next "
+                       "run, once its claims run out)", len(held), ledger.entity)
 
 
 def _send(writer: EntityWriter, row: dict[str, Any], payload: dict[str, Any], ledger: Ledger, key: str,
@@ -153,8 +247,9 @@ def _send(writer: EntityWriter, row: dict[str, Any], payload: dict[str, Any], le
     record = payload | {"record_key": key}
     degreed_id = plain(row.get("degreed_id"))
     previous = ledger.get(key) or {}
-    if action == CREATE and previous.get("attempts", 0) > 1 and not previous.get("degreed_id"):
-        # An earlier send may have reached Degreed without our hearing back: look before sending again.
+    if action == CREATE and previous.get("attempts", 0) > 1:
+        # An earlier send (a crash, a lost answer, a repair of a record Degreed lost) may have reached Degreed
+        # without our hearing back: look before sending again.
         existing = writer.find_existing(record)
         if existing:
             result.counts["resolved_from_degreed"] += 1

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline.clients.degreed import DegreedClient
+from imocha_pipeline.clients.errors import NotFoundError, PayloadError
 from imocha_pipeline.clients.imocha import ImochaClient
 from imocha_pipeline.sync import staging
 from imocha_pipeline.sync.diff import RETIRE, EntitySpec, plan
@@ -40,13 +41,24 @@ def pick_active_link(links) -> object | None:
     return (public or active)[0]
 
 
-def extract_assessments(client: ImochaClient, extracted_at: datetime, max_workers: int = 4) -> list[dict]:
-    """Every iMocha test with its details and active link, as ``imocha_assessments`` rows."""
+def extract_assessments(client: ImochaClient, extracted_at: datetime, max_workers: int = 4,
+                        problems: list[tuple[int, str]] | None = None) -> list[dict]:
+    """Every iMocha test with its details and active link, as ``imocha_assessments`` rows.
+
+    A test whose own answers cannot be read (malformed detail or links, gone since the list) is left out and
+    reported in ``problems`` as ``(test id, reason)``; it never stops the other tests.
+    """
     tests = list(client.list_tests())
 
-    def enrich(test) -> dict:
-        detail = client.get_test(test.test_id)
-        link = pick_active_link(client.list_test_links(test.test_id))
+    def enrich(test) -> dict | None:
+        try:
+            detail = client.get_test(test.test_id)
+            link = pick_active_link(client.list_test_links(test.test_id))
+        except (PayloadError, NotFoundError) as exc:
+            if problems is None:
+                raise
+            problems.append((int(test.test_id), str(exc)))
+            return None
         sections = [
             {"name": getattr(s, "name", None), "type": getattr(s, "section_type", None),
              "questions": getattr(s, "questions", None), "duration": getattr(s, "duration", None)}
@@ -68,7 +80,18 @@ def extract_assessments(client: ImochaClient, extracted_at: datetime, max_worker
         }
 
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-        return list(pool.map(enrich, tests))
+        return [row for row in pool.map(enrich, tests) if row is not None]
+
+
+def quarantine_unreadable_tests(engine: Engine, problems: list[tuple[int, str]], mapping_prefix: str,
+                                run_id: str) -> int:
+    """Tests iMocha answered about with unreadable data: held in quarantine (neither created nor retired)."""
+    entries = [Entry(f"{mapping_prefix}{test_id}", VALIDATION,
+                     f"iMocha's answer for test {test_id} cannot be read ({reason}); the test is neither created nor "
+                     "retired in Degreed until iMocha answers correctly (read again on every run)",
+                     "iMocha answer", "well-formed iMocha answer", None)
+               for test_id, reason in problems]
+    return Quarantine(engine, ENTITY, run_id).put(entries)
 
 
 def stage_full_extract(engine: Engine, table: sa.Table, rows: list[dict], ts_column: str,

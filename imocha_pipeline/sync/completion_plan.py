@@ -90,6 +90,16 @@ def due_waiting_attempts(engine: Engine) -> set[int]:
     return ids
 
 
+def quarantine_unreadable_reports(engine: Engine, problems: list[tuple[int, str]], run_id: str) -> int:
+    """Attempts whose report could not be read (malformed, not ready, naming another attempt): held in
+    quarantine with the reason. They are not staged, so every later run reads their report again."""
+    entries = [Entry(attempt_key(invitation_id), VALIDATION,
+                     f"the iMocha report of attempt {invitation_id} could not be used: {reason}. It is read again on "
+                     "every run until iMocha answers with a usable report", "report", "usable iMocha report", None)
+               for invitation_id, reason in problems]
+    return Quarantine(engine, COMPLETION, run_id).put(entries)
+
+
 def _validation_entries(failures: list[RowFailure], prefix: str = "") -> list[Entry]:
     return [Entry(f.record_key, VALIDATION, prefix + f.reason, f.column, f.rule, f.bad_value) for f in failures]
 
@@ -124,6 +134,8 @@ def build_completion_plans(engine: Engine, days: list[date], mapping: Completion
     entries_c = _validation_entries(failures)
     bad_attempts = {int(f.record_key.split(":")[1]) for f in failures}
 
+    if not valid.empty:
+        quarantine_c.resolve([attempt_key(i) for i in valid["test_invitation_id"]], kinds=[VALIDATION])
     sent = valid[valid["status"].isin(mapping.send_statuses)] if not valid.empty else valid
     not_sent = valid[~valid["status"].isin(mapping.send_statuses)] if not valid.empty else valid
     skipped_rows = [
@@ -134,6 +146,15 @@ def build_completion_plans(engine: Engine, days: list[date], mapping: Completion
     ]
 
     completion_plan = _plan_completions(engine, sent, mapping, skipped_rows, entries_c, quarantine_c)
+    skills_missing = [
+        Entry(f"{attempt_key(r['test_invitation_id'])}|skills", VALIDATION,
+              f"the iMocha report of attempt {int(r['test_invitation_id'])} has no skills array, so its skill ratings "
+              "cannot be computed (its completion is sent). Once iMocha's report has skills, run completion_sync_job "
+              f"for {r['attempt_date']} with run config ops.imocha_attempts.config.full_refresh: true",
+              "skills", "report has a skills array", None)
+        for r in sent.to_dict("records") if r.get("has_skills") is False
+    ] if not sent.empty and "has_skills" in sent else []
+    quarantine_r.put(skills_missing)
     complete_ids = set(sent["test_invitation_id"].astype(int)) if not sent.empty else set()
     rating_plan = _plan_ratings(engine, scores, complete_ids - bad_attempts, mapping, quarantine_r, sent)
     return completion_plan, rating_plan

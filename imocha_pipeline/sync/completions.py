@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -192,6 +193,10 @@ def extract_completions(client: ImochaClient, engine: Engine, days: list[date], 
     for invitation_id, report in zip(todo, reports, strict=True):
         if report is None:
             continue
+        if int(report.test_invitation_id) != int(invitation_id):
+            problems.append((invitation_id, f"the report of attempt {invitation_id} names attempt "
+                                            f"{report.test_invitation_id} (a duplicate attempt id); it is not staged"))
+            continue
         row, skill_rows = report_rows(report, attempt_of[invitation_id], day_of[invitation_id], extracted_at)
         completions.append(row)
         scores.extend(skill_rows)
@@ -223,7 +228,7 @@ def report_rows(report: ImochaReport, attempt, attempt_date: date,
     for skill in report.skills or ():
         skills.append({
             "test_invitation_id": int(report.test_invitation_id),
-            "skill_id": skill.qb_id if skill.qb_id is not None else -1,
+            "skill_id": skill.qb_id if skill.qb_id is not None else missing_skill_id(skill.qb_name),
             "skill_name": skill.qb_name,
             "learner_email": email,
             "test_id": row["test_id"],
@@ -235,6 +240,12 @@ def report_rows(report: ImochaReport, attempt, attempt_date: date,
             "extracted_at": extracted_at,
         })
     return row, skills
+
+
+def missing_skill_id(name: str | None) -> int:
+    """A stable stand-in (negative, from the skill's name) for a report skill without ``qbId``, so two such
+    skills of one report never collide in ``imocha_skill_scores``."""
+    return -1 - zlib.crc32((name or "").strip().casefold().encode())
 
 
 def day_window(day: date) -> tuple[datetime, datetime]:

@@ -2,7 +2,11 @@
 
 A record moves planned -> sending -> acknowledged (with its Degreed id) or failed (with the error).
 The state changes only on Degreed's answer. ``claim`` is a conditional update, so two runs can never
-send the same record at once; a ``sending`` row left by a crash is resolved by reading Degreed first.
+send the same record at once, and a run never sends a record again that another run has meanwhile
+delivered with the same values (``DONE``). A claim is a lease: the claiming run renews it (``heartbeat``)
+while it works, so a claim left by a run that died (SIGKILL, lost host) can be taken over as soon as its
+lease has run out (``IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS``, default 120) instead of blocking the record
+for long; the run that takes it over resolves it by reading Degreed first.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from imocha_pipeline.settings import optional_int
 from imocha_pipeline.sync.staging import sync_ledger, upsert, utcnow
 
 PLANNED = "planned"
@@ -21,6 +26,16 @@ SENDING = "sending"
 ACKNOWLEDGED = "acknowledged"
 FAILED = "failed"
 STATES = (PLANNED, SENDING, ACKNOWLEDGED, FAILED)
+# Why a claim was refused: another live run holds the record, or it was already delivered with these values.
+HELD = "held"
+DONE = "done"
+LEASE_SETTING = "IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS"
+DEFAULT_LEASE_SECONDS = 120
+
+
+def claim_lease() -> timedelta:
+    """How long a claim lives without a heartbeat (the claiming run renews it every quarter of that)."""
+    return timedelta(seconds=max(1, optional_int(LEASE_SETTING, DEFAULT_LEASE_SECONDS)))
 
 _ERROR_LIMIT = 2000
 
@@ -32,8 +47,8 @@ class Ledger:
         self.engine = engine
         self.entity = entity
         self.run_id = run_id
-        # A claim older than this is taken to belong to a dead run.
-        self.stale_claim_after = stale_claim_after or timedelta(minutes=30)
+        # A claim not renewed for this long belongs to a dead run.
+        self.stale_claim_after = stale_claim_after or claim_lease()
 
     def _where(self, key: str):
         return sa.and_(sync_ledger.c.entity == self.entity, sync_ledger.c.record_key == key)
@@ -48,8 +63,14 @@ class Ledger:
         with self.engine.begin() as conn:
             upsert(conn, sync_ledger, rows, key_columns=["entity", "record_key"], only_insert=True)
 
-    def claim(self, key: str, action: str, payload: dict[str, Any], payload_hash: str) -> bool:
-        """Mark a record ``sending`` for this run, unless another live run holds it. True if claimed."""
+    def claim(self, key: str, action: str, payload: dict[str, Any], payload_hash: str,
+              resend: bool = False) -> bool:
+        """Mark a record ``sending`` for this run. True if claimed.
+
+        Refused (False) while another run holds a live claim (``refusal`` says ``HELD``), and, unless
+        ``resend`` (a repair of a record Degreed lost), when the record is already acknowledged with this
+        payload hash (``DONE``: another run delivered it after this run planned it).
+        """
         self.ensure_rows([key])
         now = utcnow()
         free = sa.or_(
@@ -58,6 +79,12 @@ class Ledger:
             sync_ledger.c.claimed_at.is_(None),
             sync_ledger.c.claimed_at < now - self.stale_claim_after,
         )
+        if not resend and payload_hash:
+            retired = sa.func.coalesce(sync_ledger.c.action, "") == "retire"
+            delivered = sa.and_(sync_ledger.c.state == ACKNOWLEDGED,
+                                sa.func.coalesce(sync_ledger.c.payload_hash, "") == payload_hash,
+                                retired if action == "retire" else sa.not_(retired))
+            free = sa.and_(free, sa.not_(delivered))
         with self.engine.begin() as conn:
             result = conn.execute(
                 sync_ledger.update().where(self._where(key), free).values(
@@ -66,6 +93,21 @@ class Ledger:
                 )
             )
             return result.rowcount == 1
+
+    def refusal(self, key: str, payload_hash: str, action: str = "") -> str:
+        """Why ``claim`` refused: ``DONE`` (delivered with these values) or ``HELD`` (another live run)."""
+        row = self.get(key) or {}
+        if (row.get("state") == ACKNOWLEDGED and payload_hash and row.get("payload_hash") == payload_hash
+                and (row.get("action") == "retire") == (action == "retire")):
+            return DONE
+        return HELD
+
+    def heartbeat(self) -> int:
+        """Renew this run's live claims (called every quarter lease while the run sends)."""
+        with self.engine.begin() as conn:
+            return conn.execute(sync_ledger.update().where(
+                sync_ledger.c.entity == self.entity, sync_ledger.c.run_id == self.run_id,
+                sync_ledger.c.state == SENDING).values(claimed_at=utcnow())).rowcount or 0
 
     def acknowledge(self, key: str, degreed_id: str | None, payload_hash: str | None = None,
                     payload: dict[str, Any] | None = None, action: str | None = None) -> None:

@@ -74,7 +74,6 @@ class AssessmentMapping:
             launch_url_template=optional("IMOCHA_PIPELINE_LAUNCH_URL_TEMPLATE", DEFAULT_LAUNCH_URL_TEMPLATE),
             sso_url_template=optional("IMOCHA_PIPELINE_SSO_URL_TEMPLATE", ""),
             summary_template=optional("IMOCHA_PIPELINE_SUMMARY_TEMPLATE", DEFAULT_SUMMARY_TEMPLATE),
-            external_id_prefix=optional("IMOCHA_PIPELINE_EXTERNAL_ID_PREFIX", "imocha-"),
             language=optional("IMOCHA_PIPELINE_CONTENT_LANGUAGE", "en"),
             title_max_length=optional_int("IMOCHA_PIPELINE_TITLE_MAX_LENGTH", 255),
         )

@@ -13,6 +13,9 @@ from imocha_pipeline.sync.validation import name_pattern
 
 URL_PATTERN = name_pattern(r"^https?://[^\s/$.?#][^\s]*$", "must be an http(s) URL")
 MAX_ASSESSMENT_MINUTES = 600
+# Titles are plain text: HTML markup (a tag such as <b> or <script>) would show up, or run, in Degreed's pages.
+PLAIN_TEXT_PATTERN = name_pattern(r"^(?![\s\S]*</?[A-Za-z!][^<>]*>)[\s\S]*$",
+                                  "must be plain text (it contains HTML markup)")
 
 
 class ImochaAssessmentsModel(pa.DataFrameModel):
@@ -31,7 +34,7 @@ class DesiredAssessmentModel(pa.DataFrameModel):
     """The Assessment content we send to Degreed for one iMocha test."""
 
     external_id: Series[str] = pa.Field(str_matches=r"^\S+-\d+$", unique=True)
-    title: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": 255})
+    title: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": 255}, str_matches=PLAIN_TEXT_PATTERN)
     summary: Series[str] = pa.Field(nullable=True, str_length={"max_value": 2000})
     url: Series[str] = pa.Field(str_matches=URL_PATTERN, str_length={"max_value": 2000})
     duration: Series[float] = pa.Field(ge=1, le=MAX_ASSESSMENT_MINUTES)

@@ -1,7 +1,10 @@
 """The staging database: tables analysts query, and portable upserts by natural key.
 
 SQLite by default, PostgreSQL in production (``IMOCHA_PIPELINE_STAGING_DB_URL``). Every timestamp is
-stored and returned as UTC. Tables are created on first use.
+stored and returned as UTC. The schema is managed by Alembic migrations (``sync/migrations``, driven by
+``sync/schema.py``): an empty database is brought to the latest revision on first use; a database whose
+schema is behind refuses to be used until ``imocha-pipeline db upgrade`` has run. A change to the tables
+below needs a new migration (the test suite compares these models with the migrated schema).
 """
 
 from __future__ import annotations
@@ -271,17 +274,39 @@ rate_budget = sa.Table(
     _ts("updated_at", nullable=False),
 )
 
+# The skill mapping table (IMOCHA_PIPELINE_SKILL_MAP) as the last plan saw it, for analysts
+# (``v_unmapped_skills``); staged by ``sync/skill_mapping.py``.
+skill_mapping = sa.Table(
+    "skill_mapping",
+    metadata,
+    sa.Column("imocha_skill_key", sa.String(512), primary_key=True),  # the iMocha name, trimmed, lower-case
+    sa.Column("imocha_skill", sa.Text, nullable=False),  # as written in the CSV
+    sa.Column("degreed_skill", sa.Text, nullable=False),
+    _ts("loaded_at", nullable=False),
+)
+
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
 
 def get_engine(url: str) -> Engine:
-    """One engine per URL per process, with the tables created on first use."""
+    """One engine per URL per process, with a schema at the latest revision.
+
+    An empty database is migrated to the latest revision here (zero set-up for development, the demo and
+    tests); a database at the latest revision is used as it is; any other raises
+    ``schema.SchemaOutOfDate`` naming ``imocha-pipeline db upgrade``.
+    """
+    from imocha_pipeline.sync import schema  # schema imports this module
+
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
             engine = create_engine(url)
-            metadata.create_all(engine)
+            try:
+                schema.prepare(engine, url)
+            except BaseException:
+                engine.dispose()
+                raise
             _engines[url] = engine
         return engine
 

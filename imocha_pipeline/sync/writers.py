@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from imocha_pipeline.clients.degreed import DegreedClient
@@ -117,7 +117,21 @@ class CompletionWriter:
         raise NotImplementedError("completions are never retired")
 
     def find_existing(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        # A re-sent create answers 409 with the existing id (or updates it): no read needed first.
+        """The learner's completion of this content around the attempt's date, if Degreed has it.
+
+        Read before re-sending a create whose earlier send is unresolved (a crash, a lost answer). A completion
+        Degreed holds under another date is not found here; the create then answers 409 (or updates it) and
+        is adopted.
+        """
+        user = self.client.get_user(record["user_id"], _identifier(record))
+        when = _moment(record["completed_at"])
+        if when is None:
+            return None
+        for completion in self.client.iter_user_completions(user.id, when.date() - timedelta(days=1),
+                                                            when.date() + timedelta(days=1)):
+            if completion.content_id == record["content_id"]:
+                return {"degreed_id": completion.id, "completed_at": _text_time(completion.completed_at),
+                        "percentile": completion.percentile}
         return None
 
 
@@ -149,4 +163,21 @@ class SkillRatingWriter:
         raise NotImplementedError("skill ratings are never retired")
 
     def find_existing(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The learner's rating of this skill (and rating type), if Degreed has it: read before re-sending a
+        create whose earlier send is unresolved, so a rating is never posted twice."""
+        user = self.client.get_user(record["user_id"], _identifier(record))
+        skill = str(record["skill_name"]).strip().casefold()
+        kind = str(record.get("rating_type") or "Evaluation").casefold()
+        for rating in self.client.iter_user_skill_ratings(user.id):
+            if (rating.skill_name or "").strip().casefold() == skill and (rating.rating_type or "").casefold() == kind:
+                return {"degreed_id": rating.id, "rating": rating.rating, "rated_at": _text_time(rating.rated_at)}
         return None
+
+
+def _identifier(record: dict[str, Any]) -> str:
+    """How ``get_user`` looks a learner up for a record's ``user_identifier_type``."""
+    return "employee-id" if record.get("user_identifier_type") == "EmployeeId" else "email"
+
+
+def _text_time(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None

@@ -1,0 +1,146 @@
+"""Progress of long work, with a fake clock: a steady pace of lines, the rate, and the ETA from the budget."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pandas as pd
+import pytest
+
+from imocha_pipeline.sync.apply import ApplyResult, WriteOutcome, apply_plan
+from imocha_pipeline.sync.progress import (
+    ProgressLog,
+    eta_minutes,
+    format_duration,
+    plan_eta_line,
+    progress_every_seconds,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def result_with(**counts) -> ApplyResult:
+    return ApplyResult(counts=Counter(counts))
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0, 44.6, 60, 725, 3600, 11220)] == [
+        "0 s", "45 s", "1 min 00 s", "12 min 05 s", "1 h 00 min", "3 h 07 min"]
+
+
+def test_plan_eta_line_comes_from_the_rate_budget():
+    assert eta_minutes(140, 70) == 2.0 and eta_minutes(5, 0) == 0.0
+    assert plan_eta_line("completion plan", 140, 70) == (
+        "completion plan: 140 writes to send; ETA at least 2 min 00 s at the rate budget of 70 requests/min")
+    assert plan_eta_line("completion plan", 0, 70) == "completion plan: nothing to write"
+    assert "no ETA" in plan_eta_line("x", 3, 0)
+
+
+def test_lines_come_at_a_steady_pace_with_rate_and_eta():
+    clock, lines = FakeClock(), []
+    progress = ProgressLog(lines.append, "completion apply", 700, 70, every_seconds=30, clock=clock)
+    progress.start()
+    assert lines == ["completion apply: 700 writes to send; ETA at least 10 min 00 s at the rate budget of "
+                     "70 requests/min"]
+    for done in range(1, 700):  # one record a second: 60/min, under the budget of 70
+        clock.now += 1.0
+        progress(done, 700, result_with(created=done))
+    clock.now += 1.0
+    progress(700, 700, result_with(created=700))
+    progress.finish(result_with(created=698, failed=2))
+    steady = lines[1:-1]
+    assert len(steady) == 699 // 30  # every 30 s, never more often
+    assert steady[0] == ("completion apply: 30/700 done (4%), 670 remaining, 60.0/min, ETA 11 min 10 s "
+                         "(rate budget 70/min); created 30")
+    assert steady[-1].startswith("completion apply: 690/700 done (99%), 10 remaining, 60.0/min, ETA 10 s")
+    assert lines[-1] == "completion apply: done: 700/700 in 11 min 40 s (60.0/min); created 698, failed 2"
+
+
+def test_the_eta_never_assumes_more_than_the_budget_allows():
+    clock, lines = FakeClock(), []
+    progress = ProgressLog(lines.append, "apply", 1000, 70, every_seconds=30, clock=clock)
+    clock.now += 30.0
+    progress(100, 1000)  # 200/min observed (e.g. records skipped quickly), budget 70/min
+    assert "200.0/min" in lines[-1] and "ETA 12 min 51 s" in lines[-1]  # 900 at 70/min
+
+
+def test_before_a_rate_is_known_the_eta_comes_from_the_budget():
+    clock, lines = FakeClock(), []
+    progress = ProgressLog(lines.append, "apply", 140, 70, every_seconds=0, clock=clock)
+    clock.now += 1.0
+    progress(1, 140)
+    assert lines[-1] == "apply: 1/140 done (1%), 139 remaining, rate not known yet, ETA 1 min 59 s " \
+                        "(rate budget 70/min)"
+
+
+def test_every_n_records_as_well_as_every_n_seconds():
+    clock, lines = FakeClock(), []
+    progress = ProgressLog(lines.append, "apply", 1000, 6000, every_seconds=30, every_records=250, clock=clock)
+    for done in range(1, 1000):
+        clock.now += 0.01
+        progress(done, 1000)
+    assert [line.split(" done")[0] for line in lines] == ["apply: 250/1000", "apply: 500/1000", "apply: 750/1000"]
+
+
+def test_a_stopped_run_says_so_and_an_empty_one_says_nothing():
+    clock, lines = FakeClock(), []
+    progress = ProgressLog(lines.append, "apply", 10, 70, clock=clock)
+    progress(3, 10)
+    clock.now += 5
+    progress.finish(stopped=True)
+    assert lines == ["apply: stopped after 3/10 in 5 s (36.0/min)"]
+    empty = ProgressLog(lines.append, "apply", 0, 70, clock=clock)
+    empty.finish()
+    assert len(lines) == 1
+
+
+def test_progress_setting(monkeypatch):
+    monkeypatch.delenv("IMOCHA_PIPELINE_PROGRESS_SECONDS", raising=False)
+    assert progress_every_seconds() == 30.0
+    monkeypatch.setenv("IMOCHA_PIPELINE_PROGRESS_SECONDS", "0")
+    assert progress_every_seconds() == 0.0
+    monkeypatch.setenv("IMOCHA_PIPELINE_PROGRESS_SECONDS", "soon")
+    with pytest.raises(ValueError, match="IMOCHA_PIPELINE_PROGRESS_SECONDS"):
+        progress_every_seconds()
+
+
+class _Writer:
+    def __init__(self, fail: set[str]):
+        self.fail = fail
+
+    def create(self, row):
+        from imocha_pipeline.clients.errors import ServerError
+
+        if row["record_key"] in self.fail:
+            raise ServerError("boom", api="Degreed", endpoint="POST", status=500)
+        return WriteOutcome(f"id-{row['record_key']}", "create")
+
+    def update(self, degreed_id, row, changed_fields):  # pragma: no cover - not planned here
+        raise AssertionError
+
+    def retire(self, degreed_id, row):  # pragma: no cover - not planned here
+        raise AssertionError
+
+    def find_existing(self, row):
+        return None
+
+
+def test_apply_plan_reports_every_record_whatever_its_outcome(sqlite_url):
+    from imocha_pipeline.sync import staging
+    from imocha_pipeline.sync.ledger import Ledger
+    from imocha_pipeline.sync.quarantine import Quarantine
+
+    engine = staging.get_engine(sqlite_url)
+    plan = pd.DataFrame([{"record_key": f"k{i}", "action": "create", "title": f"t{i}", "payload_hash": str(i),
+                          "degreed_id": None, "changed_fields": []} for i in range(5)])
+    calls = []
+    apply_plan(plan, _Writer({"k1", "k3"}), Ledger(engine, "assessment", "r"), Quarantine(engine, "assessment", "r"),
+               fields=("title",), progress=lambda done, total, result: calls.append(
+                   (done, total, int(sum(result.counts.values())))))
+    assert calls == [(1, 5, 1), (2, 5, 2), (3, 5, 3), (4, 5, 4), (5, 5, 5)]
