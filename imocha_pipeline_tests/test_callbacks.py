@@ -193,7 +193,7 @@ def sensor_setup(staging_url: str):
 
 def test_callbacks_sensor_requests_the_right_partitions_once(sandbox, endpoint, staging_url):
     sensor, defs, resources = sensor_setup(staging_url)
-    assert sensor.minimum_interval_seconds == 5
+    assert sensor.minimum_interval_seconds == 1  # every daemon loop (the daemon evaluates sensors every 5 s)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = today - timedelta(days=1)
     test_id = sandbox.world.tests[0].test_id

@@ -4,6 +4,16 @@ Per record: claim it in the ledger (``sending``), send, then record Degreed's an
 with the Degreed id, or ``failed`` with the error). A learner Degreed does not know yet goes to
 quarantine to be retried later; it never blocks other records. Credentials that stop working end the
 run at once (nothing else could succeed); a stretch of transport failures ends it too.
+
+What the reliability drills (issue 5) made explicit:
+- a record whose earlier send is unresolved (a crash left it ``sending``, an answer was lost, a repair) is
+  looked up in Degreed before anything is sent again, for every entity;
+- a create whose answer is lost (``AmbiguousWriteError``) keeps its claim and is looked up again once it had
+  time to land (one read timeout later), at the end of the loop, and sent again only if Degreed lacks it;
+- claims are leases renewed by a heartbeat (``ClaimKeeper``); records another run holds are retried at the
+  end, so a dead run's claims are taken over by the next run instead of blocking them;
+- losing the staging database mid-loop ends the step with ``StagingDatabaseError``, a message that says
+  what state the ledger is in (never a bare driver traceback with SQL and parameters).
 """
 
 from __future__ import annotations
@@ -36,6 +46,9 @@ from imocha_pipeline.sync.quarantine import REJECTED, WAITING_FOR_LEARNER, Entry
 from imocha_pipeline.sync.values import plain, same_value
 
 logger = logging.getLogger("imocha_pipeline.apply")
+
+
+MAX_UNSURE_ROUNDS = 4  # look-ups and resends of a create whose answer keeps getting lost, within one run
 
 
 class ApplyAborted(RuntimeError):
@@ -138,6 +151,7 @@ def apply_plan(
     state = {"consecutive_transport": 0}
     held: list[dict[str, Any]] = []
     unsure: list[tuple[float, dict[str, Any]]] = []  # creates whose fate is unknown, with when to look again
+    unsure_rounds: Counter = Counter()
     settle = default_read_timeout()
 
     def process(row: dict[str, Any], first_try: bool) -> bool:
@@ -156,9 +170,10 @@ def apply_plan(
             ledger.fail(key, str(exc))
             raise ApplyAborted(f"Degreed refused our credentials; stopping ({exc})") from exc
         except AmbiguousWriteError as exc:
-            if first_try and row["action"] == CREATE:
+            if row["action"] == CREATE and unsure_rounds[key] < MAX_UNSURE_ROUNDS:
                 # It may have landed, possibly a little later: keep the claim, read Degreed after a while and
-                # send again only if it is not there.
+                # send again only if it is not there (a few rounds: the resend may be unlucky too).
+                unsure_rounds[key] += 1
                 logger.info("%s %s: %s; reading Degreed before sending it again", ledger.entity, key, exc)
                 unsure.append((time.monotonic() + settle, row))
                 result.counts["unsure_sends"] += 1
@@ -224,7 +239,10 @@ def _loop(writes, process, held, unsure, ledger, result, progress, total, held_w
             held.append(row)
         if progress is not None:
             progress(done, total, result)
-    for when, row in unsure:
+    index = 0
+    while index < len(unsure):  # grows when a resend is unsure again
+        when, row = unsure[index]
+        index += 1
         time.sleep(max(0.0, when - time.monotonic()))
         process(row, first_try=False)  # our claim; attempts > 1, so Degreed is read before any resend
     wait = held_wait_seconds if held_wait_seconds is not None else ledger.stale_claim_after.total_seconds() + 5

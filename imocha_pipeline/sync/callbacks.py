@@ -63,14 +63,14 @@ _NUMBER_FIELDS = ("TotalScore", "CandidateScore")
 class CallbackSettings:
     """The callbacks sensor's settings (``IMOCHA_PIPELINE_CALLBACK_*``)."""
 
-    sensor_interval_seconds: int = 5
+    sensor_interval_seconds: int = 1
     max_attempt: timedelta = timedelta(hours=12)
     max_rows_per_tick: int = 1000
 
     @classmethod
     def from_env(cls) -> CallbackSettings:
         return cls(
-            sensor_interval_seconds=int(number_setting("IMOCHA_PIPELINE_CALLBACK_SENSOR_INTERVAL_SECONDS", 5,
+            sensor_interval_seconds=int(number_setting("IMOCHA_PIPELINE_CALLBACK_SENSOR_INTERVAL_SECONDS", 1,
                                                        minimum=1, whole=True)),
             max_attempt=timedelta(hours=number_setting("IMOCHA_PIPELINE_CALLBACK_MAX_ATTEMPT_HOURS", 12,
                                                        minimum=0)),

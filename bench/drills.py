@@ -1,0 +1,261 @@
+"""Reliability drills at full size (issue 5): the figure table.
+
+    .venv/bin/python -m bench.drills                       # full size: 200 tests, 2,000 learners, 5,700 attempts
+    .venv/bin/python -m bench.drills --tests 20 --learners 200 --attempts 500 --only 1,2
+
+Each drill seeds a fresh sandbox (same seed) and a fresh staging database, runs the real jobs
+(assessment_sync_job, completion_sync_job over the whole history, reconcile_job), injects its fault, recovers
+the way an operator would, and compares Degreed's final state in the simulator with the truth computed from
+iMocha: records expected, lost, duplicated (also: created twice according to the request log), wrong values,
+extra records, and the extra requests both APIs answered compared with a fault-free sync of the same world.
+The simulator's Degreed rate limit is raised (default 100,000/min) so a full-size run finishes in minutes;
+the pipeline's own budget follows it. Prints figures; never passes or fails on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+
+@dataclass
+class Row:
+    drill: str
+    expected: int | str
+    lost: int | str
+    duplicated: int | str
+    extra_requests: int | str
+    result: str
+    seconds: float
+    detail: str = ""
+
+
+def _pg_available(url: str) -> bool:
+    from imocha_pipeline.sync.staging import normalise_url
+
+    try:
+        engine = sa.create_engine(normalise_url(url), connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.drills", description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", type=int, default=200)
+    parser.add_argument("--learners", type=int, default=2000)
+    parser.add_argument("--attempts", type=int, default=5700, help="finished attempts (about 88%% Complete)")
+    parser.add_argument("--history-days", type=int, default=14)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rate-limit", type=int, default=100_000, help="Degreed requests/min (simulator and budget)")
+    parser.add_argument("--kill-points", type=int, default=20)
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9", help="comma-separated drill numbers")
+    parser.add_argument("--postgres-url", default=os.environ.get("IMOCHA_PIPELINE_TEST_PG_URL",
+                                                                 "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--baseline-requests", type=int, default=None,
+                        help="requests of a fault-free sync of this world, measured earlier (skips that sync)")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--markdown", default=None, help="also write the table (markdown) to this file")
+    args = parser.parse_args(argv)
+
+    from imocha_pipeline_tests.drills import scenarios
+    from imocha_pipeline_tests.drills.harness import Drill, DrillSize, scan_for_secrets
+    from imocha_pipeline_tests.drills.proxy import TcpProxy
+
+    only = {int(x) for x in args.only.split(",") if x.strip()}
+    size = DrillSize(tests=args.tests, learners=args.learners, attempts=args.attempts, seed=args.seed,
+                     history_days=args.history_days)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-drills-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    started_all = time.monotonic()
+    print(f"reliability drills: {size.describe()}, history {size.history_days} days, seed {size.seed}; Degreed "
+          f"simulator rate limit raised to {args.rate_limit}/min (pipeline budget the same); staging SQLite "
+          f"(drill 6: PostgreSQL); workdir {workdir}", flush=True)
+    rows: list[Row] = []
+    leaks: list = []
+    secrets_seen = 0
+    places = 0
+
+    def new_drill(url: str | None = None) -> Drill:
+        return Drill(size, url or f"sqlite:///{workdir / f'staging-{uuid.uuid4().hex[:8]}.sqlite'}",
+                     degreed_rate_limit=args.rate_limit, workdir=str(workdir))
+
+    def scan(drill: Drill) -> None:
+        nonlocal secrets_seen, places
+        secrets = drill.sandbox.secrets()
+        texts = scenarios.secret_texts(drill)
+        secrets_seen += len(secrets)
+        places += len(texts)
+        leaks.extend(scan_for_secrets(texts, secrets))
+
+    def record(outcome, seconds: float, extra=None, detail: str = "") -> None:
+        c = outcome.comparison
+        duplicated = len(c.duplicated) + len([k for k in c.duplicate_sends if k not in {d[:2] for d in c.duplicated}])
+        row = Row(outcome.name, c.expected, len(c.lost), duplicated,
+                  extra if extra is not None else (outcome.extra_requests if outcome.extra_requests is not None
+                                                   else "—"),
+                  "PASS" if outcome.passed else "FAIL", seconds,
+                  detail + (f" wrong={len(c.wrong)} extra={len(c.extra)}" if (c.wrong or c.extra) else ""))
+        rows.append(row)
+        print(f"  {row.drill}: expected {row.expected}, lost {row.lost}, duplicated {row.duplicated}, extra requests "
+              f"{row.extra_requests}, {row.result} in {seconds:.0f} s {row.detail}", flush=True)
+        if not outcome.passed:
+            print(f"    {c.summary()}\n    facts: { {k: v for k, v in outcome.facts.items() if k != 'killed'} }",
+                  flush=True)
+
+    # The fault-free sync of the same world: the reference for "extra requests".
+    t = time.monotonic()
+    if args.baseline_requests is None:
+        with new_drill() as drill:
+            results = drill.sync_all()
+            clean = drill.compare()
+            baseline = clean.requests["total"]
+            scan(drill)
+        baseline_line = (f"{clean.expected} records, exact={clean.exact}, {baseline} requests "
+                         f"({clean.requests['imocha']} iMocha, {clean.requests['degreed']} Degreed), runs "
+                         f"{[r.success for r in results]}, {time.monotonic() - t:.0f} s")
+    else:
+        baseline = args.baseline_requests
+        baseline_line = f"{baseline} requests (measured earlier, --baseline-requests)"
+    print(f"  baseline (no fault): {baseline_line}", flush=True)
+
+    timeout = max(120.0, size.attempts / 10)
+    if 1 in only:
+        t = time.monotonic()
+        with new_drill() as drill:
+            outcome = scenarios.drill_kill(drill, scenarios.kill_points(args.kill_points, size.tests), timeout=timeout)
+            outcome.baseline_requests = baseline
+            f = outcome.facts
+            record(outcome, time.monotonic() - t, detail=f"({f['kills']} kills, {f['after_ack_kills']} after "
+                                                         f"Degreed's ack, {f['stuck_records']} records left "
+                                                         "'sending', none re-sent after ack)"
+                   if not f["resent_after_ack"] else f"RESENT {f['resent_after_ack']}")
+            scan(drill)
+    if 2 in only:
+        t = time.monotonic()
+        with new_drill() as drill:
+            outcome = scenarios.drill_faults(drill, baseline)
+            record(outcome, time.monotonic() - t, detail=f"(faults injected: {outcome.facts['faults']})")
+            scan(drill)
+    if 3 in only:
+        t = time.monotonic()
+        with new_drill() as drill:
+            outcome = scenarios.drill_tokens(drill, revoke_at=max(8, size.attempts // 10),
+                                             expire_at=max(5, size.attempts // 20))
+            outcome.baseline_requests = baseline
+            record(outcome, time.monotonic() - t, detail="(revoked run stopped: "
+                   f"{outcome.facts['revoked_run_failed']}, 'sending' left: "
+                   f"{len(outcome.facts['sending_after_revocation'])})")
+            scan(drill)
+    if 4 in only:
+        t = time.monotonic()
+        with new_drill() as drill:
+            outcome = scenarios.drill_cursors(drill)
+            f = outcome.facts
+            record(outcome, time.monotonic() - t,
+                   detail=f"(records read in two reconciles, each interrupted once; windows re-read: "
+                          f"{f['first_page_reads_per_window'].count(2)} of {f['windows']}; cursor-expired answers "
+                          f"{f['cursor_expired_answers']})")
+            scan(drill)
+    if 5 in only:
+        t = time.monotonic()
+        with new_drill() as drill:
+            outcome = scenarios.drill_concurrent(drill, fresh_today=max(6, size.attempts // 100))
+            outcome.baseline_requests = baseline
+            record(outcome, time.monotonic() - t, detail=f"({len(outcome.facts['runs_succeeded'])} overlapping runs, "
+                   f"created twice: {len(outcome.facts['records_created_more_than_once'])})")
+            scan(drill)
+    if 6 in only:
+        if not _pg_available(args.postgres_url):
+            rows.append(Row("6 staging database lost mid-run", "—", "—", "—", "—", "SKIPPED (no PostgreSQL)", 0))
+        else:
+            from imocha_pipeline.sync.staging import normalise_url
+
+            schema = f"bench_{uuid.uuid4().hex[:10]}"
+            admin_url = normalise_url(args.postgres_url)
+            admin = sa.create_engine(admin_url)
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+            proxy = TcpProxy()
+            application = f"drill_{schema}"
+            base = args.postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+            url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}&application_name={application}"
+            t = time.monotonic()
+            try:
+                with new_drill(url) as drill:
+                    outcome = scenarios.drill_database_lost(drill, proxy, admin_url, application,
+                                                            at=max(6, size.attempts // 4))
+                    outcome.baseline_requests = baseline
+                    record(outcome, time.monotonic() - t, detail="(failed run: " + "; ".join(
+                        m.split(": ", 2)[-1][:90] for m in outcome.facts["failures"]) + ")")
+                    scan(drill)
+            finally:
+                proxy.close()
+                with admin.begin() as conn:
+                    conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+                admin.dispose()
+    if 7 in only:
+        t = time.monotonic()
+        with new_drill() as drill:
+            outcome = scenarios.drill_bad_input(drill)
+            outcome.baseline_requests = baseline
+            verdicts = outcome.facts["verdicts"]
+            record(outcome, time.monotonic() - t, detail=f"({len(verdicts)} kinds, "
+                   f"{sum(1 for v in verdicts if v[-1])} handled as required)")
+            for name, entity, what, reason, ok in verdicts:
+                shown = f" — {reason[:110]}" if reason else ""
+                print(f"      {'ok ' if ok else 'BAD'} {entity:12} {name}: {what}{shown}")
+            scan(drill)
+    if 8 in only:
+        t = time.monotonic()
+        with new_drill() as drill:
+            outcome = scenarios.drill_hostile(drill)
+            outcome.baseline_requests = baseline
+            record(outcome, time.monotonic() - t, detail="(staged and sent verbatim, request lines clean)"
+                   if outcome.ok else f"{outcome.facts}")
+            scan(drill)
+    if 9 in only:
+        ok = not leaks and secrets_seen > 2
+        rows.append(Row("9 secrets in logs/metadata/tables", secrets_seen, len(leaks), "—", "—",
+                        "PASS" if ok else "FAIL", 0,
+                        f"({secrets_seen} secrets incl. every issued token, searched in {places} places: "
+                        "Dagster event logs, run records, job snapshots, child DEBUG logs, this process's DEBUG log, "
+                        "every staged table)"))
+
+    total = time.monotonic() - started_all
+    header = ["drill", "records expected", "lost", "duplicated", "extra requests", "result", "seconds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append(f"| {row.drill} | {row.expected} | {row.lost} | {row.duplicated} | {row.extra_requests} | "
+                     f"{row.result} | {row.seconds:.0f} |")
+    notes = [f"- {row.drill}: {row.detail}" for row in rows if row.detail]
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    summary = (f"Sizes: {size.describe()} ({size.history_days} days of history, seed {size.seed}); baseline "
+               f"(fault-free sync of the same world): {baseline_line}. Degreed "
+               f"simulator rate limit raised to {args.rate_limit}/min. Total {total / 60:.1f} min on "
+               f"{platform.machine()} with {os.cpu_count()} cores, {stamp}.")
+    print()
+    print("\n".join(lines))
+    print()
+    print(summary)
+    print("\n".join(notes))
+    if args.markdown:
+        Path(args.markdown).write_text("\n".join(lines) + "\n\n" + summary + "\n\n" + "\n".join(notes) + "\n")
+    return 0 if all(row.result in ("PASS",) or row.result.startswith("SKIPPED") for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

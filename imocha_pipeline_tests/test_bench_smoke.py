@@ -1,0 +1,47 @@
+"""Smoke test of ``make bench``: the cheap benchmarks run end to end in their quick form and produce figures.
+
+No timing is asserted (benchmarks print figures, they never pass or fail on time); only that each row
+was measured, and that the economy rows count requests against a minimum.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_quick_benchmarks_produce_figures(tmp_path):
+    only = ["economy", "extraction"] + (["diff"] if importlib.util.find_spec("duckdb") else [])
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "bench", "--quick", "--only", ",".join(only), "--json", str(out),
+               "--economy-tests", "12", "--economy-learners", "15", "--economy-attempts", "20",
+               "--diff-sizes", "2000,5000", "--diff-repeat", "1", "--reports", "24", "--latency-ms", "20"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    table = done.stdout
+    assert "| benchmark" in table and "met?" in table
+    results = json.loads(out.read_text())
+    names = [r["benchmark"] for r in results]
+    assert names[:3] == ["3. economy: first sync", "3. economy: incremental 1%", "3. economy: no change"]
+    assert "5. extraction" in names
+    if "diff" in only:
+        assert {"4. diff/plan 2k", "4. diff/plan 5k"} <= set(names)
+    for result in results:
+        assert result["figure"] != "(not measured)", result
+        assert result["benchmark"] in table
+    economy = {r["benchmark"]: r["data"] for r in results if r["benchmark"].startswith("3.")}
+    for data in economy.values():
+        assert data["degreed"] > 0 and data["imocha"] > 0 and data["degreed_min"] > 0
+    first = economy["3. economy: first sync"]
+    assert sum(first["writes_needed"].values()) > 0  # the first sync created content and completions
+    extraction = next(r["data"] for r in results if r["benchmark"] == "5. extraction")
+    assert extraction["reports"] == 24 and extraction["ideal"] > 0

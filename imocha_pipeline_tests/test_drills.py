@@ -1,0 +1,179 @@
+"""Reliability drills (issue 5) at CI sizes: each seeds the sandbox, runs the real jobs, injects a fault,
+recovers the way an operator would and compares Degreed's final state with the truth computed from iMocha
+(every record exactly once, right values, nothing extra). ``bench/drills.py`` runs them at full size."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from imocha_pipeline.sync.staging import normalise_url
+from imocha_pipeline_tests.drills import scenarios
+from imocha_pipeline_tests.drills.catalogue import TRANSPORT_KINDS
+from imocha_pipeline_tests.drills.harness import Drill, DrillSize, scan_for_secrets
+from imocha_pipeline_tests.drills.proxy import TcpProxy
+
+SMALL = DrillSize(tests=3, learners=10, attempts=16, seed=501, history_days=4)
+TINY = DrillSize(tests=3, learners=6, attempts=8, seed=502, history_days=3)
+
+
+@pytest.fixture
+def make_drill(tmp_path):
+    made: list[Drill] = []
+
+    def make(size: DrillSize = SMALL, url: str | None = None, **kwargs) -> Drill:
+        drill = Drill(size, url or f"sqlite:///{tmp_path / f'staging-{len(made)}.sqlite'}",
+                      workdir=str(tmp_path), **kwargs)
+        made.append(drill)
+        return drill
+
+    yield make
+    for drill in made:
+        drill.close()
+
+
+def assert_exact(outcome: scenarios.DrillOutcome) -> None:
+    comparison = outcome.comparison
+    assert comparison.expected > 0
+    assert comparison.exact, comparison.summary()
+
+
+def test_drill1_sigkill_at_twenty_points_loses_and_duplicates_nothing(make_drill):
+    drill = make_drill()
+    outcome = scenarios.drill_kill(drill, scenarios.kill_points(22, drill.size.tests))
+    facts = outcome.facts
+    assert facts["kills"] >= 20, [k for k in facts["killed"] if not k["reached"]]
+    assert facts["after_ack_kills"] >= 6, "killed between Degreed's acknowledgement and the ledger write"
+    assert facts["stuck_records"] >= 10, "runs died with records in 'sending'"
+    assert_exact(outcome)
+    assert facts["resent_after_ack"] == [], "a record Degreed had already acknowledged was created again"
+    assert facts["lookups"] >= facts["after_ack_kills"], "'sending' records are resolved by reading Degreed"
+    assert facts["still_sending"] == [] and all(facts["recovery_success"])
+
+
+def test_drill2_api_faults_on_both_apis_end_in_the_exact_state(make_drill):
+    size = DrillSize(tests=2, learners=6, attempts=10, seed=503, history_days=3)
+    baseline = make_drill(size)
+    baseline.sync_all()
+    clean = baseline.compare()
+    assert clean.exact, clean.summary()
+    drill = make_drill(size)
+    outcome = scenarios.drill_faults(drill, baseline_requests=clean.requests["total"])
+    assert outcome.ok, outcome.facts
+    assert_exact(outcome)
+    faults = sum(outcome.facts["faults"].values())
+    assert {"error_5xx", "rate_429"} <= set(outcome.facts["faults"]) and faults >= 10
+    assert 0 < outcome.extra_requests <= 3 * faults + 10, (outcome.extra_requests, outcome.facts)
+
+
+def test_drill3_token_expiry_is_transparent_and_revocation_stops_cleanly(make_drill):
+    drill = make_drill()
+    outcome = scenarios.drill_tokens(drill)
+    facts = outcome.facts
+    assert facts["revoked_run_failed"]
+    (message,) = facts["revoked_failures"]
+    assert message.startswith("completion_sync_apply: ApplyAborted: ")
+    assert "imocha_pipeline.sync.apply.ApplyAborted: Degreed refused our credentials; stopping" in message
+    assert "Degreed refused a token for client 'imocha-sandbox'" in message and "revoked" in message
+    assert facts["sending_after_revocation"] == [], "no row is left 'sending' with a live claim"
+    assert facts["ledger_acknowledged"] == facts["degreed_holds"], "ledger and Degreed agree"
+    assert facts["unauthorized_in_recovery"] >= 1 and all(facts["recovery_success"])
+    assert_exact(outcome)
+
+
+def test_drill4_cursor_expiry_restarts_the_window_and_sees_every_record(make_drill):
+    outcome = scenarios.drill_cursors(make_drill(TINY))
+    facts = outcome.facts
+    assert facts["completions_restarted"] and facts["ratings_restarted"] and facts["cursor_expired_answers"] == 2
+    windows = facts["first_page_reads_per_window"]
+    assert windows.count(2) == 1 and windows.count(1) == len(windows) - 1, "only the interrupted window restarts"
+    assert outcome.comparison.expected > 3000
+    assert outcome.comparison.lost == [] and outcome.comparison.extra == [], outcome.comparison.summary()
+    assert outcome.ok
+
+
+def test_drill5_overlapping_runs_write_each_record_once(make_drill):
+    outcome = scenarios.drill_concurrent(make_drill())
+    assert outcome.facts["backfill_paused_while_sensor_ran"]
+    assert all(outcome.facts["runs_succeeded"]), outcome.facts
+    assert outcome.facts["records_created_more_than_once"] == []
+    assert_exact(outcome)
+
+
+@pytest.mark.postgres
+def test_drill6_postgres_lost_mid_run_fails_cleanly_and_the_next_run_completes(make_drill, postgres_server_url):
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin_url = normalise_url(postgres_server_url)
+    admin = sa.create_engine(admin_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    proxy = TcpProxy()
+    application = f"drill_{schema}"
+    base = postgres_server_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}").replace(
+        "localhost:5432", f"127.0.0.1:{proxy.port}")
+    separator = "&" if "?" in base else "?"
+    url = f"{base}{separator}options=-csearch_path%3D{schema}&application_name={application}"
+    try:
+        drill = make_drill(url=url)
+        outcome = scenarios.drill_database_lost(drill, proxy, admin_url, application)
+        facts = outcome.facts
+        assert facts["failed_run"]
+        (message,) = facts["failures"]
+        assert "imocha_pipeline.sync.apply.StagingDatabaseError: lost the staging database" in message, message
+        assert "the next run reads Degreed before sending it again" in message
+        assert all(facts["recovery_success"]) and facts["created_twice"] == []
+        assert_exact(outcome)
+    finally:
+        proxy.close()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_drill7_bad_input_catalogue_quarantines_with_reasons_and_good_records_sync(make_drill):
+    outcome = scenarios.drill_bad_input(make_drill(TINY))
+    verdicts = outcome.facts["verdicts"]
+    assert len(verdicts) >= 25 and {v[1] for v in verdicts} >= {"assessment", "completion", "skill_rating",
+                                                                  "transport"}
+    failed = [v for v in verdicts if not v[-1]]
+    assert failed == [], failed
+    transport = [v for v in verdicts if v[1] == "transport"]
+    assert len(transport) == len(TRANSPORT_KINDS)
+    assert all(v[3].startswith("imocha_pipeline.clients.imocha.ImochaPayloadError: iMocha ") for v in transport)
+    assert all(outcome.facts["runs"]) and all(outcome.facts["after_transport"])
+    assert_exact(outcome)
+
+
+@pytest.mark.postgres
+def test_drill8_hostile_strings_pass_through_as_plain_data(make_drill, postgres_url):
+    outcome = scenarios.drill_hostile(make_drill(TINY, url=postgres_url))
+    facts = outcome.facts
+    assert all(facts["runs"])
+    assert all(facts["staged_verbatim"].values()) and all(facts["sent_verbatim"].values()), facts
+    assert facts["tables_intact"] and facts["odd_request_lines"] == []
+    assert any("%2f" in path for path in facts["learner_lookups"]), "a hostile email went into a URL path, encoded"
+    assert_exact(outcome)
+
+
+def test_drill9_no_secret_appears_in_logs_metadata_errors_or_tables(make_drill):
+    drill = make_drill(TINY)
+    tokens = scenarios.drill_tokens(drill)  # a refused token, a revoked key and an expired token on the way
+    assert tokens.facts["revoked_run_failed"]
+    scenarios.finish_today(drill, 2)
+    assert all(r.success for r in scenarios.run_production_path(drill)), "secrets from the environment"
+    scenarios.finish_today(drill, 2, offset=2)
+    kill = scenarios.drill_kill(drill, [scenarios.KillPoint("completion_sync_job", 1, "after")])
+    assert kill.facts["kills"] == 1
+    _, method, path, body, content_type, job, _ = TRANSPORT_KINDS[0]
+    drill.sandbox.imocha.set_canned_response(method, path, body, content_type=content_type)
+    assert not drill.run(job).success
+    outcome = scenarios.drill_secrets([drill])
+    assert outcome.facts["secrets"] >= 6, "both credentials and several issued tokens"
+    assert outcome.facts["leaks"] == [], outcome.facts
+    texts = scenarios.secret_texts(drill)
+    assert any(name.startswith("job snapshot") for name in texts) and any(".log" in name for name in texts)
+    assert "DEBUG" in texts["debug log"], "the scan covers DEBUG logging"
+    planted = {"control": "x " + drill.sandbox.degreed_secret + " y"}
+    assert scan_for_secrets(planted, drill.sandbox.secrets()), "the scanner finds a secret where there is one"
