@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     if 5 in only:
         t = time.monotonic()
         with new_drill() as drill:
-            outcome = scenarios.drill_concurrent(drill, fresh_today=max(6, size.attempts // 100))
+            outcome = scenarios.drill_concurrent(drill, fresh_today=max(6, size.attempts // 100),
+                                                 timeout=max(180.0, size.attempts / 2))
             outcome.baseline_requests = baseline
             record(outcome, time.monotonic() - t, detail=f"({len(outcome.facts['runs_succeeded'])} overlapping runs, "
                    f"created twice: {len(outcome.facts['records_created_more_than_once'])})")

@@ -61,7 +61,6 @@ class Stack:
     folder: Path
     staging_url: str
     poll_interval: int = 30
-    callback_interval: int | None = None
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -79,8 +78,6 @@ class Stack:
             "IMOCHA_PIPELINE_RECONCILE_CRON": NEVER,
             "PYTHONWARNINGS": "ignore",
         }
-        if self.callback_interval is not None:
-            self.env["IMOCHA_PIPELINE_CALLBACK_SENSOR_INTERVAL_SECONDS"] = str(self.callback_interval)
 
     @property
     def callback_url(self) -> str:

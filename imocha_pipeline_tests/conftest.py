@@ -64,3 +64,17 @@ def staging_url(request):
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_dagster_instance():
+    """Each test starts without a "current" Dagster instance left behind by an earlier test.
+
+    An instance entered as a context manager registers its definitions-state storage in a context variable;
+    one that a test left open (or disposed without exiting) would otherwise be resolved, dead, by the next
+    test that loads definitions ("Attempted to resolve undefined DagsterInstance weakref").
+    """
+    from dagster._core.storage.defs_state.base import set_defs_state_storage  # no public reset exists
+
+    with set_defs_state_storage(None):
+        yield

@@ -107,7 +107,7 @@ def test_concurrent_claims_let_exactly_one_run_send(staging_url):
 
 def test_quarantine_counts_attempts_schedules_retries_and_resolves(staging_url):
     engine = staging.get_engine(staging_url)
-    quarantine = Quarantine(engine, "completion", run_id="r1")
+    quarantine = Quarantine(engine, "completion", run_id="r1", retry_base=timedelta(minutes=5))
     quarantine.put([Entry("a", WAITING_FOR_LEARNER, "learner not in Degreed yet: a@x"),
                     Entry("b", VALIDATION, "score must be at most 100 (got 120)", "score", "le", "120")])
     quarantine.put([Entry("a", WAITING_FOR_LEARNER, "learner not in Degreed yet: a@x")])

@@ -338,7 +338,7 @@ def drill_cursors(drill: Drill, completions: int = 2200, ratings: int = 1100) ->
 # Drill 5: two runs at once for the same entity
 
 
-def drill_concurrent(drill: Drill, fresh_today: int = 6) -> DrillOutcome:
+def drill_concurrent(drill: Drill, fresh_today: int = 6, timeout: float = 180) -> DrillOutcome:
     """Two overlaps, each in separate processes, proven with the request log (no record created twice):
 
     1. a sensor-style run of today starts while a backfill of the whole history is in its apply step (the
@@ -357,16 +357,16 @@ def drill_concurrent(drill: Drill, fresh_today: int = 6) -> DrillOutcome:
                       hold=True, resume=True))
     backfill = drill.child_completions()
     paused = False
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and backfill.process.is_alive() and not paused:
         paused = gate.wait(0.05)
-    sensor = drill.start_child("completion_sync_job", today_tags()).wait(180)
+    sensor = drill.start_child("completion_sync_job", today_tags()).wait(timeout)
     gate.release()
-    backfill_result = backfill.wait(180)
+    backfill_result = backfill.wait(timeout)
     gate.disarm()
     finish_today(drill, fresh_today, offset=fresh_today)
     both = [drill.child_completions(), drill.child_completions()]
-    finished = [backfill_result, sensor] + [child.wait(180) for child in both]
+    finished = [backfill_result, sensor] + [child.wait(timeout) for child in both]
     reconcile = drill.run("reconcile_job")
     creates = processed_creates(drill.sandbox, mark)
     outcome = DrillOutcome("5 concurrent runs, same entity", drill.compare())
