@@ -33,6 +33,18 @@ CALLBACK_INTERVAL_SECONDS = int(number_setting("IMOCHA_PIPELINE_CALLBACK_SENSOR_
                                                whole=True))
 
 
+def sensor_result(requests, trigger: str, cursor: str, skip_reason: str | None) -> dg.SensorResult:
+    """The one result of a tick: a run per requested day (tagged with the trigger), or the skip reason."""
+    run_requests = [
+        dg.RunRequest(run_key=request.run_key, partition_key=request.partition_key,
+                      tags={TRIGGER_TAG: trigger, ATTEMPTS_TAG: str(len(request.invitation_ids))})
+        for request in requests
+    ]
+    if run_requests:
+        return dg.SensorResult(run_requests=run_requests, cursor=cursor)
+    return dg.SensorResult(skip_reason=skip_reason, cursor=cursor)
+
+
 @dg.sensor(
     name="imocha_completions_sensor",
     job_name=COMPLETION_JOB,
@@ -59,14 +71,7 @@ def imocha_completions_sensor(
     if outcome.restart_reason:
         context.log.warning(f"Cursor restarted at now - look-back: {outcome.restart_reason}")
     context.log.info(outcome.summary())
-    run_requests = [
-        dg.RunRequest(run_key=request.run_key, partition_key=request.partition_key,
-                      tags={TRIGGER_TAG: "poll", ATTEMPTS_TAG: str(len(request.invitation_ids))})
-        for request in outcome.requests
-    ]
-    if run_requests:
-        return dg.SensorResult(run_requests=run_requests, cursor=outcome.cursor_json)
-    return dg.SensorResult(skip_reason=outcome.skip_reason, cursor=outcome.cursor_json)
+    return sensor_result(outcome.requests, "poll", outcome.cursor_json, outcome.skip_reason)
 
 
 @dg.sensor(
@@ -89,14 +94,7 @@ def imocha_callbacks_sensor(
     if tick.cursor_problem:
         context.log.warning(f"Ignored the cursor: {tick.cursor_problem}")
     context.log.info(tick.summary())
-    run_requests = [
-        dg.RunRequest(run_key=request.run_key, partition_key=request.partition_key,
-                      tags={TRIGGER_TAG: "callback", ATTEMPTS_TAG: str(len(request.invitation_ids))})
-        for request in tick.requests
-    ]
-    if run_requests:
-        return dg.SensorResult(run_requests=run_requests, cursor=tick.cursor.to_json())
-    return dg.SensorResult(skip_reason=tick.skip_reason, cursor=tick.cursor.to_json())
+    return sensor_result(tick.requests, "callback", tick.cursor.to_json(), tick.skip_reason)
 
 
 COMPLETION_SENSORS = [imocha_completions_sensor, imocha_callbacks_sensor]
