@@ -66,6 +66,15 @@ def staging_url(request):
     return request.getfixturevalue("postgres_url")
 
 
+@pytest.fixture
+def instance():
+    """A temporary persistent Dagster instance (sensor contexts need one; runs are recorded in it)."""
+    import dagster as dg
+
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_dagster_instance():
     """Each test starts without a "current" Dagster instance left behind by an earlier test.

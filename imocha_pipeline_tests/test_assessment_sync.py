@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import dagster as dg
 import pytest
 import sqlalchemy as sa
 
@@ -22,12 +21,6 @@ def sandbox():
     box = Sandbox(SandboxConfig(seed=11, tests=8, learners=6, attempts=4, degreed_rate_limit=6000)).start()
     yield box
     box.stop()
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def run_sync(sandbox: Sandbox, staging_url: str, instance, *, run_config=None, **sync_settings):

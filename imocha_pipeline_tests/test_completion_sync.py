@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-import dagster as dg
 import pytest
 
 from imocha_pipeline.definitions import build_definitions
@@ -58,12 +57,6 @@ def sandbox():
     box = Sandbox(SandboxConfig(seed=21, tests=3, learners=6, attempts=0, degreed_rate_limit=6000)).start()
     yield box
     box.stop()
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 @pytest.fixture
