@@ -3,8 +3,8 @@
 The input is what ``completion_plan`` gives the engine: the desired completions (record key,
 ``completed_at`` text, ``percentile``) and the ledger's acknowledged ones (plus ``degreed_id``), in no
 particular order; 1% of the records are new and 1% changed. The same plan is computed by DuckDB (a
-full join with the same classification, normalisation, a hash and the key order, fetched back into a
-DataFrame) as the reference point for "how close to the machine's limit".
+full join with the same classification, normalisation, a hash and the same row order: the rows to write
+first, by key), fetched back into a DataFrame, as the reference point for "how close to the machine's limit".
 
 Each engine runs in a fresh subprocess that loads the pickled input, then resets the kernel's peak-RSS
 mark (``/proc/self/clear_refs``), so "peak" is the process's high-water mark while planning, inputs
@@ -48,7 +48,7 @@ SELECT d.record_key,
        hash(trim(d.completed_at), round(d.percentile, 6)) AS payload_hash,
        d.completed_at, d.percentile
 FROM desired d LEFT JOIN actual a ON a.record_key = d.record_key
-ORDER BY d.record_key
+ORDER BY action = 'unchanged', CASE WHEN action <> 'unchanged' THEN d.record_key END
 """
 
 

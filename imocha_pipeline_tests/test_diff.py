@@ -91,13 +91,21 @@ def test_payload_hash_is_pandas_row_hash_of_the_normalised_fields():
     assert result.sort_values("record_key")["payload_hash"].tolist() == expected
 
 
-def test_plan_is_ordered_by_key_whatever_the_input_order():
+def test_plan_puts_the_writes_first_in_key_order_whatever_the_input_order():
     desired, actual = completions(50), completions(40).assign(degreed_id="d")
     actual.loc[3, "percentile"] = 1.5
+    desired = desired.sample(frac=1, random_state=3).reset_index(drop=True)
     first = plan(desired, actual, COMPLETION)
-    shuffled = plan(desired.sample(frac=1, random_state=1), actual.sample(frac=1, random_state=2), COMPLETION)
-    assert first["record_key"].tolist() == sorted(desired["record_key"])
-    pd.testing.assert_frame_equal(first, shuffled)
+    shuffled_desired = desired.sample(frac=1, random_state=1)
+    shuffled = plan(shuffled_desired, actual.sample(frac=1, random_state=2), COMPLETION)
+    writes = first[first["action"] != UNCHANGED]
+    assert len(writes) == 11 and writes.index.tolist() == list(range(11))  # the writes come first ...
+    assert writes["record_key"].tolist() == sorted(writes["record_key"])  # ... in key order
+    unchanged = first[first["action"] == UNCHANGED]["record_key"].tolist()  # then the rest, in the desired order
+    assert unchanged == [k for k in desired["record_key"] if k in set(unchanged)]
+    pd.testing.assert_frame_equal(first.head(11), shuffled.head(11))  # same writes, same order
+    pd.testing.assert_frame_equal(first.sort_values("record_key", ignore_index=True),
+                                  shuffled.sort_values("record_key", ignore_index=True))
     assert summarise(first) == {"create": 10, "update": 1, "retire": 0, "unchanged": 39, "wait": 0}
     changed = first.set_index("record_key").loc[actual.loc[3, "record_key"]]
     assert changed["changed_fields"] == ["percentile"] and changed["degreed_id"] == "d"

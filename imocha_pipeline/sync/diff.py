@@ -10,7 +10,9 @@ million records takes about a second:
   column by column, which also yields the changed fields of an update);
 - the payload hash (stable 64-bit, ``pandas.util.hash_pandas_object`` of the normalised fields, as 16
   hex digits) is computed once per desired row, and for the actual side only for retired rows;
-- the plan is ordered by record key, whatever order the inputs came in.
+- the rows to write (create, update, retire) come first, ordered by record key whatever order the inputs
+  came in (the order apply sends them); the unchanged rows follow in the desired side's order (sorting
+  them too would cost a third of a million-record plan and serve no one).
 """
 
 from __future__ import annotations
@@ -167,7 +169,8 @@ def plan(desired: pd.DataFrame, actual: pd.DataFrame, spec: EntitySpec) -> pd.Da
 
     ``desired``: the key column plus ``spec.fields``. ``actual``: the key, ``degreed_id``, the fields and
     optionally ``obsolete`` (a retired record). Duplicate keys keep the last desired row and the active
-    actual one. Rows come out ordered by record key.
+    actual one. The rows to write come first, ordered by record key; then the unchanged ones in the desired
+    side's order.
     """
     with _gc_paused():
         return _plan(desired, actual, spec)
@@ -224,9 +227,12 @@ def _plan(desired: pd.DataFrame, actual: pd.DataFrame, spec: EntitySpec) -> pd.D
     n_rows = n_desired + len(retired)
     action_code = np.concatenate([action_code, np.full(len(retired), _RETIRE, dtype=np.int8)])
 
-    # Sort once by key; every other column is then built in that order (numbers are taken, not objects).
+    # The rows to write first, in key order (the order apply sends them); then the unchanged ones in the
+    # desired side's order: sorting a million unchanged keys would take a third of the time of the plan and
+    # serve no one. Every other column is then built in that order (numbers are taken, not objects).
     record_keys = np.concatenate([desired_keys, actual_keys[retired]])
-    order = _key_order(record_keys)
+    writes = np.flatnonzero(action_code != _UNCHANGED)
+    order = np.concatenate([writes[_key_order(record_keys[writes])], np.flatnonzero(action_code == _UNCHANGED)])
     action_code = action_code[order]
     from_desired = order < n_desired
     desired_row = np.where(from_desired, order, -1)  # the row's position in desired (-1: a retired record)
@@ -248,11 +254,10 @@ def _plan(desired: pd.DataFrame, actual: pd.DataFrame, spec: EntitySpec) -> pd.D
             if action_code[row] == _REVIVE:
                 changed[row].append("obsolete")
 
-    ids = np.full(n_rows, pd.NA, dtype=object)
     if "degreed_id" in actual and n_actual:
-        actual_ids = actual["degreed_id"].astype("string").to_numpy(dtype=object, na_value=pd.NA)
-        known = actual_row >= 0
-        ids[known] = actual_ids[actual_row[known]]
+        ids = actual["degreed_id"].astype("string").array.take(actual_row, allow_fill=True)  # -1: missing
+    else:
+        ids = pd.array(np.full(n_rows, pd.NA, dtype=object), dtype="string")
 
     hashes = np.empty(n_rows, dtype=np.uint64)
     if n_desired:
@@ -269,7 +274,7 @@ def _plan(desired: pd.DataFrame, actual: pd.DataFrame, spec: EntitySpec) -> pd.D
         "action": pd.array(ACTION_NAMES[action_code], dtype="str"),
         "reason": pd.array(ACTION_REASONS[action_code], dtype="str"),
         "changed_fields": np.fromiter(changed, dtype=object, count=n_rows),
-        "degreed_id": pd.array(ids, dtype="string"),
+        "degreed_id": ids,
         "payload_hash": pd.array(_hex(hashes), dtype="string"),
     })
     return pd.concat([result, values], axis=1)[PLAN_BASE_COLUMNS + list(fields)]
