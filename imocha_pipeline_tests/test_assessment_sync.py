@@ -167,3 +167,91 @@ def test_dry_run_writes_nothing_and_stages_the_plan(sandbox, sqlite_url, instanc
         planned = staging.read_rows(conn, staging.sync_plan)
     assert len(planned) == len(sandbox.world.tests) and {p["action"] for p in planned} == {"create"}
     assert all(p["reason"] == "not in Degreed yet" and p["payload"]["title"] for p in planned)
+
+
+def open_quarantine(staging_url: str) -> dict[str, str]:
+    with staging.get_engine(staging_url).connect() as conn:
+        return {r["record_key"]: r["reason"] for r in staging.read_rows(conn, staging.sync_quarantine)
+                if r["entity"] == "assessment" and r["status"] == "open"}
+
+
+def list_position(sandbox: Sandbox, test_id: int) -> int:
+    """The test's place (from 1) in GET /v3/tests (one page: the sandbox has fewer than 100 tests)."""
+    return sorted(sandbox.imocha.tests).index(test_id) + 1
+
+
+def test_malformed_test_list_entry_is_quarantined_not_retired_and_the_rest_sync(sandbox, sqlite_url, instance):
+    fresh, synced = sandbox.world.tests[0].test_id, sandbox.world.tests[1].test_id
+    sandbox.imocha.set_list_entry(fresh, fields={"testName": {"en": "Python"}})
+    first = run_sync(sandbox, sqlite_url, instance)
+    assert first.success
+    ours = degreed_ours(sandbox)
+    assert set(ours) == {f"imocha-{t.test_id}" for t in sandbox.world.tests[1:]}
+    item = list_position(sandbox, fresh)
+    assert open_quarantine(sqlite_url) == {f"imocha-{fresh}": (
+        f"iMocha's answer for test {fresh} cannot be read (iMocha GET /v3/tests (HTTP 200): page 1 item {item}: "
+        "test field 'testName' is not a text: {'en': 'Python'}); the test is neither created nor retired in Degreed "
+        "until iMocha answers correctly (read again on every run)")}
+    assert materialization(first, "imocha_assessments")["tests_unreadable"] == 1
+
+    # The entry of a test that is already in Degreed turns malformed: held in quarantine, not retired.
+    sandbox.imocha.clear_list_entries()
+    sandbox.imocha.set_list_entry(synced, fields={"labels": "Technical"})
+    mark = sandbox.degreed.log.last_seq
+    second = run_sync(sandbox, sqlite_url, instance)
+    assert second.success
+    sent = writes(sandbox, mark)
+    assert len(sent) == 1 and sent[0].method == "POST", "only the repaired test is created, nothing is retired"
+    assert degreed_ours(sandbox)[f"imocha-{synced}"]["obsolete"] is False
+    reasons = open_quarantine(sqlite_url)
+    assert set(reasons) == {f"imocha-{synced}"}, "the repaired entry's quarantine was resolved"
+    assert (f"page 1 item {list_position(sandbox, synced)}: test field 'labels' is a string, expected a list"
+            in reasons[f"imocha-{synced}"])
+
+    sandbox.imocha.clear_list_entries()
+    mark = sandbox.degreed.log.last_seq
+    assert run_sync(sandbox, sqlite_url, instance).success
+    assert writes(sandbox, mark) == [] and open_quarantine(sqlite_url) == {}
+
+
+def test_test_list_entry_without_id_holds_back_retirements_until_a_clean_read(sandbox, sqlite_url, instance):
+    assert run_sync(sandbox, sqlite_url, instance).success
+    tests = [t.test_id for t in sandbox.world.tests]
+    garbled, removed, renamed = tests[3], tests[5], tests[0]
+    sandbox.imocha.remove_test(removed)
+    sandbox.imocha.set_list_entry(garbled, fields={"testId": "abc"})
+    sandbox.imocha.update_test(renamed, name="Renamed while the list is broken")
+    added = sandbox.imocha.add_test("Added while the list is broken", 20)
+    mark = sandbox.degreed.log.last_seq
+    # Two tests fewer in the extract (25%): the shrink guard is loosened so only the hold-back is at work.
+    run = run_sync(sandbox, sqlite_url, instance, max_extract_shrink_share=0.5)
+    assert run.success
+    sent = writes(sandbox, mark)
+    assert sorted(e.method for e in sent) == ["PATCH", "POST"], "the create and the update go through"
+    ours = degreed_ours(sandbox)
+    assert ours[f"imocha-{added}"]["obsolete"] is False
+    assert ours[f"imocha-{renamed}"]["title"] == "Renamed while the list is broken"
+    assert ours[f"imocha-{removed}"]["obsolete"] is False and ours[f"imocha-{garbled}"]["obsolete"] is False
+    plan = materialization(run, "assessment_sync_plan")
+    assert plan["retirements_held_back"] == 2 and plan["plan_retire"] == 0
+    assert materialization(run, "imocha_assessments")["test_list_entries_without_id"] == 1
+    item = list_position(sandbox, garbled)
+    key = f"tests-list-page-1-item-{item}"
+    assert open_quarantine(sqlite_url) == {key: (
+        f"entry {item} on page 1 of iMocha's test list (GET /v3/tests) cannot be read and names no test "
+        f"(iMocha GET /v3/tests (HTTP 200): page 1 item {item}: test field 'testId' is not a whole number: 'abc'). "
+        "No assessment is retired in Degreed while the list has such an entry, because it may be a test that still "
+        "exists; creates and updates go on. Ask iMocha to fix the entry; this clears itself on the first run that "
+        "reads the list cleanly")}
+
+    # The list reads cleanly again: the entry is resolved and the removed test (only that one) is retired.
+    sandbox.imocha.clear_list_entries()
+    mark = sandbox.degreed.log.last_seq
+    clean = run_sync(sandbox, sqlite_url, instance)
+    assert clean.success
+    sent = writes(sandbox, mark)
+    assert len(sent) == 1 and json.loads(sent[0].body)["data"]["attributes"] == {"obsolete": True}
+    ours = degreed_ours(sandbox)
+    assert ours[f"imocha-{removed}"]["obsolete"] is True and ours[f"imocha-{garbled}"]["obsolete"] is False
+    assert open_quarantine(sqlite_url) == {}
+    assert materialization(clean, "assessment_sync_plan")["retirements_held_back"] == 0

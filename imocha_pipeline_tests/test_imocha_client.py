@@ -30,6 +30,7 @@ from imocha_pipeline.clients.imocha import (
     ImochaClient,
     ImochaPayloadError,
     ImochaReportSkill,
+    TestListProblem,
     normalize_status,
 )
 from imocha_pipeline.sandbox.imocha_sim import ImochaSimulator
@@ -135,6 +136,64 @@ def test_list_tests_without_count_stops_on_short_page_and_on_repeated_pages(serv
     client = ImochaClient(stuck, KEY, page_size=3)
     assert [test.test_id for test in client.list_tests()] == [1, 2, 3]
     assert client.metrics.snapshot()["GET /v3/tests"] == {"200": 2}
+
+
+def test_unreadable_test_list_entries_are_reported_and_the_rest_of_the_list_is_read(make_env):
+    env = make_env(tests=8, attempts=0)
+    ids = sorted(env.sim.tests)
+    bad_name, bad_labels, no_id, garbled_id = ids[2], ids[3], ids[4], ids[7]
+    env.sim.set_list_entry(bad_name, fields={"testName": {"en": "Python"}})
+    env.sim.set_list_entry(bad_labels, fields={"labels": "Technical"})
+    env.sim.set_list_entry(no_id, "not a test")
+    env.sim.set_list_entry(garbled_id, fields={"testId": "abc"})
+    # Pages of 2: page 2 holds the two entries with an id, page 3 an id-less one and a good one, page 4 ends on
+    # a garbled id (count says 8: the unreadable entries count as read, so the client neither stops early nor
+    # asks for a page 5).
+    problems: list[TestListProblem] = []
+    tests = env.client(page_size=2).list_tests(problems)
+    assert [test.test_id for test in tests] == [ids[0], ids[1], ids[5], ids[6]]
+    assert env.sim.log.count("GET", "/v3/tests") == 4
+    assert [(p.page, p.item, p.test_id) for p in problems] == [
+        (2, 1, bad_name), (2, 2, bad_labels), (3, 1, None), (4, 2, None)]
+    reasons = [p.reason for p in problems]
+    assert reasons[0] == ("iMocha GET /v3/tests (HTTP 200): page 2 item 1: test field 'testName' is not a text: "
+                          "{'en': 'Python'}")
+    assert reasons[1].endswith("page 2 item 2: test field 'labels' is a string, expected a list")
+    assert reasons[2].endswith("page 3 item 1: test is a string, expected an object")
+    assert reasons[3].endswith("page 4 item 2: test field 'testId' is not a whole number: 'abc'")
+    assert problems[2].entry == '"not a test"' and '"testId": "abc"' in problems[3].entry
+    # Without a problem list the first unreadable entry fails the read, as it always did; so does `ping` never.
+    with pytest.raises(ImochaPayloadError, match="page 2 item 1: test field 'testName'"):
+        env.client(page_size=2).list_tests()
+    assert env.client().ping() == 8
+
+
+def _garbled_app(count: bool, ignore_page: bool) -> Starlette:
+    """Test-only /v3/tests: page 1 and 3 readable, page 2 nothing but entries without an id."""
+    pages = {1: [{"testId": 1}, {"testId": 2}], 2: ["x", {"testName": "no id"}], 3: [{"testId": 5}]}
+
+    async def tests(request: Request):
+        page = 2 if ignore_page else int(request.query_params["pageNo"])
+        body = {"tests": pages.get(page, [])}
+        if count:
+            body["count"] = 5
+        return JSONResponse(body)
+
+    return Starlette(routes=[Route("/v3/tests", tests)])
+
+
+def test_pages_of_unreadable_entries_neither_end_the_list_early_nor_loop(serve):
+    for count in (True, False):
+        client = ImochaClient(serve(_garbled_app(count, ignore_page=False)), KEY, page_size=2)
+        problems: list[TestListProblem] = []
+        assert [test.test_id for test in client.list_tests(problems)] == [1, 2, 5]
+        assert [(p.page, p.item, p.test_id) for p in problems] == [(2, 1, None), (2, 2, None)]
+        assert client.metrics.snapshot()["GET /v3/tests"] == {"200": 3}
+    # A server that ignores pageNo and serves only id-less entries: the repeated page ends the list.
+    stuck = ImochaClient(serve(_garbled_app(False, ignore_page=True)), KEY, page_size=2)
+    problems = []
+    assert stuck.list_tests(problems) == [] and len(problems) == 2
+    assert stuck.metrics.snapshot()["GET /v3/tests"] == {"200": 2}
 
 
 def test_get_test_and_links(env):

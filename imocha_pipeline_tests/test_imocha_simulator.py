@@ -18,6 +18,7 @@ from starlette.routing import Route
 from imocha_pipeline.sandbox.imocha_sim import (
     BAD_DATES_BODY,
     CANCEL_WRONG_STATE_BODY,
+    DROP,
     INVALID_KEY_BODY,
     ImochaSimulator,
     SimulatorError,
@@ -132,6 +133,35 @@ def test_tests_are_paged_with_total_count_and_clamped_page_size(api):
     api.sim.configure(max_page_size=4)
     assert len(api.get("/v3/tests?PAGENO=1&pagesize=50").json()["tests"]) == 4
     assert api.get("/v3/tests?pageSize=abc").status_code == 400
+
+
+def test_one_test_list_entry_can_be_served_malformed_and_nothing_else_changes(api):
+    ids = sorted(api.sim.tests)
+    clean = api.get("/v3/tests").json()
+    api.sim.set_list_entry(ids[1], fields={"testName": {"en": "x"}, "labels": DROP})
+    api.sim.set_list_entry(ids[3], "garbage")
+    served = api.get("/v3/tests").json()
+    assert served["count"] == clean["count"] == 12 and len(served["tests"]) == 12
+    assert served["tests"][1] == {**{k: v for k, v in clean["tests"][1].items() if k != "labels"},
+                                  "testName": {"en": "x"}}
+    assert served["tests"][3] == "garbage"
+    assert [t for i, t in enumerate(served["tests"]) if i not in (1, 3)] == [
+        t for i, t in enumerate(clean["tests"]) if i not in (1, 3)]
+    assert api.get(f"/v3/tests/{ids[3]}").json()["testId"] == ids[3]  # the test's own endpoints are faithful
+    api.sim.clear_list_entries(ids[1])
+    assert api.get("/v3/tests").json()["tests"][1] == clean["tests"][1]
+    with pytest.raises(SimulatorError):
+        api.sim.set_list_entry(ids[0])
+    ctl = api.url + "/_sandbox"
+    assert requests.put(f"{ctl}/tests/{ids[0]}/listentry", json={"fields": {"testId": "abc"}}).status_code == 204
+    assert api.get("/v3/tests").json()["tests"][0]["testId"] == "abc"
+    assert requests.put(f"{ctl}/tests/{ids[0]}/listentry", json={"entry": None}).status_code == 204
+    assert api.get("/v3/tests").json()["tests"][0] is None
+    assert requests.put(f"{ctl}/tests/{ids[0]}/listentry", json={}).status_code == 400
+    assert requests.delete(f"{ctl}/tests/{ids[0]}/listentry").status_code == 204
+    api.sim.remove_test(ids[3])  # a removed test takes its override with it
+    api.sim.clear_list_entries()
+    assert api.get("/v3/tests").json()["tests"] == [t for t in clean["tests"] if t["testId"] != ids[3]]
 
 
 def test_test_detail_sections_follow_question_banks_and_unknown_is_404(api):

@@ -10,12 +10,15 @@ with or without ``Z`` and fractions (naive = UTC), and optional fields that are 
 A report without a skills array gets ``skills=None`` (not an empty list) so the pipeline can
 quarantine it. A body that is not the documented shape (HTML, truncated JSON, an empty 200, a list
 where an object belongs, a test without an id) raises ``ImochaPayloadError`` naming the endpoint and
-the problem. The API key is registered with the session as a secret and never appears in logs,
-reprs or exception text.
+the problem. The test list is the exception for single entries: given a ``problems`` list,
+``list_tests``/``iter_tests`` report each unreadable entry there as a ``TestListProblem`` (page, position,
+the test id when it can be read, the reason) and go on with the rest; without one they raise as before.
+The API key is registered with the session as a secret and never appears in logs, reprs or exception text.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -61,6 +64,25 @@ class ImochaTest:
     status: str | None
     duration_minutes: int | None
     labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TestListProblem:
+    """One entry of ``GET /v3/tests`` that could not be read; the other entries of the page still count.
+
+    ``page`` is the ``pageNo`` asked for and ``item`` the entry's position on that page (both from 1);
+    ``test_id`` is the entry's id when that much could be read (None: the entry names no test);
+    ``reason`` is the ``ImochaPayloadError`` text (endpoint, page, item and field); ``entry`` is the entry as
+    sent, as JSON cut to 200 characters.
+    """
+
+    __test__ = False  # not a pytest class, despite the name
+
+    page: int
+    item: int
+    test_id: int | None
+    reason: str
+    entry: str = ""
 
 
 @dataclass(frozen=True)
@@ -562,32 +584,70 @@ class ImochaClient:
 
     # ----- tests and links -------------------------------------------------------------------
 
-    def list_tests(self) -> list[ImochaTest]:
-        """Every test, page by page, until ``count`` tests were seen or a page comes back short."""
-        return list(self.iter_tests())
+    def list_tests(self, problems: list[TestListProblem] | None = None) -> list[ImochaTest]:
+        """Every test, page by page, until ``count`` tests were seen or a page comes back short.
 
-    def iter_tests(self) -> Iterator[ImochaTest]:
+        With ``problems``, an unreadable entry is appended there and left out instead of raising
+        ``ImochaPayloadError``; an answer that is unusable as a whole (not JSON, no ``tests`` list) raises either way.
+        """
+        return list(self.iter_tests(problems))
+
+    def iter_tests(self, problems: list[TestListProblem] | None = None) -> Iterator[ImochaTest]:
+        """The tests of ``list_tests``, one page at a time (``problems`` as there, filled as pages are read)."""
         seen: set[int] = set()
+        repeats: set[str] = set()  # pages with id-less entries, as sent
+        unattributed = 0
         page = 1
         while True:
-            tests, count = self._tests_page(page, self.page_size)
-            fresh = [test for test in tests if test.test_id not in seen]
-            seen.update(test.test_id for test in fresh)
+            found = self._tests_page(page, self.page_size, tolerant=problems is not None)
+            fresh: list[ImochaTest] = []
+            reported: list[TestListProblem] = []
+            for test in found.tests:
+                if test.test_id not in seen:
+                    seen.add(test.test_id)
+                    fresh.append(test)
+            for problem in found.problems:
+                if problem.test_id is not None and problem.test_id not in seen:
+                    seen.add(problem.test_id)
+                    reported.append(problem)
+            idless = [problem for problem in found.problems if problem.test_id is None]
+            if idless and found.fingerprint not in repeats:  # not the same page served again
+                repeats.add(found.fingerprint)
+                reported += idless
+                unattributed += len(idless)
+            if problems is not None:
+                problems.extend(reported)
             yield from fresh
-            # A page with nothing new means the server ignores pageNo: stop instead of looping.
-            done = not fresh or (len(seen) >= count if count is not None else len(tests) < self.page_size)
+            # A page with nothing new means the server ignores pageNo: stop instead of looping. An unreadable
+            # entry counts as seen (by its id, or by its place), so a page of them does not end the list early.
+            new = bool(fresh or reported)
+            read = len(seen) + unattributed
+            done = not new or (read >= found.count if found.count is not None else found.size < self.page_size)
             if done:
                 return
             page += 1
 
-    def _tests_page(self, page: int, size: int) -> tuple[list[ImochaTest], int | None]:
+    def _tests_page(self, page: int, size: int, tolerant: bool = False) -> _TestsPage:
+        """One page; ``tolerant``: unreadable entries become ``TestListProblem``s instead of raising."""
         response = self._call("GET", "/v3/tests", EP_TESTS, params={"pageNo": page, "pageSize": size})
         with _about(f"page {page}", response):
             f = _Fields(self._json(response, EP_TESTS), EP_TESTS, "tests page")
             items = f.items("tests")
             if items is None:
                 raise _payload(EP_TESTS, "tests page has no 'tests' list")
-            return [parse_test(item) for item in items], f.integer("count", "totalCount")
+            count = f.integer("count", "totalCount")
+        tests: list[ImochaTest] = []
+        problems: list[TestListProblem] = []
+        for position, item in enumerate(items, start=1):
+            try:
+                with _about(f"page {page} item {position}", response):
+                    tests.append(parse_test(item))
+            except ImochaPayloadError as exc:
+                if not tolerant:
+                    raise
+                problems.append(TestListProblem(page, position, _readable_test_id(item), str(exc), _shown(item)))
+        fingerprint = _shown(items, limit=None) if any(p.test_id is None for p in problems) else ""
+        return _TestsPage(tests, problems, count, len(items), fingerprint)
 
     def get_test(self, test_id: int) -> ImochaTestDetail:
         response = self._call("GET", f"/v3/tests/{int(test_id)}", EP_TEST)
@@ -693,7 +753,29 @@ class ImochaClient:
 
     def ping(self) -> int | None:
         """A cheap authenticated call (one test); returns the test count iMocha reports."""
-        return self._tests_page(1, 1)[1]
+        return self._tests_page(1, 1, tolerant=True).count
+
+
+@dataclass(frozen=True)
+class _TestsPage:
+    tests: list[ImochaTest]
+    problems: list[TestListProblem]
+    count: int | None
+    size: int  # entries on the page, readable or not
+    fingerprint: str  # with id-less entries: all entries as sent (to notice the same page served again)
+
+
+def _readable_test_id(item: Any) -> int | None:
+    """The id of a test list entry when that much can be read, else None."""
+    try:
+        return _Fields(item, EP_TESTS, "test").integer("testId", "id", required=True)
+    except PayloadError:
+        return None
+
+
+def _shown(value: Any, limit: int | None = 200) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return text if limit is None or len(text) <= limit else text[:limit] + "…"
 
 
 def _callback_outcome(body: Any) -> tuple[list[int], list[int]]:

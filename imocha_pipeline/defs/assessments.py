@@ -6,6 +6,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from imocha_pipeline.clients.http import RequestMetrics
+from imocha_pipeline.clients.imocha import TestListProblem
 from imocha_pipeline.defs.metadata import preview_table, request_metadata
 from imocha_pipeline.defs.resources import (
     DegreedResource,
@@ -19,11 +20,13 @@ from imocha_pipeline.sync.assessments import (
     ASSESSMENT_SPEC,
     ENTITY,
     EXTRACT_COUNT_STATE,
+    LIST_ENTRY_KEY_PREFIX,
     active_ours_in_degreed,
     build_desired,
     compute_plan,
     extract_assessments,
     guard_plan,
+    quarantine_unreadable_list_entries,
     quarantine_unreadable_tests,
     snapshot_degreed_assessments,
     stage_full_extract,
@@ -54,13 +57,20 @@ def imocha_assessments(context: dg.AssetExecutionContext, imocha: ImochaResource
     metrics = RequestMetrics()
     started = staging.utcnow()
     problems: list[tuple[int, str]] = []
-    rows = extract_assessments(imocha.client(metrics=metrics), started, imocha.max_parallel_requests, problems)
+    unattributed: list[TestListProblem] = []
+    rows = extract_assessments(imocha.client(metrics=metrics), started, imocha.max_parallel_requests, problems,
+                               unattributed)
     engine = staging_db.engine()
     if problems:
         quarantine_unreadable_tests(engine, problems, AssessmentMapping.from_env().external_id_prefix,
                                     context.run.run_id)
         context.log.warning("%d tests could not be read and are held in sync_quarantine: %s", len(problems),
                             "; ".join(f"{test_id}: {reason}" for test_id, reason in problems[:5]))
+    # The list was read to the end: id-less entries go to quarantine (holding back retirements), old ones resolve.
+    quarantine_unreadable_list_entries(engine, unattributed, context.run.run_id)
+    if unattributed:
+        context.log.warning("%d entries of iMocha's test list name no test; no assessment is retired this run: %s",
+                            len(unattributed), "; ".join(entry.reason for entry in unattributed[:5]))
     previous, current = stage_full_extract(engine, staging.imocha_assessments, rows, "extracted_at", started)
     with engine.begin() as conn:
         last = staging.get_state(conn, EXTRACT_COUNT_STATE, {"current": previous})
@@ -72,6 +82,7 @@ def imocha_assessments(context: dg.AssetExecutionContext, imocha: ImochaResource
         "previous_row_count": previous,
         "tests_without_active_link": without_link,
         "tests_unreadable": len(problems),
+        "test_list_entries_without_id": len(unattributed),
         "staging_table": "imocha_assessments",
         **request_metadata(metrics, "imocha_requests"),
     })
@@ -124,8 +135,12 @@ def desired_assessments_valid(staging_db: StagingDatabaseResource,
     engine = staging_db.engine()
     with engine.connect() as conn:
         staged = pd.DataFrame(staging.read_rows(conn, staging.desired_assessments))
-        extracted = conn.execute(sa.select(sa.func.count()).select_from(staging.imocha_assessments)).scalar_one()
+        extracted_ids = conn.execute(sa.select(staging.imocha_assessments.c.test_id)).scalars().all()
     open_entries = Quarantine(engine, ENTITY).open_entries([VALIDATION])
+    # Tests iMocha listed: the staged ones plus the quarantined ones that could not be read (not staged).
+    prefix = sync_settings.assessment_mapping().external_id_prefix
+    staged_keys = {f"{prefix}{test_id}" for test_id in extracted_ids}
+    extracted = len(extracted_ids) + sum(1 for key in open_entries["record_key"] if key not in staged_keys)
     problems: list[str] = []
     if not staged.empty:
         try:
@@ -167,7 +182,12 @@ def assessment_sync_plan(context: dg.AssetExecutionContext, config: AssessmentPl
     """What the apply step will do to Degreed, per assessment: create, update (which fields), retire, or nothing."""
     engine = staging_db.engine()
     mapping = sync_settings.assessment_mapping()
-    plan_frame = compute_plan(engine, mapping, context.run.run_id)
+    held_back: list[str] = []
+    plan_frame = compute_plan(engine, mapping, context.run.run_id, held_back)
+    if held_back:
+        context.log.warning("%d retirements held back: iMocha's test list has entries that name no test "
+                            "(sync_quarantine keys %s...); they go out on the first run that reads it cleanly",
+                            len(held_back), LIST_ENTRY_KEY_PREFIX)
     stage_plan(engine, ENTITY, plan_frame, DESIRED_ASSESSMENT_FIELDS, context.run.run_id)
     counts = summarise(plan_frame)
     with engine.connect() as conn:
@@ -186,6 +206,7 @@ def assessment_sync_plan(context: dg.AssetExecutionContext, config: AssessmentPl
         metadata={
             **{f"plan_{action}": count for action, count in counts.items()},
             "writes_planned": writes,
+            "retirements_held_back": len(held_back),
             "eta_minutes": round(eta, 2),
             "eta": f"at least {format_duration(eta * 60)} at {per_minute} requests/min",
             "preview": preview_table(changes[["record_key", "action", "reason", "changed_fields", "title"]].head(25)),

@@ -54,6 +54,9 @@ Control surface (under ``/_sandbox``, never logged, never faulted, no key), each
   a JSON of ``FaultConfig`` fields); ``GET|DELETE /callbacks`` (``callback_deliveries``: every try);
   ``GET|PUT /settings`` (``configure``); ``PUT|DELETE /responses`` ``{method, path, status, body,
   contentType, times}`` (``set_canned_response``: raw answers for malformed-payload tests).
+- ``PUT /tests/{id}/listentry`` ``{entry}`` or ``{fields}`` / ``DELETE`` (``set_list_entry``,
+  ``clear_list_entries``): serve one test's entry in ``GET /v3/tests`` malformed (the rest of the page,
+  the order and ``count`` stay as they are). Without it the list is served as the state says.
 """
 
 from __future__ import annotations
@@ -117,6 +120,18 @@ CANCEL_WRONG_STATE_BODY = {
 SERVER_ERROR_BODY = {"statusCode": 503, "message": "The service is temporarily unavailable. Try again later."}
 INTERNAL_ERROR_BODY = {"statusCode": 500, "message": "Internal server error."}
 FAULT_RATE_LIMIT_BODY = {"statusCode": 429, "message": "Rate limit is exceeded. Try again in 1 seconds."}
+
+
+class _Marker:
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+DROP: Any = _Marker("DROP")  # in ``set_list_entry(fields=...)``: remove this key from the entry
+_UNSET: Any = _Marker("UNSET")
 
 STATUS_PENDING = "Pending"
 STATUS_IN_PROGRESS = "In Progress"
@@ -706,6 +721,7 @@ class ImochaSimulator:
         self._bucket: TokenBucket | None = None
         self.rate_limit_per_second = rate_limit_per_second
         self._canned: list[CannedResponse] = []
+        self._list_entries: dict[int, tuple[str, Any]] = {}  # test id -> ("entry" | "fields", value)
         self.callbacks = CallbackDispatcher(callback_max_tries, callback_retry_delay)
         self.log = RequestLog()
         self.faults = FaultInjector()
@@ -839,7 +855,22 @@ class ImochaSimulator:
                 tests = [test for test in tests if labels_filter in test.labels]
             size = max(1, min(page_size, self.max_page_size))
             start = (max(1, page_no) - 1) * size
-            return {"tests": [test.summary_json() for test in tests[start:start + size]], "count": len(tests)}
+            return {"tests": [self._list_entry(test) for test in tests[start:start + size]], "count": len(tests)}
+
+    def _list_entry(self, test: SimTest) -> Any:
+        override = self._list_entries.get(test.test_id)
+        if override is None:
+            return test.summary_json()
+        how, value = override
+        if how == "entry":
+            return copy.deepcopy(value)
+        summary = test.summary_json()
+        for name, field_value in value.items():
+            if field_value is DROP:
+                summary.pop(name, None)
+            else:
+                summary[name] = copy.deepcopy(field_value)
+        return summary
 
     def test_detail(self, test_id: int) -> dict:
         with self._lock:
@@ -1145,6 +1176,28 @@ class ImochaSimulator:
         with self._lock:
             self._test(test_id)
             del self.tests[test_id]
+            self._list_entries.pop(test_id, None)
+
+    def set_list_entry(self, test_id: int, entry: Any = _UNSET, *, fields: dict[str, Any] | None = None) -> None:
+        """Serve test ``test_id``'s entry in ``GET /v3/tests`` malformed, until ``clear_list_entries``.
+
+        ``entry``: any JSON value served in its place (a string, a list, an object without ``testId``);
+        ``fields``: laid over the real summary (``{"testName": {"en": "x"}}``; the value ``DROP`` removes a key).
+        The test keeps its place in the order, ``count`` and its own endpoints (detail, links) are unchanged.
+        """
+        if (entry is _UNSET) == (fields is None):
+            raise SimulatorError(400, {"errors": ["give either an entry or fields"]})
+        with self._lock:
+            self._test(test_id)
+            self._list_entries[test_id] = ("entry", entry) if fields is None else ("fields", dict(fields))
+
+    def clear_list_entries(self, test_id: int | None = None) -> None:
+        """Serve the list as the state says again (for one test, or for all)."""
+        with self._lock:
+            if test_id is None:
+                self._list_entries.clear()
+            else:
+                self._list_entries.pop(test_id, None)
 
     def add_test_link(self, test_id: int, name: str = "Campaign link", *, invitation_type: str = "open",
                       is_api_link: bool = False) -> int:
@@ -1314,6 +1367,7 @@ class ImochaSimulator:
             Route(f"{p}/tests", self._c_add_test, methods=["POST"]),
             Route(f"{p}/tests/{{test_id:int}}", self._c_test, methods=["PATCH", "DELETE"]),
             Route(f"{p}/tests/{{test_id:int}}/testlinks", self._c_add_link, methods=["POST"]),
+            Route(f"{p}/tests/{{test_id:int}}/listentry", self._c_list_entry, methods=["PUT", "DELETE"]),
             Route(f"{p}/tests/{{test_id:int}}/testlinks/{{link_id:int}}/deactivate", self._c_deactivate_link,
                   methods=["POST"]),
             Route(f"{p}/attempts", self._c_complete_attempt, methods=["POST"]),
@@ -1388,6 +1442,21 @@ class ImochaSimulator:
         f = lower_keys(await _json_object(request))
         return JSONResponse(self.update_test(test_id, name=f.get("name"), duration=f.get("duration"),
                                              status=f.get("status"), labels=f.get("labels")))
+
+    async def _c_list_entry(self, request: Request) -> Response:
+        test_id = request.path_params["test_id"]
+        if request.method == "DELETE":
+            self.clear_list_entries(test_id)
+            return Response(status_code=204)
+        f = lower_keys(await _json_object(request))
+        if "entry" in f:
+            self.set_list_entry(test_id, f["entry"])
+        else:
+            fields = f.get("fields")
+            if not isinstance(fields, dict):
+                raise _validation("'entry' or 'fields' (an object) is required.")
+            self.set_list_entry(test_id, fields=fields)
+        return Response(status_code=204)
 
     async def _c_add_link(self, request: Request) -> Response:
         f = lower_keys(await _json_object(request, allow_empty=True))

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from imocha_pipeline.clients.degreed import DegreedClient
 from imocha_pipeline.clients.errors import NotFoundError, PayloadError
-from imocha_pipeline.clients.imocha import ImochaClient
+from imocha_pipeline.clients.imocha import ImochaClient, ImochaPayloadError, TestListProblem
 from imocha_pipeline.sync import staging
 from imocha_pipeline.sync.diff import RETIRE, EntitySpec, plan
 from imocha_pipeline.sync.ledger import ACKNOWLEDGED, SENDING, Ledger
@@ -30,6 +30,14 @@ ENTITY = "assessment"
 ASSESSMENT_SPEC = EntitySpec(name=ENTITY, key="external_id", fields=DESIRED_ASSESSMENT_FIELDS,
                              retire_missing=True)
 EXTRACT_COUNT_STATE = "assessment.extract_count"
+# Quarantine key of an entry of iMocha's test list that names no test (page and position from 1). While one is
+# open the extract is incomplete, so no assessment is retired; it is resolved by the next clean read of the list.
+LIST_ENTRY_KEY_PREFIX = "tests-list-"
+
+
+def list_entry_key(page: int, item: int) -> str:
+    """``tests-list-page-<page>-item-<item>``: the record key of an unreadable, id-less test list entry."""
+    return f"{LIST_ENTRY_KEY_PREFIX}page-{int(page)}-item-{int(item)}"
 
 
 def pick_active_link(links) -> object | None:
@@ -42,13 +50,27 @@ def pick_active_link(links) -> object | None:
 
 
 def extract_assessments(client: ImochaClient, extracted_at: datetime, max_workers: int = 4,
-                        problems: list[tuple[int, str]] | None = None) -> list[dict]:
+                        problems: list[tuple[int, str]] | None = None,
+                        unattributed: list[TestListProblem] | None = None) -> list[dict]:
     """Every iMocha test with its details and active link, as ``imocha_assessments`` rows.
 
-    A test whose own answers cannot be read (malformed detail or links, gone since the list) is left out and
-    reported in ``problems`` as ``(test id, reason)``; it never stops the other tests.
+    A test whose own answers cannot be read (malformed entry in the test list, malformed detail or links, gone
+    since the list) is left out and reported in ``problems`` as ``(test id, reason)``; it never stops the other
+    tests. An entry of the test list without a readable id is reported in ``unattributed`` (the extract is then
+    incomplete); without that list it raises ``ImochaPayloadError``. Without ``problems`` everything raises.
     """
-    tests = list(client.list_tests())
+    if problems is None:
+        tests = client.list_tests()
+    else:
+        listed: list[TestListProblem] = []
+        tests = client.list_tests(listed)
+        for problem in listed:
+            if problem.test_id is not None:
+                problems.append((int(problem.test_id), problem.reason))
+            elif unattributed is not None:
+                unattributed.append(problem)
+            else:
+                raise ImochaPayloadError(problem.reason)
 
     def enrich(test) -> dict | None:
         try:
@@ -92,6 +114,26 @@ def quarantine_unreadable_tests(engine: Engine, problems: list[tuple[int, str]],
                      "iMocha answer", "well-formed iMocha answer", None)
                for test_id, reason in problems]
     return Quarantine(engine, ENTITY, run_id).put(entries)
+
+
+def quarantine_unreadable_list_entries(engine: Engine, entries: list[TestListProblem], run_id: str) -> int:
+    """Hold id-less test list entries in quarantine (they hold back every retirement) and resolve the ones of
+    earlier runs that are gone. Call after every complete read of the list, also when it had none."""
+    current = [
+        Entry(list_entry_key(entry.page, entry.item), VALIDATION,
+              f"entry {entry.item} on page {entry.page} of iMocha's test list (GET /v3/tests) cannot be read and "
+              f"names no test ({entry.reason}). No assessment is retired in Degreed while the list has such an "
+              "entry, because it may be a test that still exists; creates and updates go on. Ask iMocha to fix the "
+              "entry; this clears itself on the first run that reads the list cleanly",
+              "iMocha test list entry", "well-formed iMocha answer", entry.entry or None)
+        for entry in entries
+    ]
+    quarantine = Quarantine(engine, ENTITY, run_id)
+    open_keys = set(quarantine.open_entries([VALIDATION])["record_key"])
+    stale = sorted(key for key in open_keys if key.startswith(LIST_ENTRY_KEY_PREFIX)
+                   and key not in {entry.record_key for entry in current})
+    quarantine.resolve(stale, kinds=[VALIDATION])
+    return quarantine.put(current)
 
 
 def stage_full_extract(engine: Engine, table: sa.Table, rows: list[dict], ts_column: str,
@@ -145,8 +187,13 @@ def build_desired(engine: Engine, mapping: AssessmentMapping, run_id: str) -> De
     return DesiredResult(valid=valid, failures=failures, total=len(desired))
 
 
-def compute_plan(engine: Engine, mapping: AssessmentMapping, run_id: str) -> pd.DataFrame:
-    """Diff the desired content against Degreed's snapshot (only content under our external-id prefix)."""
+def compute_plan(engine: Engine, mapping: AssessmentMapping, run_id: str,
+                 held_back: list[str] | None = None) -> pd.DataFrame:
+    """Diff the desired content against Degreed's snapshot (only content under our external-id prefix).
+
+    Quarantined tests are never retired. While an id-less test list entry is in quarantine the extract is
+    incomplete and no retirement is planned at all; their record keys are appended to ``held_back``.
+    """
     with engine.connect() as conn:
         desired = pd.DataFrame(staging.read_rows(conn, staging.desired_assessments))
         actual = pd.DataFrame(staging.read_rows(conn, staging.degreed_assessments))
@@ -158,8 +205,14 @@ def compute_plan(engine: Engine, mapping: AssessmentMapping, run_id: str) -> pd.
     actual = actual[ours]
     # Quarantined tests are neither created nor retired: they are still in iMocha, just not valid now.
     quarantined = set(Quarantine(engine, ENTITY).open_entries([VALIDATION])["record_key"])
+    incomplete = any(key.startswith(LIST_ENTRY_KEY_PREFIX) for key in quarantined)
     result = plan(desired, actual, ASSESSMENT_SPEC)
-    result = result[~((result["action"] == RETIRE) & result["record_key"].isin(quarantined))]
+    retiring = result["action"] == RETIRE
+    kept = retiring & result["record_key"].isin(quarantined)
+    held = retiring & ~kept & incomplete
+    if held_back is not None:
+        held_back.extend(result.loc[held, "record_key"].astype(str))
+    result = result[~(kept | held)]
     resolve_sending_from_snapshot(engine, result, run_id)
     return result.reset_index(drop=True)
 

@@ -66,7 +66,27 @@ def assessment_kinds(sim) -> list[Kind]:
     no_link = add("test without an active link", "quarantine", "url", "No active link test")
     for link in sim.tests[no_link.facts["test_id"]].links:
         link.status = "inactive"
+    # Malformed entries in the test list itself (GET /v3/tests): the rest of the list still syncs.
+    named = add("test list entry with an object as its name", "quarantine",
+                "test field 'testName' is not a text", "List entry name test")
+    sim.set_list_entry(named.facts["test_id"], fields={"testName": {"en": "List entry name test"}})
+    idless = [add("test list entry with a garbled id", "quarantine",
+                  "test field 'testId' is not a whole number: 'abc'", "List entry id test"),
+              add("test list entry that is not an object", "quarantine", "test is a list, expected an object",
+                  "List entry shape test")]
+    sim.set_list_entry(idless[0].facts["test_id"], fields={"testId": "abc"})
+    sim.set_list_entry(idless[1].facts["test_id"], ["not", "a", "test"])
+    for kind in idless:  # no test to name: quarantined by the entry's place, and no retirement while it is there
+        kind.facts["external_id"] = kind.key
+        kind.key = list_entry_key(sim, kind.facts["test_id"])
+        kind.reason += "). No assessment is retired in Degreed while the list has such an entry"
     return kinds
+
+
+def list_entry_key(sim, test_id: int, page_size: int = 100) -> str:
+    """The quarantine key of a test's entry in GET /v3/tests (``tests-list-page-<n>-item-<i>``, from 1)."""
+    place = sorted(sim.tests).index(test_id)
+    return f"tests-list-page-{place // page_size + 1}-item-{place % page_size + 1}"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -199,6 +219,8 @@ TRANSPORT_KINDS = [
      "empty response body where JSON was expected"),
     ("truncated JSON for the test list", "GET", "/v3/tests", '{"tests": [{"testId": 3', "application/json",
      "assessment_sync_job", "invalid JSON"),
+    ("test list page without a tests list", "GET", "/v3/tests", '{"count": 3}', "application/json",
+     "assessment_sync_job", "tests page has no 'tests' list"),
     ("HTML error page for Retrieve Invites", "POST", "/v3/candidates/testattempts",
      "<html><body>Gateway Timeout</body></html>", "text/html", "completion_sync_job", "HTML page instead of JSON"),
 ]

@@ -465,7 +465,7 @@ def drill_bad_input(drill: Drill) -> DrillOutcome:
                          not result.success and bool(typed)))
     after = [drill.run("assessment_sync_job"), drill.run_completions()]
     overrides = {k.invitation: k.report for k in kinds if k.invitation is not None}
-    held = {k.key for k in kinds if k.entity == "assessment" and k.expect == "quarantine"}
+    held = {k.facts.get("external_id", k.key) for k in kinds if k.entity == "assessment" and k.expect == "quarantine"}
     outcome = DrillOutcome("7 bad input catalogue", drill.compare(drill.truth(overrides, held)))
     outcome.facts = {"kinds": len(verdicts), "verdicts": verdicts,
                      "runs": [r.success for r in results], "after_transport": [r.success for r in after]}
