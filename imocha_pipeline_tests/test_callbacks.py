@@ -4,7 +4,7 @@ callbacks over loopback HTTP to the endpoint and a real staging database."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import dagster as dg
 import pytest
@@ -19,8 +19,16 @@ from imocha_pipeline.sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox, San
 from imocha_pipeline.sandbox.server import ServerThread
 from imocha_pipeline.settings import MissingSettingError
 from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.callbacks import candidate_days, plan_inbox_tick, replay_missed_callbacks
-from imocha_pipeline.sync.completion_sensor import poll_completions
+from imocha_pipeline.sync.callbacks import (
+    RUN_KEY_PREFIX,
+    UnfinishedRun,
+    candidate_days,
+    parse_callback,
+    plan_inbox_tick,
+    replay_missed_callbacks,
+    store_callback,
+)
+from imocha_pipeline.sync.completion_sensor import poll_completions, run_key_for
 
 TOKEN = "s3cret-callback-token-0123456789"
 SPEC_COMPLETE = {  # spec §8.2, verbatim
@@ -273,6 +281,165 @@ def test_a_corrupt_inbox_cursor_requests_again_instead_of_losing_callbacks(endpo
     assert again.cursor_problem == "the cursor is not valid JSON"
     assert [r.run_key for r in again.requests] == [r.run_key for r in first.requests]
     assert [r.partition_key for r in again.requests] == ["2026-11-28"]
+
+
+# ---------------------------------------------------------------- a day whose run has not read iMocha yet
+
+
+def queued_run(instance: dg.DagsterInstance, defs: dg.Definitions, day: str, **kwargs) -> dg.DagsterRun:
+    """A completion_sync_job run of ``day`` waiting in the run queue, as the daemon leaves a sensor's request.
+
+    Created NOT_STARTED with the origin the daemon records (a queued run must have one), then enqueued with the
+    event QueuedRunCoordinator.submit_run reports; ``instance.submit_run`` itself needs a loaded workspace.
+    """
+    from dagster._core.remote_origin import (  # no public constructor for a run's code location origin
+        RegisteredCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("imocha_pipeline"),
+                                                    "__repository__"), "completion_sync_job")
+    run = instance.create_run_for_job(defs.resolve_job_def("completion_sync_job"), remote_job_origin=origin,
+                                      tags={"dagster/partition": day, TRIGGER_TAG: "callback"}, **kwargs)
+    instance.report_dagster_event(dg.DagsterEvent.job_enqueue(run), run_id=run.run_id)
+    queued = instance.get_run_by_id(run.run_id)
+    assert queued is not None and queued.status == dg.DagsterRunStatus.QUEUED
+    return queued
+
+
+def report(instance: dg.DagsterInstance, run: dg.DagsterRun, event: dg.DagsterEventType,
+           at: datetime | None = None) -> None:
+    """What the run worker reports: RUN_STARTING, RUN_START (at ``at``), RUN_SUCCESS."""
+    instance.report_dagster_event(dg.DagsterEvent(event.value, job_name=run.job_name), run_id=run.run_id,
+                                  timestamp=at.timestamp() if at else None)
+
+
+def store_final(engine, invitation_id: int, attempted_on: datetime, received_at: datetime) -> int:
+    payload = {**SPEC_COMPLETE, "TestInvitationId": invitation_id,
+               "AttemptedOnUtc": attempted_on.strftime("%Y-%m-%dT%H:%M:%S")}
+    return store_callback(engine, parse_callback(json.dumps(payload)), received_at=received_at)
+
+
+def inbox_by_id(url: str) -> dict[int, dict]:
+    return {row["id"]: row for row in inbox(url)}
+
+
+@pytest.mark.parametrize("ending", ["canceled", "failed", "succeeded without the attempt"])
+def test_a_day_whose_run_is_queued_is_not_requested_again_until_that_run_ends(instance, staging_url, ending):
+    sensor, defs, resources = sensor_setup(staging_url)
+    engine = staging.get_engine(staging_url)
+    now = datetime.now(UTC).replace(microsecond=0)
+    queued_day, other_day = (now - timedelta(days=1)).date(), (now - timedelta(days=2)).date()
+    waiting = store_final(engine, 101, datetime.combine(queued_day, time(9), UTC), now - timedelta(minutes=5))
+    other = store_final(engine, 102, datetime.combine(other_day, time(9), UTC), now - timedelta(minutes=5))
+    run = queued_run(instance, defs, queued_day.isoformat())
+    # A re-execution (a run retry from the failed step) may skip the extract: it does not stand in for a new run.
+    queued_run(instance, defs, other_day.isoformat(), parent_run_id=run.run_id, root_run_id=run.run_id)
+
+    def tick(cursor):
+        return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources,
+                                                            definitions=defs, cursor=cursor))
+
+    first = tick(None)
+    [request] = first.run_requests
+    assert request.partition_key == other_day.isoformat(), "no second run for the day whose run is queued"
+    assert request.run_key == run_key_for(RUN_KEY_PREFIX, other_day, [other])
+    assert json.loads(first.cursor)["requested"] == {request.run_key: [other]}
+
+    second = tick(first.cursor)
+    assert second.run_requests == []
+    assert second.skip_message == (f"1 final callback(s) wait for the completion_sync_job run(s) already queued or "
+                                   f"in progress of {queued_day.isoformat()}; no new run needed")
+    rows = inbox_by_id(staging_url)
+    assert rows[other]["processed_at"] is not None and rows[other]["run_key"] == request.run_key
+    assert rows[waiting]["processed_at"] is None and rows[waiting]["run_key"] is None, "left for the queued run"
+
+    # Starting, then started after the callback arrived: the run reads the attempt when it gets to the extract.
+    report(instance, run, dg.DagsterEventType.RUN_STARTING)
+    assert tick(second.cursor).run_requests == []
+    report(instance, run, dg.DagsterEventType.RUN_START, at=now)
+    assert tick(second.cursor).run_requests == []
+    assert inbox_by_id(staging_url)[waiting]["processed_at"] is None
+
+    # The run ends without staging the attempt: the next tick asks for the day again, nothing is lost.
+    if ending == "canceled":
+        instance.report_run_canceled(run)
+    elif ending == "failed":
+        instance.report_run_failed(run)
+    else:
+        report(instance, run, dg.DagsterEventType.RUN_SUCCESS)
+    third = tick(second.cursor)
+    [again] = third.run_requests
+    assert again.partition_key == queued_day.isoformat()
+    assert again.run_key == run_key_for(RUN_KEY_PREFIX, queued_day, [waiting]), "the same key as without the wait"
+    assert tick(second.cursor).run_requests == third.run_requests, "a retried tick asks for the same run"
+
+    fourth = tick(third.cursor)
+    assert fourth.run_requests == [] and fourth.skip_message == "No unprocessed final callbacks in the inbox"
+    rows = inbox_by_id(staging_url)
+    assert {row_id: row["run_key"] for row_id, row in rows.items()} == {other: request.run_key,
+                                                                         waiting: again.run_key}
+    assert all(row["processed_at"] is not None for row in rows.values())
+
+
+def test_a_run_in_progress_covers_the_callbacks_from_before_its_start_only(instance, staging_url):
+    sensor, defs, resources = sensor_setup(staging_url)
+    engine = staging.get_engine(staging_url)
+    now = datetime.now(UTC).replace(microsecond=0)
+    day = (now - timedelta(days=1)).date()
+    early = store_final(engine, 201, datetime.combine(day, time(9), UTC), now - timedelta(seconds=60))
+    run = queued_run(instance, defs, day.isoformat())
+    report(instance, run, dg.DagsterEventType.RUN_START, at=now - timedelta(seconds=30))
+    late = store_final(engine, 202, datetime.combine(day, time(10), UTC), now - timedelta(seconds=10))
+
+    def tick(cursor):
+        return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources,
+                                                            definitions=defs, cursor=cursor))
+
+    # The run may have read iMocha before the late attempt ended: a new run for it, as before.
+    first = tick(None)
+    [request] = first.run_requests
+    assert request.partition_key == day.isoformat()
+    assert request.run_key == run_key_for(RUN_KEY_PREFIX, day, [late])
+    assert request.tags["imocha_pipeline/attempts"] == "1"
+
+    # The run stages the early attempt and succeeds: the early callback is closed, the late one confirmed.
+    with engine.begin() as conn:
+        staging.upsert(conn, staging.imocha_completions, [
+            {"test_invitation_id": 201, "attempt_date": day, "extracted_at": staging.utcnow()}])
+    report(instance, run, dg.DagsterEventType.RUN_SUCCESS)
+    second = tick(first.cursor)
+    assert second.run_requests == []
+    rows = inbox_by_id(staging_url)
+    assert rows[early]["processed_at"] is not None and rows[early]["run_key"] is None, "staged: closed"
+    assert rows[late]["processed_at"] is not None and rows[late]["run_key"] == request.run_key
+
+
+def test_a_callback_of_two_days_one_of_them_waiting_stays_unprocessed_until_both_are_requested(staging_url):
+    engine = staging.get_engine(staging_url)
+    row = store_final(engine, 301, utc("2026-11-27T23:50:00"), utc("2026-11-28T00:20:00"))
+    now = utc("2026-11-28T00:30:00")
+    lookups: list[list[str]] = []
+
+    def queued_27th(days):
+        lookups.append(list(days))
+        return [UnfinishedRun("2026-11-27", "run-27")]
+
+    first = plan_inbox_tick(engine, None, now=now, unfinished_runs=queued_27th)
+    assert lookups == [["2026-11-27", "2026-11-28"]], "one look-up per tick, for the days with callbacks"
+    [request] = first.requests
+    assert request.partition_key == "2026-11-28" and first.waiting == 1
+    assert first.cursor.requested == {request.run_key: ()}, "not confirmed: the 27th may still need it"
+
+    # The run of the 27th failed: both days are requested, the 28th with the key it already has.
+    second = plan_inbox_tick(engine, first.cursor.to_json(), now=now, unfinished_runs=lambda days: [])
+    assert inbox_by_id(staging_url)[row]["processed_at"] is None
+    assert {r.partition_key: r.run_key for r in second.requests} == {
+        "2026-11-27": run_key_for(RUN_KEY_PREFIX, date(2026, 11, 27), [row]), "2026-11-28": request.run_key}
+    third = plan_inbox_tick(engine, second.cursor.to_json(), now=now, unfinished_runs=queued_27th)
+    assert third.requests == [] and third.confirmed == 1 and len(lookups) == 1, "nothing left: no look-up"
+    assert inbox_by_id(staging_url)[row]["processed_at"] is not None
 
 
 # ---------------------------------------------------------------- replay

@@ -15,6 +15,7 @@ from imocha_pipeline.defs.sensors import TRIGGER_TAG, imocha_completions_sensor
 from imocha_pipeline.sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox, SandboxConfig
 from imocha_pipeline.sync import staging
 from imocha_pipeline.sync.completion_sensor import PollCursor, PollSettings, parse_cursor, poll_completions
+from imocha_pipeline_tests.test_callbacks import queued_run
 
 NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 LOOKBACK = timedelta(days=2)
@@ -255,7 +256,7 @@ def test_attempts_a_callback_already_requested_are_not_polled_again(sandbox, cli
 # ---------------------------------------------------------------- the Dagster sensor
 
 
-def test_dagster_sensor_requests_partitioned_runs_and_keeps_one_cursor(sandbox, sqlite_url):
+def test_dagster_sensor_requests_partitioned_runs_and_keeps_one_cursor(sandbox, sqlite_url, instance):
     partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC", end_offset=1)
 
     @dg.asset(name="imocha_completions", partitions_def=partitions)
@@ -272,18 +273,20 @@ def test_dagster_sensor_requests_partitioned_runs_and_keeps_one_cursor(sandbox, 
 
     completed = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     [invitation_id] = finish(sandbox, completed)
-    with dg.instance_for_test() as instance:
-        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))
-        [run] = first.run_requests
-        assert run.partition_key == completed.date().isoformat()
-        assert run.tags[TRIGGER_TAG] == "poll" and run.run_key.startswith(f"completions:{run.partition_key}:")
-        cursor = json.loads(first.cursor)
-        assert cursor["v"] == 1 and cursor["pending"] == {str(invitation_id): run.partition_key}
+    # Unlike the callbacks sensor, polling asks for a day even when a run of it is queued: its cursor counts an
+    # attempt as requested for good once asked for, so leaving it to a queued run that then fails would lose it.
+    queued_run(instance, defs, completed.date().isoformat())
+    first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))
+    [run] = first.run_requests
+    assert run.partition_key == completed.date().isoformat()
+    assert run.tags[TRIGGER_TAG] == "poll" and run.run_key.startswith(f"completions:{run.partition_key}:")
+    cursor = json.loads(first.cursor)
+    assert cursor["v"] == 1 and cursor["pending"] == {str(invitation_id): run.partition_key}
 
-        second = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources,
-                                                              definitions=defs, cursor=first.cursor))
-        assert second.run_requests == [] and "No new finished attempts" in second.skip_message
+    second = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources,
+                                                          definitions=defs, cursor=first.cursor))
+    assert second.run_requests == [] and "No new finished attempts" in second.skip_message
 
-        corrupt = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources,
-                                                               definitions=defs, cursor="{corrupt"))
-        assert [r.run_key for r in corrupt.run_requests] == [run.run_key], "a restart asks for the same run"
+    corrupt = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources,
+                                                           definitions=defs, cursor="{corrupt"))
+    assert [r.run_key for r in corrupt.run_requests] == [run.run_key], "a restart asks for the same run"

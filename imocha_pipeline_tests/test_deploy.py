@@ -43,6 +43,19 @@ def test_dockerfile_runs_the_install_script_and_serves_the_code_location():
     assert not set(BUILD_CONTEXT) & set(ignored)
 
 
+def test_the_production_run_queue_dequeues_every_second_like_the_local_one():
+    import dagster as dg
+    import yaml
+
+    deploy = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())["run_queue"]
+    local = yaml.safe_load((REPO / "dagster.yaml").read_text())["run_queue"]
+    assert deploy["dequeue_interval_seconds"] == local["dequeue_interval_seconds"] == 1
+    # Dagster's queued run coordinator reads it from the run_queue block (the daemon's dequeue loop interval).
+    with dg.instance_for_test(overrides={"run_queue": deploy}) as instance:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
+
+
 @pytest.mark.slow
 def test_install_script_builds_a_working_code_location_in_a_fresh_venv(tmp_path):
     context = tmp_path / "context"

@@ -10,20 +10,34 @@ Two paths, each safe on its own, that avoid requesting the same attempt twice:
 Runs carry the tag ``imocha_pipeline/trigger`` (``poll`` or ``callback``) and a run key made from the
 partition and the attempts (or inbox rows) they were requested for, so a retried tick never launches
 a second run for the same work.
+
+The callbacks sensor asks the Dagster instance (one query per tick, only when there are callbacks) for the
+unfinished runs of its days, and requests no run for a day whose run is queued or starting, or started after
+the callback arrived: that run will read the attempt (``sync/callbacks.py``). The polling sensor does not: its
+cursor marks an attempt as requested for good once a tick asks for it, so leaving an attempt to a queued run
+that then fails would lose it from the safety net.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from imocha_pipeline.defs.partitions import completion_partitions
 from imocha_pipeline.defs.resources import ImochaResource, StagingDatabaseResource
-from imocha_pipeline.sync.callbacks import CallbackSettings, plan_inbox_tick
+from imocha_pipeline.sync.callbacks import CallbackSettings, UnfinishedRun, plan_inbox_tick
 from imocha_pipeline.sync.completion_sensor import PollSettings, number_setting, poll_completions, tick_client
 
 COMPLETION_JOB = "completion_sync_job"
 TRIGGER_TAG = "imocha_pipeline/trigger"
 ATTEMPTS_TAG = "imocha_pipeline/attempts"
+PARTITION_TAG = "dagster/partition"
+# The asset whose step reads iMocha's Retrieve Invites for the run's day (defs/completions.py).
+EXTRACT_ASSET = dg.AssetKey("imocha_completions")
+# Not started yet: nothing read. STARTED runs count only for callbacks that arrived before their start.
+NOT_STARTED_STATUSES = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING)
 
 # Intervals are fixed when the code location loads; every other setting is read at each tick.
 POLL_INTERVAL_SECONDS = int(number_setting("IMOCHA_PIPELINE_POLL_INTERVAL_SECONDS", 30, minimum=1, whole=True))
@@ -43,6 +57,33 @@ def sensor_result(requests, trigger: str, cursor: str, skip_reason: str | None) 
     if run_requests:
         return dg.SensorResult(run_requests=run_requests, cursor=cursor)
     return dg.SensorResult(skip_reason=skip_reason, cursor=cursor)
+
+
+def unfinished_completion_runs(instance: dg.DagsterInstance, partition_keys: Sequence[str]) -> list[UnfinishedRun]:
+    """The ``completion_sync_job`` runs of these days that are queued, starting or started, in one query.
+
+    Only runs that will read iMocha count: not re-executions (a run retry from the failed step may skip the
+    extract) and not runs of an asset subset without the extract.
+    """
+    records = instance.get_run_records(dg.RunsFilter(
+        job_name=COMPLETION_JOB,
+        statuses=[*NOT_STARTED_STATUSES, dg.DagsterRunStatus.STARTED],
+        tags={PARTITION_TAG: list(partition_keys)},
+    ))
+    runs = []
+    for record in records:
+        run = record.dagster_run
+        if run.parent_run_id is not None or (run.asset_selection is not None
+                                             and EXTRACT_ASSET not in run.asset_selection):
+            continue
+        if run.status in NOT_STARTED_STATUSES:
+            started_at = None
+        elif record.start_time is not None:
+            started_at = datetime.fromtimestamp(record.start_time, UTC)
+        else:
+            continue
+        runs.append(UnfinishedRun(run.tags[PARTITION_TAG], run.run_id, started_at))
+    return runs
 
 
 @dg.sensor(
@@ -82,15 +123,19 @@ def imocha_completions_sensor(
     description=(
         "Turns final iMocha callbacks (Complete / Test Left / Terminated) stored by the callback endpoint into "
         "completion_sync_job runs, one per UTC day the attempt may have finished on (from its AttemptedOnUtc "
-        "start to its delivery, at most 12 hours later). Attempts already staged need no run. Inbox rows are "
+        "start to its delivery, at most 12 hours later). Attempts already staged need no run. A day whose run is "
+        "queued or starting (or started after the callback arrived) is not requested again: that run reads the "
+        "attempt, and the callback stays unprocessed until it is staged or no such run is left. Inbox rows are "
         "marked processed, with their run key, once the next tick sees the runs were accepted."
     ),
 )
 def imocha_callbacks_sensor(
     context: dg.SensorEvaluationContext, staging_db: StagingDatabaseResource
 ) -> dg.SensorResult:
+    instance = context.instance
     tick = plan_inbox_tick(staging_db.engine(), context.cursor, first_day=completion_partitions.start.date(),
-                           settings=CallbackSettings.from_env())
+                           settings=CallbackSettings.from_env(),
+                           unfinished_runs=lambda days: unfinished_completion_runs(instance, days))
     if tick.cursor_problem:
         context.log.warning(f"Ignored the cursor: {tick.cursor_problem}")
     context.log.info(tick.summary())

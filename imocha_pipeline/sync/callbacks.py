@@ -19,6 +19,14 @@ received (``processed_at`` null) → requested by a tick (its run keys go into t
 confirmed by the next tick, which reads the persisted cursor and sets ``processed_at`` and ``run_key``.
 Dagster stores a cursor only after the tick's runs were submitted, so a tick that fails changes
 nothing: its rows are still unprocessed and the next tick requests them again with the same run keys.
+
+No second run for a day whose run has not read iMocha yet: a ``completion_sync_job`` run of the day that
+is queued or starting (or started after the callback arrived) reads Retrieve Invites for the whole day
+when it gets there, so it will stage the attempt. A tick requests no run for such a day and leaves the
+row *unprocessed* (not in the cursor, no run key): each later tick looks at it again, closes it once the
+attempt is staged (like any callback of a staged attempt), and requests the day as usual once no such
+run is left (the run failed, was canceled, or finished without the attempt). Nothing is lost, and the
+run keys stay a function of the day and the rows requested.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
@@ -225,6 +233,30 @@ class CallbackRunRequest:
 
 
 @dataclass(frozen=True)
+class UnfinishedRun:
+    """A ``completion_sync_job`` run of one day that has not finished (what the Dagster instance says).
+
+    ``started_at`` is None while it is queued or starting: it has not read iMocha yet.
+    """
+
+    partition_key: str
+    run_id: str
+    started_at: datetime | None = None
+
+    def will_see(self, received_at: datetime) -> bool:
+        """Whether this run reads Retrieve Invites after an attempt whose final callback arrived at ``received_at``.
+
+        iMocha calls back once the attempt is over, so a run that starts later lists it; a run that started
+        earlier may have read the day before the attempt ended.
+        """
+        return self.started_at is None or received_at < self.started_at
+
+
+UnfinishedRuns = Callable[[Sequence[str]], Iterable[UnfinishedRun]]
+"""Given partition keys, the unfinished runs of those days (one instance query per tick)."""
+
+
+@dataclass(frozen=True)
 class InboxTick:
     """What one callbacks-sensor tick decided."""
 
@@ -234,22 +266,35 @@ class InboxTick:
     confirmed: int
     closed_without_run: int
     cursor_problem: str | None = None
+    waiting: int = 0
+    """Final callbacks left unprocessed because a run already queued (or started after they arrived) covers a day."""
+    waiting_days: tuple[str, ...] = ()
+    """The days not requested again for that reason."""
 
     def summary(self) -> str:
         text = (f"{sum(len(r.inbox_ids) for r in self.requests)} final callbacks into {len(self.requests)} run(s); "
                 f"{self.confirmed} confirmed from the last tick; {self.closed_without_run} closed without a run "
                 "(already staged, not final, or outside the partitions)")
+        if self.waiting:
+            text += (f"; {self.waiting} left for the run(s) already queued or in progress of "
+                     f"{', '.join(self.waiting_days)}")
         if self.cursor_problem:
             text += f"; ignored the cursor: {self.cursor_problem}"
         return text
 
 
 def plan_inbox_tick(engine: Engine, cursor_text: str | None, *, now: datetime | None = None,
-                    first_day: date | None = None, settings: CallbackSettings | None = None) -> InboxTick:
+                    first_day: date | None = None, settings: CallbackSettings | None = None,
+                    unfinished_runs: UnfinishedRuns | None = None) -> InboxTick:
     """Confirm the last tick's requests, then request runs for the unprocessed final callbacks.
 
     Callbacks of attempts already staged, non-final ones, and ones whose days fall outside
     ``[first_day, today]`` are closed (processed, no run key) without a run.
+
+    ``unfinished_runs`` (called at most once, with the days that have callbacks) lists the runs of those days
+    that have not finished. A day with a run that will still read iMocha after the callback arrived
+    (``UnfinishedRun.will_see``) is not requested for it, and the row stays unprocessed and out of the cursor
+    until its attempt is staged or no such run is left; a row requested for only some of its days likewise.
     """
     settings = settings or CallbackSettings()
     now = now or staging.utcnow()
@@ -264,7 +309,7 @@ def plan_inbox_tick(engine: Engine, cursor_text: str | None, *, now: datetime | 
     final = [row for row in rows if row.status in FINAL_STATUSES]
     staged = staged_invitation_ids(engine, sorted({row.test_invitation_id for row in final}))
     close = [row.id for row in rows if row.status not in FINAL_STATUSES or row.test_invitation_id in staged]
-    by_day: dict[date, list[Any]] = {}
+    days_of: dict[int, list[date]] = {}
     for row in final:
         if row.test_invitation_id in staged:
             continue
@@ -274,10 +319,25 @@ def plan_inbox_tick(engine: Engine, cursor_text: str | None, *, now: datetime | 
             logger.warning("callback inbox row %s (invitation %s) falls outside the partitions; closed without a run",
                            row.id, row.test_invitation_id)
             close.append(row.id)
-        for day in days:
-            by_day.setdefault(day, []).append(row)
+        days_of[row.id] = days
     with engine.begin() as conn:
         closed = _mark(conn, close, now, None)
+
+    all_days = sorted({day for days in days_of.values() for day in days})
+    runs_of: dict[str, list[UnfinishedRun]] = {}
+    if unfinished_runs is not None and all_days:
+        for run in unfinished_runs([day.isoformat() for day in all_days]):
+            runs_of.setdefault(run.partition_key, []).append(run)
+    by_day: dict[date, list[Any]] = {}
+    waiting: set[int] = set()
+    waiting_days: set[str] = set()
+    for row in final:
+        for day in days_of.get(row.id, ()):
+            if any(run.will_see(row.received_at) for run in runs_of.get(day.isoformat(), ())):
+                waiting.add(row.id)
+                waiting_days.add(day.isoformat())
+            else:
+                by_day.setdefault(day, []).append(row)
     requests = [
         CallbackRunRequest(
             partition_key=day.isoformat(),
@@ -287,9 +347,17 @@ def plan_inbox_tick(engine: Engine, cursor_text: str | None, *, now: datetime | 
         )
         for day, group in sorted(by_day.items())
     ]
-    skip_reason = None if requests else "No unprocessed final callbacks in the inbox"
-    return InboxTick(requests, InboxCursor({r.run_key: r.inbox_ids for r in requests}), skip_reason,
-                     confirmed, closed, cursor_problem)
+    # Only rows requested for every one of their days are confirmed (processed) by the next tick; a row one
+    # of whose days waits for an unfinished run stays unprocessed, so it is looked at again if that run fails.
+    cursor = InboxCursor({r.run_key: tuple(i for i in r.inbox_ids if i not in waiting) for r in requests})
+    skip_reason = None
+    if not requests:
+        skip_reason = "No unprocessed final callbacks in the inbox"
+        if waiting:
+            skip_reason = (f"{len(waiting)} final callback(s) wait for the completion_sync_job run(s) already queued "
+                           f"or in progress of {', '.join(sorted(waiting_days))}; no new run needed")
+    return InboxTick(requests, cursor, skip_reason, confirmed, closed, cursor_problem,
+                     waiting=len(waiting), waiting_days=tuple(sorted(waiting_days)))
 
 
 def _start_of(payload: Any) -> datetime | None:
