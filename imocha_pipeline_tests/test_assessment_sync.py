@@ -255,3 +255,27 @@ def test_test_list_entry_without_id_holds_back_retirements_until_a_clean_read(sa
     assert ours[f"imocha-{removed}"]["obsolete"] is True and ours[f"imocha-{garbled}"]["obsolete"] is False
     assert open_quarantine(sqlite_url) == {}
     assert materialization(clean, "assessment_sync_plan")["retirements_held_back"] == 0
+
+
+def test_a_test_detail_that_keeps_failing_is_read_again_after_the_others(sandbox, sqlite_url, instance):
+    """Six refusals in a row (429, Retry-After 0) use up the HTTP layer's attempts for one test's detail: the
+    test is read again after the others and the run creates every assessment; a second failure of the same
+    read ends the run with the client's error."""
+    from imocha_pipeline.sandbox.server import FaultConfig
+
+    unlucky = sandbox.world.tests[3].test_id
+    sandbox.imocha.faults.set(FaultConfig(rate_429_next=6, retry_after_seconds=0, path_prefix=f"/v3/tests/{unlucky}",
+                                          methods=["GET"]))
+    result = run_sync(sandbox, sqlite_url, instance)
+    assert result.success
+    assert set(degreed_ours(sandbox)) == {f"imocha-{t.test_id}" for t in sandbox.world.tests}
+    detail_reads = [e for e in sandbox.imocha.log.entries() if e.path == f"/v3/tests/{unlucky}"]
+    assert [e.status for e in detail_reads] == [429] * 6 + [200]
+
+    sandbox.imocha.faults.set(FaultConfig(rate_429_next=12, retry_after_seconds=0,
+                                          path_prefix=f"/v3/tests/{unlucky}", methods=["GET"]))
+    failed = run_sync(sandbox, sqlite_url, instance)
+    assert not failed.success
+    failure = next(e for e in failed.all_events if e.is_step_failure)
+    assert "still rate limited after retries" in str(failure.step_failure_data.error.cause
+                                                     or failure.step_failure_data.error)

@@ -258,3 +258,78 @@ def test_learner_and_skill_mapping_tables(sandbox, sqlite_url, instance, tmp_pat
     skipped = [p for p in h.rows(staging.sync_plan) if p["action"] == "skip"]
     assert len(skipped) == len(test.banks) - 1
     assert all("no Degreed skill mapped for iMocha skill" in p["reason"] for p in skipped)
+
+
+@pytest.mark.parametrize("refusals", [6, 18])
+def test_a_write_that_cannot_reach_degreed_gets_one_more_try_at_the_end_of_the_run(sqlite_url, instance, refusals):
+    """Degreed answers 429 to the next `refusals` completion creates (Retry-After 0, so the test is quick): six
+    use up the HTTP layer's attempts for the first completion, which the end-of-run try then delivers; with 18
+    both completions miss the first pass and the first one its second try too: it is recorded as failed, the
+    other delivered, and the next run sends the failed one. Nothing is ever created twice."""
+    from imocha_pipeline.sandbox.server import FaultConfig
+
+    config = SandboxConfig(seed=26, tests=1, learners=3, attempts=0, degreed_rate_limit=6000)
+    with Sandbox(config) as sandbox:
+        h = Harness(sandbox, sqlite_url, instance)
+        h.assessments()
+        test = sandbox.world.tests[0]
+        learners = sorted((x for x in sandbox.world.learners if x.in_degreed), key=lambda x: x.email.lower())[:2]
+        for learner in learners:
+            sandbox.imocha.complete_attempt(test.test_id, learner.email, learner.name,
+                                            bank_scores=percent_scores(test, [70.0] * len(test.banks)))
+        sandbox.degreed.faults.set(FaultConfig(rate_429_next=refusals, retry_after_seconds=0,
+                                               path_prefix="/api/v2/completions", methods=["POST"]))
+        result = h.completions()
+        assert result.success
+        meta = result.asset_materializations_for_node("completion_sync_apply")[0].metadata
+        assert meta["completion_retried_at_end"].value == (1 if refusals == 6 else 2)
+        assert meta["completion_failed"].value == (0 if refusals == 6 else 1)
+        emails = [c["user_email"].lower() for c in h.state()["completions"]]
+        assert sorted(emails) == sorted({x.email.lower() for x in (learners if refusals == 6 else learners[1:])})
+        if refusals == 18:
+            assert f"{learners[0].email.lower()}|imocha-{test.test_id}: " in meta["completion_errors"].value
+            assert "still rate limited after retries" in meta["completion_errors"].value
+            sandbox.degreed.faults.clear()
+            assert h.completions().success  # the next run sends it
+            emails = [c["user_email"].lower() for c in h.state()["completions"]]
+            assert sorted(emails) == sorted(x.email.lower() for x in learners)
+
+
+def test_an_unlucky_report_is_read_again_after_the_others_and_an_outage_stops_the_run_early(sqlite_url, instance):
+    """iMocha refuses the next six report reads (429, Retry-After 0): that report is read again after the
+    others and the run syncs everything. Then iMocha refuses every report read: the run fails with the
+    client's error after a bounded number of reads, instead of trying every queued report."""
+    from imocha_pipeline.sandbox.server import FaultConfig
+
+    config = SandboxConfig(seed=27, tests=2, learners=12, attempts=120, degreed_rate_limit=6000)
+    with Sandbox(config) as sandbox:
+        h = Harness(sandbox, sqlite_url, instance)
+        h.assessments()
+        today = datetime.now(UTC).date()
+        first_half = (today - timedelta(days=15)).isoformat(), (today - timedelta(days=8)).isoformat()
+        unlucky = next(a.test_invitation_id for a in sandbox.world.attempts
+                       if today - timedelta(days=14) <= a.attempted_on.date() <= today - timedelta(days=9))
+        sandbox.imocha.faults.set(FaultConfig(rate_429_next=6, retry_after_seconds=0,
+                                              path_prefix=f"/v3/reports/{unlucky}"))
+        mark = sandbox.imocha.log.last_seq
+        assert h.completions(*first_half).success
+        staged = {r["test_invitation_id"] for r in h.rows(staging.imocha_completions)}
+        assert unlucky in staged
+        reads = [e.path for e in sandbox.imocha.log.entries(mark) if e.path.startswith("/v3/reports/")]
+        assert len(reads) == len(staged) + 6  # six refused reads, then every report read once
+        assert {p for p in reads if reads.count(p) > 1} == {f"/v3/reports/{unlucky}"}
+
+        sandbox.imocha.faults.set(FaultConfig(rate_429_next=10_000, retry_after_seconds=0,
+                                              path_prefix="/v3/reports/"))
+        mark = sandbox.imocha.log.last_seq
+        result = h.completions((today - timedelta(days=7)).isoformat(), today.isoformat())
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert "still rate limited after retries" in str(failure.step_failure_data.error.cause or
+                                                         failure.step_failure_data.error)
+        reads = [e for e in sandbox.imocha.log.entries(mark) if e.path.startswith("/v3/reports/")]
+        todo = sum(1 for a in sandbox.world.attempts if a.attempted_on.date() >= today - timedelta(days=7))
+        # the retried-later limit and the failing one, plus what the four workers took on before the error
+        # surfaced in order (at most two rounds of them)
+        assert len(reads) <= 6 * (10 + 1 + 2 * 4)
+        assert todo * 6 > len(reads), "an outage must not be met with every queued report's retries"

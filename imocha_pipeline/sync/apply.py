@@ -12,6 +12,9 @@ What the reliability drills (issue 5) made explicit:
   time to land (one read timeout later), at the end of the loop, and sent again only if Degreed lacks it;
 - claims are leases renewed by a heartbeat (``ClaimKeeper``); records another run holds are retried at the
   end, so a dead run's claims are taken over by the next run instead of blocking them;
+- a write that could not reach Degreed even after the HTTP layer's retries (a burst of 5xx, dropped
+  connections, 429s) gets one more try at the end of the loop, reading Degreed first for a create, so a
+  short bad patch of the API does not leave records for the next run;
 - losing the staging database mid-loop ends the step with ``StagingDatabaseError``, a message that says
   what state the ledger is in (never a bare driver traceback with SQL and parameters).
 """
@@ -49,6 +52,7 @@ logger = logging.getLogger("imocha_pipeline.apply")
 
 
 MAX_UNSURE_ROUNDS = 4  # look-ups and resends of a create whose answer keeps getting lost, within one run
+RETRY_LATER_PAUSE_SECONDS = 2.0  # before the end-of-loop try of writes that could not reach Degreed
 
 
 class ApplyAborted(RuntimeError):
@@ -93,7 +97,7 @@ class ApplyResult:
     def as_metadata(self) -> dict[str, int]:
         keys = ("created", "updated", "retired", "adopted", "failed", "waiting_for_learner", "rejected",
                 "skipped_claimed", "resolved_from_degreed", "already_delivered", "delivered_by_other_run",
-                "unsure_sends")
+                "unsure_sends", "retried_at_end")
         return {key: int(self.counts.get(key, 0)) for key in keys}
 
 
@@ -152,6 +156,7 @@ def apply_plan(
     held: list[dict[str, Any]] = []
     unsure: list[tuple[float, dict[str, Any]]] = []  # creates whose fate is unknown, with when to look again
     unsure_rounds: Counter = Counter()
+    retry_later: list[dict[str, Any]] = []  # writes that could not reach Degreed on the first pass
     settle = default_read_timeout()
 
     def process(row: dict[str, Any], first_try: bool) -> bool:
@@ -199,13 +204,19 @@ def apply_plan(
             return True
         except (ApiTransportError, ServerError, RateLimitedError) as exc:
             ledger.fail(key, str(exc))
-            result.counts["failed"] += 1
-            result.errors.append({"record_key": key, "error": str(exc)})
             state["consecutive_transport"] += 1
             if state["consecutive_transport"] >= max_consecutive_transport_failures:
+                result.counts["failed"] += 1
                 raise ApplyAborted(
                     f"{state['consecutive_transport']} writes in a row could not reach Degreed; stopping "
                     f"(last: {exc})") from exc
+            if first_try:
+                logger.info("%s %s: %s; trying once more at the end of this run", ledger.entity, key, exc)
+                retry_later.append(row)
+                result.counts["retried_at_end"] += 1
+                return True
+            result.counts["failed"] += 1
+            result.errors.append({"record_key": key, "error": str(exc)})
             return True
         except ApiError as exc:
             ledger.fail(key, str(exc))
@@ -221,7 +232,7 @@ def apply_plan(
 
     try:
         with ClaimKeeper(ledger):
-            _loop(writes, process, held, unsure, ledger, result, progress, total, held_wait_seconds)
+            _loop(writes, process, held, unsure, retry_later, ledger, result, progress, total, held_wait_seconds)
     except sa_exc.DBAPIError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         raise StagingDatabaseError(
@@ -232,13 +243,21 @@ def apply_plan(
     return result
 
 
-def _loop(writes, process, held, unsure, ledger, result, progress, total, held_wait_seconds) -> None:
-    """Every write once; then the unsure creates (after they settled) and the records another run held."""
+def _loop(writes, process, held, unsure, retry_later, ledger, result, progress, total, held_wait_seconds) -> None:
+    """Every write once; then the writes that could not reach Degreed, the unsure creates (after they settled)
+    and the records another run held."""
     for done, row in enumerate(writes.to_dict("records"), start=1):
         if not process(row, first_try=True):
             held.append(row)
         if progress is not None:
             progress(done, total, result)
+    if retry_later:
+        logger.info("%d %s writes could not reach Degreed on the first pass; trying them once more",
+                    len(retry_later), ledger.entity)
+        time.sleep(RETRY_LATER_PAUSE_SECONDS)
+        for row in retry_later:
+            if not process(row, first_try=False):  # taken over by another run meanwhile
+                held.append(row)
     index = 0
     while index < len(unsure):  # grows when a resend is unsure again
         when, row = unsure[index]

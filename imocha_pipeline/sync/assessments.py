@@ -6,7 +6,6 @@ testable on its own and keeps Dagster objects thin.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +18,7 @@ from imocha_pipeline.clients.errors import NotFoundError, PayloadError
 from imocha_pipeline.clients.imocha import ImochaClient, ImochaPayloadError, TestListProblem
 from imocha_pipeline.sync import staging
 from imocha_pipeline.sync.diff import RETIRE, EntitySpec, plan
+from imocha_pipeline.sync.fetching import fetch_all
 from imocha_pipeline.sync.ledger import ACKNOWLEDGED, SENDING, Ledger
 from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS, AssessmentMapping, desired_assessments
 from imocha_pipeline.sync.quarantine import VALIDATION, Entry, Quarantine
@@ -101,8 +101,9 @@ def extract_assessments(client: ImochaClient, extracted_at: datetime, max_worker
             "extracted_at": extracted_at,
         }
 
-    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-        return [row for row in pool.map(enrich, tests) if row is not None]
+    by_id = {int(test.test_id): test for test in tests}
+    rows = fetch_all(lambda test_id: enrich(by_id[test_id]), list(by_id), max_workers=max_workers)
+    return [row for row in rows.values() if row is not None]
 
 
 def quarantine_unreadable_tests(engine: Engine, problems: list[tuple[int, str]], mapping_prefix: str,

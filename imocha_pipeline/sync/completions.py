@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import math
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from imocha_pipeline.clients.imocha import ImochaClient, ImochaReport, normalize
 from imocha_pipeline.settings import optional
 from imocha_pipeline.sync import staging
 from imocha_pipeline.sync.diff import EntitySpec
+from imocha_pipeline.sync.fetching import fetch_all
 
 COMPLETION = "completion"
 SKILL_RATING = "skill_rating"
@@ -162,6 +162,8 @@ def extract_completions(client: ImochaClient, engine: Engine, days: list[date], 
 
     A report is fetched once per attempt: attempts already staged are skipped unless ``full_refresh``.
     ``attempt_date`` is the day whose Retrieve-Invites window returned the attempt (the partition).
+    A report that still fails after the HTTP layer's retries (a 5xx streak) is read once more after the
+    others; if it fails again, or too many do (``sync.fetching``), the error ends the run.
     """
     extracted_at = extracted_at or staging.utcnow()
     day_of: dict[int, date] = {}
@@ -183,14 +185,13 @@ def extract_completions(client: ImochaClient, engine: Engine, days: list[date], 
             problems.append((invitation_id, "report not available yet (404); it is read again on a later run"))
         except ApiError as exc:
             if exc.retryable:
-                raise
+                raise  # read again after the others (fetch_all); a second failure ends the run
             problems.append((invitation_id, f"report could not be read: {exc}"))
         return None
 
-    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-        reports = list(pool.map(fetch, todo))
+    reports = fetch_all(fetch, todo, max_workers=max_workers)
     completions, scores = [], []
-    for invitation_id, report in zip(todo, reports, strict=True):
+    for invitation_id, report in reports.items():
         if report is None:
             continue
         if int(report.test_invitation_id) != int(invitation_id):
