@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from imocha_pipeline_tests.drills import scenarios
     from imocha_pipeline_tests.drills.harness import Drill, DrillSize, scan_for_secrets
-    from imocha_pipeline_tests.drills.proxy import TcpProxy
+    from imocha_pipeline_tests.drills.proxy import proxied_postgres_schema
 
     only = {int(x) for x in args.only.split(",") if x.strip()}
     size = DrillSize(tests=args.tests, learners=args.learners, attempts=args.attempts, seed=args.seed,
@@ -183,31 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         if not _pg_available(args.postgres_url):
             rows.append(Row("6 staging database lost mid-run", "—", "—", "—", "—", "SKIPPED (no PostgreSQL)", 0))
         else:
-            from imocha_pipeline.sync.staging import normalise_url
-
-            schema = f"bench_{uuid.uuid4().hex[:10]}"
-            admin_url = normalise_url(args.postgres_url)
-            admin = sa.create_engine(admin_url)
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-            proxy = TcpProxy()
-            application = f"drill_{schema}"
-            base = args.postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-            url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}&application_name={application}"
             t = time.monotonic()
-            try:
-                with new_drill(url) as drill:
-                    outcome = scenarios.drill_database_lost(drill, proxy, admin_url, application,
-                                                            at=max(6, size.attempts // 4))
-                    outcome.baseline_requests = baseline
-                    record(outcome, time.monotonic() - t, detail="(failed run: " + "; ".join(
-                        m.split(": ", 2)[-1][:90] for m in outcome.facts["failures"]) + ")")
-                    scan(drill)
-            finally:
-                proxy.close()
-                with admin.begin() as conn:
-                    conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+            with proxied_postgres_schema(args.postgres_url, "bench") as pg, new_drill(pg.url) as drill:
+                outcome = scenarios.drill_database_lost(drill, pg.proxy, pg.admin_url, pg.application,
+                                                        at=max(6, size.attempts // 4))
+                outcome.baseline_requests = baseline
+                record(outcome, time.monotonic() - t, detail="(failed run: " + "; ".join(
+                    m.split(": ", 2)[-1][:90] for m in outcome.facts["failures"]) + ")")
+                scan(drill)
     if 7 in only:
         t = time.monotonic()
         with new_drill() as drill:

@@ -130,13 +130,22 @@ def _accepted(entries: list[dict]) -> tuple[list[dict], int]:
     return [e for e in api if e["status"] != 429], sum(1 for e in api if e["status"] == 429)
 
 
+def _too_few(name: str, writes: int, limit: int) -> Result:
+    return Result.failed(name, f"needs more writes than the limit ({writes} <= {limit}) to reach a steady state")
+
+
+def _world(writes: int, limit: int, seed: int) -> tuple[int, SandboxSpec]:
+    """Enough learners and tests for ``writes`` distinct completions, all learners in Degreed."""
+    learners = min(200, writes)
+    return learners, SandboxSpec(seed=seed, tests=max(1, math.ceil(writes / learners)), learners=learners,
+                                 attempts=0, missing_in_degreed=0, degreed_rate_limit=limit)
+
+
 def run_single(writes: int = 1000, limit: int = 600, log=print) -> list[Result]:
     name = "1. write throughput"
     if writes <= limit:
-        return [Result.failed(name, f"needs more writes than the limit ({writes} <= {limit}) to reach a steady state")]
-    learners = min(200, writes)
-    spec = SandboxSpec(seed=21, tests=max(1, math.ceil(writes / learners)), learners=learners, attempts=0,
-                       missing_in_degreed=0, degreed_rate_limit=limit)
+        return [_too_few(name, writes, limit)]
+    learners, spec = _world(writes, limit, seed=21)
     log(f"[throughput] {writes} completions at {limit}/min through the apply path (about "
         f"{60 * writes / limit / 60:.1f} min) ...")
     with SandboxProcess(spec) as box, tempfile.TemporaryDirectory(prefix="bench-throughput-") as folder:
@@ -166,10 +175,8 @@ def run_single(writes: int = 1000, limit: int = 600, log=print) -> list[Result]:
 def run_shared(writes: int = 1000, limit: int = 600, processes: int = 2, log=print) -> list[Result]:
     name = "2. shared budget"
     if writes <= limit:
-        return [Result.failed(name, f"needs more writes than the limit ({writes} <= {limit}) to reach a steady state")]
-    learners = min(200, writes)
-    spec = SandboxSpec(seed=22, tests=max(1, math.ceil(writes / learners)), learners=learners, attempts=0,
-                       missing_in_degreed=0, degreed_rate_limit=limit)
+        return [_too_few(name, writes, limit)]
+    learners, spec = _world(writes, limit, seed=22)
     log(f"[shared] {processes} processes, one client id, {writes} completions in all at {limit}/min ...")
     with SandboxProcess(spec) as box, tempfile.TemporaryDirectory(prefix="bench-shared-") as folder:
         staging_url = f"sqlite:///{Path(folder) / 'staging.sqlite'}"

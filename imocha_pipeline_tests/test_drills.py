@@ -4,16 +4,12 @@ recovers the way an operator would and compares Degreed's final state with the t
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-import sqlalchemy as sa
 
-from imocha_pipeline.sync.staging import normalise_url
 from imocha_pipeline_tests.drills import scenarios
 from imocha_pipeline_tests.drills.catalogue import TRANSPORT_KINDS
 from imocha_pipeline_tests.drills.harness import Drill, DrillSize, scan_for_secrets
-from imocha_pipeline_tests.drills.proxy import TcpProxy
+from imocha_pipeline_tests.drills.proxy import proxied_postgres_schema
 
 SMALL = DrillSize(tests=3, learners=10, attempts=16, seed=501, history_days=4)
 TINY = DrillSize(tests=3, learners=6, attempts=8, seed=502, history_days=3)
@@ -104,20 +100,9 @@ def test_drill5_overlapping_runs_write_each_record_once(make_drill):
 
 @pytest.mark.postgres
 def test_drill6_postgres_lost_mid_run_fails_cleanly_and_the_next_run_completes(make_drill, postgres_server_url):
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin_url = normalise_url(postgres_server_url)
-    admin = sa.create_engine(admin_url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    proxy = TcpProxy()
-    application = f"drill_{schema}"
-    base = postgres_server_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}").replace(
-        "localhost:5432", f"127.0.0.1:{proxy.port}")
-    separator = "&" if "?" in base else "?"
-    url = f"{base}{separator}options=-csearch_path%3D{schema}&application_name={application}"
-    try:
-        drill = make_drill(url=url)
-        outcome = scenarios.drill_database_lost(drill, proxy, admin_url, application)
+    with proxied_postgres_schema(postgres_server_url, "t") as pg:
+        drill = make_drill(url=pg.url)
+        outcome = scenarios.drill_database_lost(drill, pg.proxy, pg.admin_url, pg.application)
         facts = outcome.facts
         assert facts["failed_run"]
         (message,) = facts["failures"]
@@ -125,11 +110,6 @@ def test_drill6_postgres_lost_mid_run_fails_cleanly_and_the_next_run_completes(m
         assert "the next run reads Degreed before sending it again" in message
         assert all(facts["recovery_success"]) and facts["created_twice"] == []
         assert_exact(outcome)
-    finally:
-        proxy.close()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def test_drill7_bad_input_catalogue_quarantines_with_reasons_and_good_records_sync(make_drill):

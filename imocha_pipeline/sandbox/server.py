@@ -170,7 +170,7 @@ class SimulatorMiddleware:
         if scope["type"] != "http" or scope["path"].startswith(CONTROL_PREFIX):
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         method, path = scope["method"], scope["path"]
         query = scope.get("query_string", b"").decode("latin-1")
         client = self.client_of(scope, body) if self.client_of else None
@@ -228,7 +228,8 @@ class SimulatorMiddleware:
             record(captured["status"])
 
 
-async def _read_body(receive) -> bytes:
+async def read_body(receive) -> bytes:
+    """The whole body of an ASGI request, however many `http.request` messages it came in."""
     chunks = []
     while True:
         message = await receive()

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from imocha_pipeline.sandbox.server import CONTROL_PREFIX
+from imocha_pipeline.sandbox.server import CONTROL_PREFIX, read_body
 
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
@@ -96,15 +96,7 @@ class Gate:
         if rule.when == "before":
             # Take the whole request first, as a server does, so it can still be processed after the client
             # gave up on it (a read timeout whose write lands anyway).
-            chunks = []
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    break
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body"):
-                    break
-            body = b"".join(chunks)
+            body = await read_body(receive)
             await reach()
             if rule.hold and not rule.resume:
                 return  # never processed: the client was killed while the request was in flight

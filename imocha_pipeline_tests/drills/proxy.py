@@ -7,6 +7,9 @@ import contextlib
 import select
 import socket
 import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 
 class TcpProxy:
@@ -74,3 +77,40 @@ class TcpProxy:
         self._closed = True
         self.cut()
         self._listener.close()
+
+
+@dataclass(frozen=True)
+class ProxiedSchema:
+    """A drill's own PostgreSQL schema, reached through a ``TcpProxy`` (see ``proxied_postgres_schema``)."""
+
+    url: str  # the staging URL: through the proxy, search_path = the schema, application_name tagged
+    proxy: TcpProxy
+    admin_url: str  # straight to the server, for pg_terminate_backend of the tagged connections
+    application: str
+
+
+@contextlib.contextmanager
+def proxied_postgres_schema(server_url: str, prefix: str) -> Iterator[ProxiedSchema]:
+    """Create a fresh schema, start a proxy in front of the server, and drop both afterwards."""
+    import sqlalchemy as sa
+
+    from imocha_pipeline.sync.staging import normalise_url
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin_url = normalise_url(server_url)
+    admin = sa.create_engine(admin_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    proxy = TcpProxy()
+    application = f"drill_{schema}"
+    proxied = f"127.0.0.1:{proxy.port}"
+    base = server_url.replace("127.0.0.1:5432", proxied).replace("localhost:5432", proxied)
+    separator = "&" if "?" in base else "?"
+    url = f"{base}{separator}options=-csearch_path%3D{schema}&application_name={application}"
+    try:
+        yield ProxiedSchema(url, proxy, admin_url, application)
+    finally:
+        proxy.close()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
