@@ -255,8 +255,10 @@ def test_callbacks_sensor_requests_the_right_partitions_once(sandbox, endpoint, 
     assert all(row["processed_at"] is not None for row in marked.values())
 
     # The polling sensor leaves attempts to the runs the callbacks already requested.
+    # Polled once the over-midnight attempt has finished (at 00:10), even when the test runs just after midnight.
+    poll_at = max(datetime.now(UTC), today + timedelta(minutes=30))
     with ImochaClient(sandbox.imocha_url, SANDBOX_IMOCHA_API_KEY) as client:
-        poll = poll_completions(client, staging.get_engine(staging_url), None)
+        poll = poll_completions(client, staging.get_engine(staging_url), None, now=poll_at)
     assert poll.requests == [] and poll.attempts_seen == 3
 
 

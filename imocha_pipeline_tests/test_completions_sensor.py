@@ -271,7 +271,9 @@ def test_dagster_sensor_requests_partitioned_runs_and_keeps_one_cursor(sandbox, 
     assert sensor.minimum_interval_seconds == 30
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
-    completed = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    # Inside the 15-minute overlap, so the cursor keeps it pending whatever the time of day (an hour earlier
+    # would put it before the next scan's start just after midnight, where the cursor rightly drops it).
+    completed = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     [invitation_id] = finish(sandbox, completed)
     # Unlike the callbacks sensor, polling asks for a day even when a run of it is queued: its cursor counts an
     # attempt as requested for good once asked for, so leaving it to a queued run that then fails would lose it.
