@@ -71,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", default=None, help="also write the table (markdown) to this file")
     args = parser.parse_args(argv)
 
+    from imocha_pipeline.sandbox.runtime import SandboxConfig
     from imocha_pipeline_tests.drills import scenarios
-    from imocha_pipeline_tests.drills.harness import Drill, DrillSize, scan_for_secrets
+    from imocha_pipeline_tests.drills.harness import Drill, scan_for_secrets
     from imocha_pipeline_tests.drills.proxy import proxied_postgres_schema
 
     only = {int(x) for x in args.only.split(",") if x.strip()}
-    size = DrillSize(tests=args.tests, learners=args.learners, attempts=args.attempts, seed=args.seed,
+    size = SandboxConfig(tests=args.tests, learners=args.learners, attempts=args.attempts, seed=args.seed,
                      history_days=args.history_days)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-drills-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import Result, quiet_warnings, ratio_text
-from bench.sandbox_proc import SandboxProcess, SandboxSpec
+from bench.sandbox_proc import SandboxProcess
+from imocha_pipeline.sandbox.runtime import SandboxConfig
 
 DEGREED_PAGE = 1000
 IMOCHA_TEST_PAGE = 100
@@ -127,10 +128,10 @@ def _template(path: str) -> str:
 
 def run(tests: int = 250, learners: int = 200, attempts: int = 400, change_share: float = 0.01,
         log=print) -> list[Result]:
-    spec = SandboxSpec(seed=3, tests=tests, learners=learners, attempts=attempts, missing_in_degreed=0,
+    world = SandboxConfig(seed=3, tests=tests, learners=learners, attempts=attempts, missing_in_degreed=0,
                        degreed_rate_limit=100_000)
     log(f"[economy] sandbox: {tests} tests, {learners} learners, {attempts} finished attempts ...")
-    with SandboxProcess(spec) as box, tempfile.TemporaryDirectory(prefix="bench-economy-") as folder:
+    with SandboxProcess(world) as box, tempfile.TemporaryDirectory(prefix="bench-economy-") as folder:
         scenario = Scenario(box, folder)
         try:
             today = datetime.now(UTC).date()

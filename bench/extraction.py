@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.report import Result, ratio_text
-from bench.sandbox_proc import SandboxProcess, SandboxSpec
+from bench.sandbox_proc import SandboxProcess
+from imocha_pipeline.sandbox.runtime import SandboxConfig
 
 TARGET_RATIO = 1.25
 
@@ -30,9 +31,9 @@ def run(reports: int = 1000, latency_ms: float = 100.0, parallelism: int | None 
     from imocha_pipeline.sync.staging import dispose_engine, get_engine
 
     name = "5. extraction"
-    spec = SandboxSpec(seed=5, tests=20, learners=max(40, reports // 5), attempts=reports, history_days=14)
+    world = SandboxConfig(seed=5, tests=20, learners=max(40, reports // 5), attempts=reports, history_days=14)
     log(f"[extract] starting the sandbox with {reports} finished attempts ...")
-    with SandboxProcess(spec) as box, tempfile.TemporaryDirectory(prefix="bench-extract-") as folder:
+    with SandboxProcess(world) as box, tempfile.TemporaryDirectory(prefix="bench-extract-") as folder:
         env = box.env
         url = f"sqlite:///{Path(folder) / 'staging.sqlite'}"
         engine = get_engine(url)

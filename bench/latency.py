@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import Result, percentile, quiet_warnings
-from bench.sandbox_proc import SandboxProcess, SandboxSpec
+from bench.sandbox_proc import SandboxProcess
+from imocha_pipeline.sandbox.runtime import SandboxConfig
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -308,10 +309,10 @@ def run(count: int = 50, spacing: float = 3.0, modes: tuple[str, ...] = ("pollin
     from imocha_pipeline.sync.staging import dispose_engine
 
     quiet_warnings()
-    spec = SandboxSpec(seed=31, tests=10, learners=max(20, (2 * count + 20) // 10 + 1), attempts=0,
+    world = SandboxConfig(seed=31, tests=10, learners=max(20, (2 * count + 20) // 10 + 1), attempts=0,
                        missing_in_degreed=0, degreed_rate_limit=rate_limit)
     results: list[Result] = []
-    with SandboxProcess(spec) as box, tempfile.TemporaryDirectory(prefix="bench-latency-") as folder:
+    with SandboxProcess(world) as box, tempfile.TemporaryDirectory(prefix="bench-latency-") as folder:
         # One staging database for every phase, so a phase's first poll finds the earlier phases' attempts staged.
         staging_url = f"sqlite:///{Path(folder) / 'staging.sqlite'}"
         prepare(box, staging_url)

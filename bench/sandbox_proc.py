@@ -9,34 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import requests
 
-
-@dataclass(frozen=True)
-class SandboxSpec:
-    seed: int = 7
-    tests: int = 10
-    learners: int = 30
-    attempts: int = 40
-    missing_in_degreed: int | None = None
-    history_days: int = 14
-    degreed_rate_limit: int = 70
-    completion_duplicates: str = "409"
+from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
 
 
-def _serve(spec: dict[str, Any], conn) -> None:
-    from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
-    from imocha_pipeline.sandbox.seed import generate_world
-
-    s = SandboxSpec(**spec)
-    world = generate_world(seed=s.seed, tests=s.tests, learners=s.learners, attempts=s.attempts,
-                           missing_in_degreed=s.missing_in_degreed, history_days=s.history_days)
-    config = SandboxConfig(seed=s.seed, tests=s.tests, learners=s.learners, attempts=s.attempts,
-                           degreed_rate_limit=s.degreed_rate_limit, completion_duplicates=s.completion_duplicates)
-    box = Sandbox(config, world=world)
+def _serve(config: dict[str, Any], conn) -> None:
+    box = Sandbox(SandboxConfig(**config))
+    world = box.world
     try:
         box.start()
         conn.send({
@@ -55,13 +38,13 @@ def _serve(spec: dict[str, Any], conn) -> None:
 
 
 class SandboxProcess:
-    """``with SandboxProcess(SandboxSpec(...)) as box:`` — ``box.env`` holds the pipeline's settings."""
+    """``with SandboxProcess(SandboxConfig(...)) as box:`` — ``box.env`` holds the pipeline's settings."""
 
-    def __init__(self, spec: SandboxSpec | None = None):
-        self.spec = spec or SandboxSpec()
+    def __init__(self, config: SandboxConfig | None = None):
+        self.config = config or SandboxConfig()
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(asdict(self.spec), child), daemon=True,
+        self._process = ctx.Process(target=_serve, args=(asdict(self.config), child), daemon=True,
                                     name="bench-sandbox")
         self._http = requests.Session()
         self.info: dict[str, Any] = {}

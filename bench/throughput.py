@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import Result, quiet_warnings, ratio_text
-from bench.sandbox_proc import SandboxProcess, SandboxSpec
+from bench.sandbox_proc import SandboxProcess
+from imocha_pipeline.sandbox.runtime import SandboxConfig
 
 WINDOW = 60.0
 TARGET_SINGLE = 0.95
@@ -134,10 +135,10 @@ def _too_few(name: str, writes: int, limit: int) -> Result:
     return Result.failed(name, f"needs more writes than the limit ({writes} <= {limit}) to reach a steady state")
 
 
-def _world(writes: int, limit: int, seed: int) -> tuple[int, SandboxSpec]:
+def _world(writes: int, limit: int, seed: int) -> tuple[int, SandboxConfig]:
     """Enough learners and tests for ``writes`` distinct completions, all learners in Degreed."""
     learners = min(200, writes)
-    return learners, SandboxSpec(seed=seed, tests=max(1, math.ceil(writes / learners)), learners=learners,
+    return learners, SandboxConfig(seed=seed, tests=max(1, math.ceil(writes / learners)), learners=learners,
                                  attempts=0, missing_in_degreed=0, degreed_rate_limit=limit)
 
 
@@ -145,10 +146,10 @@ def run_single(writes: int = 1000, limit: int = 600, log=print) -> list[Result]:
     name = "1. write throughput"
     if writes <= limit:
         return [_too_few(name, writes, limit)]
-    learners, spec = _world(writes, limit, seed=21)
+    learners, world = _world(writes, limit, seed=21)
     log(f"[throughput] {writes} completions at {limit}/min through the apply path (about "
         f"{60 * writes / limit / 60:.1f} min) ...")
-    with SandboxProcess(spec) as box, tempfile.TemporaryDirectory(prefix="bench-throughput-") as folder:
+    with SandboxProcess(world) as box, tempfile.TemporaryDirectory(prefix="bench-throughput-") as folder:
         learners_list, tests = _prepare(box, writes, learners)
         rows = completion_rows(learners_list, tests, writes)
         mark = box.last_seq()[1]
@@ -176,9 +177,9 @@ def run_shared(writes: int = 1000, limit: int = 600, processes: int = 2, log=pri
     name = "2. shared budget"
     if writes <= limit:
         return [_too_few(name, writes, limit)]
-    learners, spec = _world(writes, limit, seed=22)
+    learners, world = _world(writes, limit, seed=22)
     log(f"[shared] {processes} processes, one client id, {writes} completions in all at {limit}/min ...")
-    with SandboxProcess(spec) as box, tempfile.TemporaryDirectory(prefix="bench-shared-") as folder:
+    with SandboxProcess(world) as box, tempfile.TemporaryDirectory(prefix="bench-shared-") as folder:
         staging_url = f"sqlite:///{Path(folder) / 'staging.sqlite'}"
         from imocha_pipeline.sync.staging import dispose_engine, get_engine
 

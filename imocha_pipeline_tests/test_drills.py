@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import pytest
 
+from imocha_pipeline.sandbox.runtime import SandboxConfig
 from imocha_pipeline_tests.drills import scenarios
 from imocha_pipeline_tests.drills.catalogue import TRANSPORT_KINDS
-from imocha_pipeline_tests.drills.harness import Drill, DrillSize, scan_for_secrets
+from imocha_pipeline_tests.drills.harness import Drill, scan_for_secrets
 from imocha_pipeline_tests.drills.proxy import proxied_postgres_schema
 
-SMALL = DrillSize(tests=3, learners=10, attempts=16, seed=501, history_days=4)
-TINY = DrillSize(tests=3, learners=6, attempts=8, seed=502, history_days=3)
+SMALL = SandboxConfig(tests=3, learners=10, attempts=16, seed=501, history_days=4)
+TINY = SandboxConfig(tests=3, learners=6, attempts=8, seed=502, history_days=3)
 
 
 @pytest.fixture
 def make_drill(tmp_path):
     made: list[Drill] = []
 
-    def make(size: DrillSize = SMALL, url: str | None = None, **kwargs) -> Drill:
+    def make(size: SandboxConfig = SMALL, url: str | None = None, **kwargs) -> Drill:
         drill = Drill(size, url or f"sqlite:///{tmp_path / f'staging-{len(made)}.sqlite'}",
                       workdir=str(tmp_path), **kwargs)
         made.append(drill)
@@ -50,7 +51,7 @@ def test_drill1_sigkill_at_twenty_points_loses_and_duplicates_nothing(make_drill
 
 
 def test_drill2_api_faults_on_both_apis_end_in_the_exact_state(make_drill):
-    size = DrillSize(tests=2, learners=6, attempts=10, seed=503, history_days=3)
+    size = SandboxConfig(tests=2, learners=6, attempts=10, seed=503, history_days=3)
     baseline = make_drill(size)
     baseline.sync_all()
     clean = baseline.compare()

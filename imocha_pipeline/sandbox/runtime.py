@@ -23,12 +23,19 @@ class SandboxConfig:
     tests: int = 10
     learners: int = 30
     attempts: int = 40
+    missing_in_degreed: int | None = None
+    """Learners with no Degreed account (None: about 5%, at least one)."""
+    history_days: int = 14
+    """How many days back the seeded attempts reach."""
     degreed_rate_limit: int = 70
     imocha_port: int = 0
     degreed_port: int = 0
     completion_duplicates: str = "409"
     token_ttl_seconds: int = 3600
     imocha_rate_limit_per_second: float | None = None
+
+    def describe(self) -> str:
+        return f"{self.tests} tests, {self.learners} learners, {self.attempts} attempts"
 
 
 class Sandbox:
@@ -38,7 +45,8 @@ class Sandbox:
         self.config = config or SandboxConfig()
         cfg = self.config
         self.world = world or generate_world(seed=cfg.seed, tests=cfg.tests, learners=cfg.learners,
-                                             attempts=cfg.attempts)
+                                             attempts=cfg.attempts, missing_in_degreed=cfg.missing_in_degreed,
+                                             history_days=cfg.history_days)
         self.imocha = ImochaSimulator(self.world, SANDBOX_IMOCHA_API_KEY,
                                       rate_limit_per_second=cfg.imocha_rate_limit_per_second)
         self.degreed = DegreedSimulator(self.world, rate_limit_per_minute=cfg.degreed_rate_limit,

@@ -21,7 +21,7 @@ import signal
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from imocha_pipeline.definitions import build_definitions
 from imocha_pipeline.defs.resources import resources_from_settings
 from imocha_pipeline.sandbox.degreed_sim import DEFAULT_CLIENT_ID, ApiClientSpec
 from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
-from imocha_pipeline.sandbox.seed import generate_world
 from imocha_pipeline.sandbox.server import ServerThread
 from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
 from imocha_pipeline.sync import staging
@@ -49,18 +48,6 @@ DRILL_ENV = {
     "IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS": "5",
     "IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS": "3",
 }
-
-
-@dataclass(frozen=True)
-class DrillSize:
-    tests: int = 4
-    learners: int = 12
-    attempts: int = 24
-    seed: int = 501
-    history_days: int = 14
-
-    def describe(self) -> str:
-        return f"{self.tests} tests, {self.learners} learners, {self.attempts} attempts"
 
 
 class DrillSandbox(Sandbox):
@@ -148,15 +135,11 @@ class ChildRun:
 class Drill:
     """One seeded world, its staging database and the jobs; see the module docstring."""
 
-    def __init__(self, size: DrillSize, staging_url: str, *, degreed_rate_limit: int = 100_000,
+    def __init__(self, size: SandboxConfig, staging_url: str, *, degreed_rate_limit: int = 100_000,
                  workdir: str | None = None, extra_env: dict[str, str] | None = None):
         self.size = size
         self.staging_url = staging_url
-        config = SandboxConfig(seed=size.seed, tests=size.tests, learners=size.learners, attempts=size.attempts,
-                               degreed_rate_limit=degreed_rate_limit)
-        world = generate_world(seed=size.seed, tests=size.tests, learners=size.learners, attempts=size.attempts,
-                               history_days=size.history_days)
-        self.sandbox = DrillSandbox(config, world).start()
+        self.sandbox = DrillSandbox(replace(size, degreed_rate_limit=degreed_rate_limit)).start()
         self.env = {**DRILL_ENV, **(extra_env or {})}
         self._saved_env = {name: os.environ.get(name) for name in self.env}
         os.environ.update(self.env)
@@ -490,5 +473,5 @@ def scan_for_secrets(texts: dict[str, str], secrets_list: list[str]) -> list[tup
     return found
 
 
-__all__ = ["Comparison", "Drill", "DrillSize", "GateRule", "Truth", "compare", "compute_truth", "history_tags",
+__all__ = ["Comparison", "Drill", "GateRule", "Truth", "compare", "compute_truth", "history_tags",
            "processed_creates", "scan_for_secrets", "today_tags"]
