@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -54,7 +54,9 @@ def test_reconcile_restores_a_deleted_completion_and_reports_an_edited_one(synce
     box.degreed.delete_completion(deleted["id"])
     box.degreed.update_completion(edited["id"], percentile=12.0)
     stranger = next(x for x in box.world.learners if x.in_degreed and x not in learners)
-    box.degreed.add_completion(stranger.email, f"imocha-{box.world.tests[1].test_id}", "2026-11-01T10:00:00")
+    # Inside the 30-day reconcile window whatever the date (a fixed date fell out of it a month later).
+    three_days_ago = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S")
+    box.degreed.add_completion(stranger.email, f"imocha-{box.world.tests[1].test_id}", three_days_ago)
 
     result = reconcile(defs, instance)
     check = check_result(result)
