@@ -20,7 +20,9 @@ from imocha_pipeline.sandbox.server import ServerThread
 from imocha_pipeline.settings import MissingSettingError
 from imocha_pipeline.sync import staging
 from imocha_pipeline.sync.callbacks import (
+    MAX_PAGES_PER_TICK,
     RUN_KEY_PREFIX,
+    CallbackSettings,
     UnfinishedRun,
     candidate_days,
     parse_callback,
@@ -442,6 +444,47 @@ def test_a_callback_of_two_days_one_of_them_waiting_stays_unprocessed_until_both
     third = plan_inbox_tick(engine, second.cursor.to_json(), now=now, unfinished_runs=queued_27th)
     assert third.requests == [] and third.confirmed == 1 and len(lookups) == 1, "nothing left: no look-up"
     assert inbox_by_id(staging_url)[row]["processed_at"] is not None
+
+
+def test_callbacks_waiting_for_a_queued_run_do_not_hold_back_newer_ones(staging_url):
+    engine = staging.get_engine(staging_url)
+    settings = CallbackSettings(max_rows_per_tick=3)
+    # Seven callbacks arrived before the run of the 28th started (it will list them); five after (it may not).
+    before = [store_final(engine, 400 + n, utc("2026-11-28T09:00:00"), utc("2026-11-28T10:00:00")) for n in range(7)]
+    after = [store_final(engine, 500 + n, utc("2026-11-28T10:00:00"), utc("2026-11-28T11:00:00")) for n in range(5)]
+    now = utc("2026-11-28T11:05:00")
+    lookups: list[list[str]] = []
+
+    def started_at_half_past_ten(days):
+        lookups.append(list(days))
+        return [UnfinishedRun("2026-11-28", "run-28", started_at=utc("2026-11-28T10:30:00"))]
+
+    first = plan_inbox_tick(engine, None, now=now, settings=settings, unfinished_runs=started_at_half_past_ten)
+    [request] = first.requests
+    assert request.inbox_ids == tuple(after[:3]), "the cap counts requested callbacks, not the waiting ones"
+    assert first.waiting == 7 and lookups == [["2026-11-28"]], "one look-up for a day, however many pages"
+    second = plan_inbox_tick(engine, first.cursor.to_json(), now=now, settings=settings,
+                             unfinished_runs=started_at_half_past_ten)
+    assert second.confirmed == 3 and [r.inbox_ids for r in second.requests] == [tuple(after[3:])]
+    third = plan_inbox_tick(engine, second.cursor.to_json(), now=now, settings=settings,
+                            unfinished_runs=started_at_half_past_ten)
+    assert third.requests == [] and third.confirmed == 2 and "7 final callback(s) wait" in third.skip_reason
+    rows = inbox_by_id(staging_url)
+    assert all(rows[i]["processed_at"] is None for i in before), "left for the run, which may still fail"
+    assert all(rows[i]["processed_at"] is not None for i in after)
+
+
+def test_a_tick_reads_a_bounded_number_of_pages_past_waiting_callbacks(staging_url):
+    engine = staging.get_engine(staging_url)
+    settings = CallbackSettings(max_rows_per_tick=1)
+    for n in range(MAX_PAGES_PER_TICK):
+        store_final(engine, 600 + n, utc("2026-11-28T09:00:00"), utc("2026-11-28T10:00:00"))
+    late = store_final(engine, 700, utc("2026-11-28T10:00:00"), utc("2026-11-28T11:00:00"))
+    started = [UnfinishedRun("2026-11-28", "run-28", started_at=utc("2026-11-28T10:30:00"))]
+    first = plan_inbox_tick(engine, None, now=utc("2026-11-28T11:05:00"), settings=settings,
+                            unfinished_runs=lambda days: started)
+    assert first.requests == [] and first.waiting == MAX_PAGES_PER_TICK, "the late one is beyond this tick's pages"
+    assert inbox_by_id(staging_url)[late]["processed_at"] is None, "still there for a later tick"
 
 
 # ---------------------------------------------------------------- replay

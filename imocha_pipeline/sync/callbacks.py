@@ -61,6 +61,8 @@ FINAL_STATUSES = ("Complete", "Test Left", "Terminated")
 IN_PROGRESS = "In Progress"
 CURSOR_VERSION = 1
 RUN_KEY_PREFIX = "callbacks"
+MAX_PAGES_PER_TICK = 10
+"""Pages of ``max_rows_per_tick`` unprocessed inbox rows one tick reads at most."""
 
 _TEXT_FIELDS = ("CandidateEmailId", "AttemptedOn", "AttemptedOnUtc", "ReportPDFUrl", "PerformanceCategory",
                 "BaseImgUrl")
@@ -253,7 +255,7 @@ class UnfinishedRun:
 
 
 UnfinishedRuns = Callable[[Sequence[str]], Iterable[UnfinishedRun]]
-"""Given partition keys, the unfinished runs of those days (one instance query per tick)."""
+"""Given partition keys, the unfinished runs of those days (one instance query per call, usually one a tick)."""
 
 
 @dataclass(frozen=True)
@@ -291,53 +293,78 @@ def plan_inbox_tick(engine: Engine, cursor_text: str | None, *, now: datetime | 
     Callbacks of attempts already staged, non-final ones, and ones whose days fall outside
     ``[first_day, today]`` are closed (processed, no run key) without a run.
 
-    ``unfinished_runs`` (called at most once, with the days that have callbacks) lists the runs of those days
-    that have not finished. A day with a run that will still read iMocha after the callback arrived
-    (``UnfinishedRun.will_see``) is not requested for it, and the row stays unprocessed and out of the cursor
-    until its attempt is staged or no such run is left; a row requested for only some of its days likewise.
+    At most ``max_rows_per_tick`` final callbacks are requested a tick; rows waiting for a run do not count, so
+    the tick reads on past them, a page at a time.
+
+    ``unfinished_runs`` (called once per page with the days not looked up yet, so usually once a tick) lists
+    the runs of those days that have not finished. A day with a run that will still read iMocha after the
+    callback arrived (``UnfinishedRun.will_see``) is not requested for it, and the row stays unprocessed and
+    out of the cursor until its attempt is staged or no such run is left; a row requested for only some of
+    its days likewise.
     """
     settings = settings or CallbackSettings()
     now = now or staging.utcnow()
+    cap = settings.max_rows_per_tick
     cursor, cursor_problem = parse_inbox_cursor(cursor_text)
     inbox = staging.callback_inbox
     with engine.begin() as conn:
         confirmed = _confirm(conn, cursor.requested, now)
-        rows = conn.execute(
-            sa.select(inbox.c.id, inbox.c.test_invitation_id, inbox.c.status, inbox.c.payload, inbox.c.received_at)
-            .where(inbox.c.processed_at.is_(None)).order_by(inbox.c.id).limit(settings.max_rows_per_tick)
-        ).all()
-    final = [row for row in rows if row.status in FINAL_STATUSES]
-    staged = staged_invitation_ids(engine, sorted({row.test_invitation_id for row in final}))
-    close = [row.id for row in rows if row.status not in FINAL_STATUSES or row.test_invitation_id in staged]
-    days_of: dict[int, list[date]] = {}
-    for row in final:
-        if row.test_invitation_id in staged:
-            continue
-        days = [day for day in candidate_days(_start_of(row.payload), row.received_at, settings.max_attempt)
-                if (first_day is None or day >= first_day) and day <= now.date()]
-        if not days:
-            logger.warning("callback inbox row %s (invitation %s) falls outside the partitions; closed without a run",
-                           row.id, row.test_invitation_id)
-            close.append(row.id)
-        days_of[row.id] = days
-    with engine.begin() as conn:
-        closed = _mark(conn, close, now, None)
 
-    all_days = sorted({day for days in days_of.values() for day in days})
     runs_of: dict[str, list[UnfinishedRun]] = {}
-    if unfinished_runs is not None and all_days:
-        for run in unfinished_runs([day.isoformat() for day in all_days]):
-            runs_of.setdefault(run.partition_key, []).append(run)
+    looked_up: set[date] = set()
     by_day: dict[date, list[Any]] = {}
     waiting: set[int] = set()
     waiting_days: set[str] = set()
-    for row in final:
-        for day in days_of.get(row.id, ()):
-            if any(run.will_see(row.received_at) for run in runs_of.get(day.isoformat(), ())):
-                waiting.add(row.id)
-                waiting_days.add(day.isoformat())
-            else:
-                by_day.setdefault(day, []).append(row)
+    closed = requested_rows = 0
+    after_id = 0
+    # Rows left waiting for a queued run stay unprocessed; reading on past them (a page at a time, at most
+    # MAX_PAGES_PER_TICK) keeps a backlog of them from holding back newer callbacks until that run ends.
+    for _page in range(MAX_PAGES_PER_TICK):
+        with engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(inbox.c.id, inbox.c.test_invitation_id, inbox.c.status, inbox.c.payload,
+                          inbox.c.received_at)
+                .where(inbox.c.processed_at.is_(None), inbox.c.id > after_id).order_by(inbox.c.id).limit(cap)
+            ).all()
+        if not rows:
+            break
+        after_id = rows[-1].id
+        final = [row for row in rows if row.status in FINAL_STATUSES]
+        staged = staged_invitation_ids(engine, sorted({row.test_invitation_id for row in final}))
+        close = [row.id for row in rows if row.status not in FINAL_STATUSES or row.test_invitation_id in staged]
+        days_of: dict[int, list[date]] = {}
+        for row in final:
+            if row.test_invitation_id in staged:
+                continue
+            days = [day for day in candidate_days(_start_of(row.payload), row.received_at, settings.max_attempt)
+                    if (first_day is None or day >= first_day) and day <= now.date()]
+            if not days:
+                logger.warning("callback inbox row %s (invitation %s) falls outside the partitions; closed without "
+                               "a run", row.id, row.test_invitation_id)
+                close.append(row.id)
+            days_of[row.id] = days
+        with engine.begin() as conn:
+            closed += _mark(conn, close, now, None)
+
+        new_days = sorted({day for days in days_of.values() for day in days} - looked_up)
+        if unfinished_runs is not None and new_days:
+            for run in unfinished_runs([day.isoformat() for day in new_days]):
+                runs_of.setdefault(run.partition_key, []).append(run)
+        looked_up.update(new_days)
+        for row in final:
+            if requested_rows >= cap:
+                break  # the rest comes next tick
+            requested = False
+            for day in days_of.get(row.id, ()):
+                if any(run.will_see(row.received_at) for run in runs_of.get(day.isoformat(), ())):
+                    waiting.add(row.id)
+                    waiting_days.add(day.isoformat())
+                else:
+                    by_day.setdefault(day, []).append(row)
+                    requested = True
+            requested_rows += requested
+        if requested_rows >= cap or len(rows) < cap:
+            break
     requests = [
         CallbackRunRequest(
             partition_key=day.isoformat(),
