@@ -14,8 +14,15 @@ from imocha_pipeline.defs.resources import ImochaResource, StagingDatabaseResour
 from imocha_pipeline.defs.sensors import TRIGGER_TAG, imocha_completions_sensor
 from imocha_pipeline.sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox, SandboxConfig
 from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.completion_sensor import PollCursor, PollSettings, parse_cursor, poll_completions
-from imocha_pipeline_tests.test_callbacks import queued_run
+from imocha_pipeline.sync.completion_sensor import (
+    PollCursor,
+    PollSettings,
+    UnfinishedRun,
+    parse_cursor,
+    poll_completions,
+    run_key_for,
+)
+from imocha_pipeline_tests.test_callbacks import queued_run, report
 
 NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 LOOKBACK = timedelta(days=2)
@@ -74,6 +81,10 @@ def test_cursor_round_trips_through_json():
     state = parse_cursor(text, NOW, LOOKBACK)
     assert state.restart_reason is None and state.cursor == cursor
 
+    left = PollCursor(until=NOW, waiting={9: (date(2026, 11, 28), NOW - timedelta(minutes=1))})
+    assert json.loads(left.to_json())["waiting"] == {"9": ["2026-11-28", "2026-11-28T01:59:00Z"]}
+    assert parse_cursor(left.to_json(), NOW, LOOKBACK).cursor == left
+
 
 @pytest.mark.parametrize(("text", "reason"), [
     (None, "no cursor yet"),
@@ -89,6 +100,9 @@ def test_cursor_round_trips_through_json():
     ('{"v": 1, "until": "2026-11-28T01:00:00Z", "pending": [1, 2]}', "'pending'"),
     ('{"v": 1, "until": "2026-11-28T01:00:00Z", "pending": {"x": "2026-11-28"}}', "'pending'"),
     ('{"v": 1, "until": "2026-11-28T01:00:00Z", "pending": {"5": "soon"}}', "'pending'"),
+    ('{"v": 1, "until": "2026-11-28T01:00:00Z", "pending": {}, "waiting": [5]}', "'waiting'"),
+    ('{"v": 1, "until": "2026-11-28T01:00:00Z", "pending": {}, "waiting": {"5": "2026-11-28"}}', "'waiting'"),
+    ('{"v": 1, "until": "2026-11-28T01:00:00Z", "pending": {}, "waiting": {"5": ["2026-11-28", "x"]}}', "'waiting'"),
 ])
 def test_unusable_cursor_restarts_at_the_lookback_with_the_reason(text, reason):
     state = parse_cursor(text, NOW, LOOKBACK)
@@ -253,6 +267,47 @@ def test_attempts_a_callback_already_requested_are_not_polled_again(sandbox, cli
     assert set(requested(outcome)) == {other}
 
 
+def test_a_day_whose_run_has_not_read_imocha_yet_is_left_to_it_until_it_stages_the_attempts(sandbox, client,
+                                                                                           sqlite_url):
+    engine = staging.get_engine(sqlite_url)
+    staged_by_run, missed_by_run = finish(sandbox, NOW - timedelta(minutes=20), count=2, spacing=timedelta(minutes=1))
+    runs: list[UnfinishedRun] = [UnfinishedRun("2026-11-28", "queued")]
+    lookups: list[list[str]] = []
+
+    def unfinished(days):
+        lookups.append(list(days))
+        return list(runs)
+
+    first = poll_completions(client, engine, None, now=NOW, unfinished_runs=unfinished)
+    assert first.requests == [] and set(first.cursor.waiting) == {staged_by_run, missed_by_run}
+    assert lookups == [["2026-11-28"]] and "2 finished attempt(s) left to the completion_sync_job run(s) of " \
+        "2026-11-28" in first.skip_reason
+
+    # The run starts (after the poll saw them) and stages one of the two: that one leaves the list.
+    runs[:] = [UnfinishedRun("2026-11-28", "queued", started_at=NOW + timedelta(seconds=10))]
+    stage(engine, [staged_by_run], date(2026, 11, 28))
+    second = poll_completions(client, engine, first.cursor_json, now=NOW + timedelta(seconds=30),
+                              unfinished_runs=unfinished)
+    assert second.requests == [] and set(second.cursor.waiting) == {missed_by_run}
+
+    # It ends without the other one: asked for now, with the day's new attempt, in one run.
+    runs.clear()
+    newer = finish(sandbox, NOW + timedelta(seconds=40))[0]
+    third = poll_completions(client, engine, second.cursor_json, now=NOW + timedelta(seconds=60),
+                             unfinished_runs=unfinished)
+    assert requested(third) == {missed_by_run: "2026-11-28", newer: "2026-11-28"} and len(third.requests) == 1
+    assert third.cursor.waiting == {} and set(third.cursor.pending) == {missed_by_run, newer}
+
+
+def test_a_run_that_started_before_the_attempt_was_seen_does_not_stand_in_for_a_new_one(sandbox, client,
+                                                                                      sqlite_url):
+    engine = staging.get_engine(sqlite_url)
+    [late] = finish(sandbox, NOW - timedelta(minutes=2))
+    started = [UnfinishedRun("2026-11-28", "running", started_at=NOW - timedelta(minutes=1))]
+    outcome = poll_completions(client, engine, None, now=NOW, unfinished_runs=lambda days: started)
+    assert requested(outcome) == {late: "2026-11-28"} and outcome.cursor.waiting == {}
+
+
 # ---------------------------------------------------------------- the Dagster sensor
 
 
@@ -275,18 +330,34 @@ def test_dagster_sensor_requests_partitioned_runs_and_keeps_one_cursor(sandbox, 
     # would put it before the next scan's start just after midnight, where the cursor rightly drops it).
     completed = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     [invitation_id] = finish(sandbox, completed)
-    # Unlike the callbacks sensor, polling asks for a day even when a run of it is queued: its cursor counts an
-    # attempt as requested for good once asked for, so leaving it to a queued run that then fails would lose it.
-    queued_run(instance, defs, completed.date().isoformat())
-    first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))
+    # A run of the day is queued: it will list the attempt when it starts, so no second run is asked for.
+    queued = queued_run(instance, defs, completed.date().isoformat())
+
+    def tick(cursor):
+        return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources,
+                                                            definitions=defs, cursor=cursor))
+
+    waiting = tick(None)
+    assert waiting.run_requests == [] and "left to the completion_sync_job run(s)" in waiting.skip_message
+    left = json.loads(waiting.cursor)
+    assert left["pending"] == {} and left["waiting"][str(invitation_id)][0] == completed.date().isoformat()
+    report(instance, queued, dg.DagsterEventType.RUN_STARTING)
+    report(instance, queued, dg.DagsterEventType.RUN_START)
+    still = tick(waiting.cursor)
+    assert still.run_requests == [] and json.loads(still.cursor)["waiting"] == left["waiting"], "started after"
+
+    # That run fails without staging it: the next tick asks for the day, with the attempt.
+    report(instance, queued, dg.DagsterEventType.RUN_FAILURE)
+    first = tick(still.cursor)
     [run] = first.run_requests
     assert run.partition_key == completed.date().isoformat()
-    assert run.tags[TRIGGER_TAG] == "poll" and run.run_key.startswith(f"completions:{run.partition_key}:")
+    assert run.tags[TRIGGER_TAG] == "poll" and run.run_key == run_key_for("completions", completed.date(),
+                                                                          [invitation_id])
     cursor = json.loads(first.cursor)
     assert cursor["v"] == 1 and cursor["pending"] == {str(invitation_id): run.partition_key}
+    assert "waiting" not in cursor
 
-    second = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources,
-                                                          definitions=defs, cursor=first.cursor))
+    second = tick(first.cursor)
     assert second.run_requests == [] and "No new finished attempts" in second.skip_message
 
     corrupt = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources,

@@ -11,11 +11,12 @@ Runs carry the tag ``imocha_pipeline/trigger`` (``poll`` or ``callback``) and a 
 partition and the attempts (or inbox rows) they were requested for, so a retried tick never launches
 a second run for the same work.
 
-The callbacks sensor asks the Dagster instance (one query per tick, only when there are callbacks) for the
-unfinished runs of its days, and requests no run for a day whose run is queued or starting, or started after
-the callback arrived: that run will read the attempt (``sync/callbacks.py``). The polling sensor does not: its
-cursor marks an attempt as requested for good once a tick asks for it, so leaving an attempt to a queued run
-that then fails would lose it from the safety net.
+Both sensors ask the Dagster instance (one query per tick, only when there is something to request) for the
+unfinished runs of the days concerned, and request no run for a day whose run will still read iMocha after
+the attempt was known finished (queued or starting; for a callback also started after it arrived): that run
+lists the attempt. The callbacks sensor leaves the inbox row unprocessed meanwhile (``sync/callbacks.py``), the
+polling sensor keeps the attempt in its cursor's ``waiting`` list (``sync/completion_sensor.py``); either asks
+for the day after all if that run ends without staging the attempt, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ def unfinished_completion_runs(instance: dg.DagsterInstance, partition_keys: Seq
         "Polls iMocha's Retrieve Invites for attempts finished since the last tick (re-reading a 15-minute "
         "overlap for late arrivals) and requests one completion_sync_job run per UTC day with new ones. "
         "Attempts already staged or already requested are skipped; at most 500 per tick, the rest next tick. "
-        "Cursor: {\"v\": 1, \"until\": <UTC>, \"pending\": {<invitation id>: <day>}}; an unusable cursor "
+        "A day whose run is queued or starting is not requested again: the attempts wait for that run, and are "
+        "requested if it ends without staging them. Cursor: {\"v\": 1, \"until\": <UTC>, \"pending\": "
+        "{<invitation id>: <day>}, \"waiting\": {<invitation id>: [<day>, <seen UTC>]}}; an unusable cursor "
         "restarts 2 days back. Settings: IMOCHA_PIPELINE_POLL_*."
     ),
 )
@@ -106,7 +109,8 @@ def imocha_completions_sensor(
     client = tick_client(imocha.resolved_base_url(), imocha.api_key, settings)
     try:
         outcome = poll_completions(client, staging_db.engine(), context.cursor, settings=settings,
-                                   earliest=completion_partitions.start)
+                                   earliest=completion_partitions.start,
+                                   unfinished_runs=lambda days: unfinished_completion_runs(context.instance, days))
     finally:
         client.close()
     if outcome.restart_reason:

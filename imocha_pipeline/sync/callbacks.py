@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
@@ -52,7 +52,13 @@ from imocha_pipeline.clients.imocha import (
     to_number,
 )
 from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.completion_sensor import AttemptSource, number_setting, run_key_for
+from imocha_pipeline.sync.completion_sensor import (
+    AttemptSource,
+    UnfinishedRun,
+    UnfinishedRuns,
+    number_setting,
+    run_key_for,
+)
 from imocha_pipeline.sync.completions import staged_invitation_ids
 
 logger = logging.getLogger(__name__)
@@ -232,30 +238,6 @@ class CallbackRunRequest:
     run_key: str
     inbox_ids: tuple[int, ...]
     invitation_ids: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class UnfinishedRun:
-    """A ``completion_sync_job`` run of one day that has not finished (what the Dagster instance says).
-
-    ``started_at`` is None while it is queued or starting: it has not read iMocha yet.
-    """
-
-    partition_key: str
-    run_id: str
-    started_at: datetime | None = None
-
-    def will_see(self, received_at: datetime) -> bool:
-        """Whether this run reads Retrieve Invites after an attempt whose final callback arrived at ``received_at``.
-
-        iMocha calls back once the attempt is over, so a run that starts later lists it; a run that started
-        earlier may have read the day before the attempt ended.
-        """
-        return self.started_at is None or received_at < self.started_at
-
-
-UnfinishedRuns = Callable[[Sequence[str]], Iterable[UnfinishedRun]]
-"""Given partition keys, the unfinished runs of those days (one instance query per call, usually one a tick)."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
@@ -107,17 +107,23 @@ def tick_client(base_url: str, api_key: str, settings: PollSettings) -> ImochaCl
 
 @dataclass(frozen=True)
 class PollCursor:
-    """Where the scan stands: ``until`` (UTC) and the requested-but-not-staged attempts by day."""
+    """Where the scan stands: ``until`` (UTC), the requested-but-not-staged attempts by day, and the attempts
+    left to a run of their day that had not read iMocha yet (day and when the poll saw them finished)."""
 
     until: datetime
     pending: dict[int, date] = field(default_factory=dict)
+    waiting: dict[int, tuple[date, datetime]] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({
+        data: dict = {
             "v": CURSOR_VERSION,
             "until": format_utc(self.until),
             "pending": {str(i): self.pending[i].isoformat() for i in sorted(self.pending)},
-        }, separators=(",", ":"))
+        }
+        if self.waiting:
+            data["waiting"] = {str(i): [day.isoformat(), format_utc(seen)]
+                               for i, (day, seen) in sorted(self.waiting.items())}
+        return json.dumps(data, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,16 @@ def _read_cursor(text: str | None, now: datetime) -> PollCursor:
         parsed = {int(key): date.fromisoformat(value) for key, value in pending.items()}
     except (TypeError, ValueError):
         raise _Restart("the cursor's 'pending' holds an entry that is not <invitation id>: <YYYY-MM-DD>") from None
-    return PollCursor(until=until, pending=parsed)
+    waiting = data.get("waiting", {})
+    if not isinstance(waiting, dict):
+        raise _Restart("the cursor's 'waiting' is not an object")
+    try:
+        left = {int(key): (date.fromisoformat(day), parse_timestamp(seen)) for key, (day, seen) in waiting.items()}
+    except (TypeError, ValueError):
+        left = None
+    if left is None or any(seen is None for _, seen in left.values()):
+        raise _Restart("the cursor's 'waiting' holds an entry that is not <invitation id>: [<YYYY-MM-DD>, <UTC>]")
+    return PollCursor(until=until, pending=parsed, waiting=left)
 
 
 def _whole_seconds(moment: datetime) -> datetime:
@@ -186,6 +201,30 @@ def scan_windows(start: datetime, end: datetime, size: timedelta) -> list[tuple[
 
 
 # ---------------------------------------------------------------- the tick
+
+
+@dataclass(frozen=True)
+class UnfinishedRun:
+    """A ``completion_sync_job`` run of one day that has not finished (what the Dagster instance says).
+
+    ``started_at`` is None while it is queued or starting: it has not read iMocha yet.
+    """
+
+    partition_key: str
+    run_id: str
+    started_at: datetime | None = None
+
+    def will_see(self, finished_by: datetime) -> bool:
+        """Whether this run reads Retrieve Invites after ``finished_by``, a moment the attempt was known over.
+
+        That is when its final callback arrived, or when a poll listed it as completed: a run that starts
+        later lists it; a run that started earlier may have read the day before the attempt ended.
+        """
+        return self.started_at is None or finished_by < self.started_at
+
+
+UnfinishedRuns = Callable[[Sequence[str]], Iterable[UnfinishedRun]]
+"""Given partition keys, the unfinished runs of those days (one instance query per call, usually one a tick)."""
 
 
 def callback_requested_ids(engine: Engine, ids: list[int]) -> set[int]:
@@ -249,6 +288,7 @@ class PollOutcome:
                  f"{self.already_requested} already requested",
                  f"{self.new_attempts} new in {len(self.requests)} run(s)",
                  f"{len(self.cursor.pending)} pending",
+                 f"{len(self.cursor.waiting)} left to a run not started yet",
                  f"{self.duration_seconds:.2f}s"]
         text = "; ".join(parts)
         if self.cursor.until < self.scan_end:
@@ -261,11 +301,14 @@ class PollOutcome:
 
 def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | None, *,
                      now: datetime | None = None, settings: PollSettings | None = None,
-                     earliest: datetime | None = None,
+                     earliest: datetime | None = None, unfinished_runs: UnfinishedRuns | None = None,
                      monotonic: Callable[[], float] = time.monotonic) -> PollOutcome:
     """Run one polling tick: read the new windows, pick the attempts to request, and move the cursor.
 
     ``earliest`` (the first partition's start) bounds every scan. ``now`` defaults to the current UTC time.
+    ``unfinished_runs`` (called at most once, with the days concerned) lists the runs of those days that have
+    not finished: new attempts of a day whose run has not read iMocha yet are left to it (``waiting`` in the
+    cursor) instead of asking for a second run, and requested after all if it ends without staging them.
     """
     started = monotonic()
     settings = settings or PollSettings()
@@ -279,17 +322,18 @@ def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | N
 
     fetched: list[tuple[tuple[datetime, datetime], list[ImochaAttempt]]] = []
     candidates = 0
+    known = set(cursor.pending) | set(cursor.waiting)
     for window in windows:
         if fetched and (candidates >= settings.max_attempts
                         or monotonic() - started > settings.time_budget_seconds):
             break
         attempts = client.list_attempts(window[0], window[1], state="completed")
         fetched.append((window, attempts))
-        candidates += sum(1 for a in attempts if a.test_invitation_id not in cursor.pending)
+        candidates += sum(1 for a in attempts if a.test_invitation_id not in known)
 
     seen = sorted({a.test_invitation_id for _, attempts in fetched for a in attempts})
-    staged = staged_invitation_ids(engine, sorted(set(seen) | set(cursor.pending)))
-    by_callback = callback_requested_ids(engine, [i for i in seen if i not in staged and i not in cursor.pending])
+    staged = staged_invitation_ids(engine, sorted(set(seen) | known))
+    by_callback = callback_requested_ids(engine, [i for i in seen if i not in staged and i not in known])
 
     chosen: dict[date, list[int]] = {}
     taken: set[int] = set()
@@ -297,7 +341,7 @@ def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | N
     capped = False
     for index, (window, attempts) in enumerate(fetched):
         day = window[0].date()
-        fresh = sorted({a.test_invitation_id for a in attempts} - staged - set(cursor.pending) - by_callback - taken)
+        fresh = sorted({a.test_invitation_id for a in attempts} - staged - known - by_callback - taken)
         room = settings.max_attempts - len(taken)
         if len(fresh) > room:
             fresh, capped = fresh[:room], True
@@ -312,6 +356,8 @@ def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | N
             break
 
     new_until = complete_until
+    waiting = _leave_to_unfinished_runs(chosen, {i: w for i, w in cursor.waiting.items() if i not in staged},
+                                        unfinished_runs, now)
     # An entry matters only while the next scan (from new_until - overlap) can list its attempt again.
     keep_from = (new_until - settings.overlap).date()
     pending = {i: d for i, d in cursor.pending.items() if i not in staged}
@@ -324,9 +370,13 @@ def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | N
     if not requests:
         listed = f"all {len(seen)} listed are already staged or requested" if seen else "iMocha listed none"
         skip_reason = f"No new finished attempts since {format_utc(scan_start)}: {listed}"
+        if waiting:
+            days = ", ".join(sorted({day.isoformat() for day, _ in waiting.values()}))
+            skip_reason = (f"No run needed: {len(waiting)} finished attempt(s) left to the completion_sync_job "
+                           f"run(s) of {days} that have not read iMocha yet")
     outcome = PollOutcome(
         requests=requests,
-        cursor=PollCursor(until=new_until, pending=pending),
+        cursor=PollCursor(until=new_until, pending=pending, waiting=waiting),
         skip_reason=skip_reason,
         restart_reason=state.restart_reason,
         scan_start=scan_start,
@@ -335,10 +385,40 @@ def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | N
         windows_total=len(windows),
         attempts_seen=len(seen),
         already_staged=len(staged & set(seen)),
-        already_requested=len((set(cursor.pending) | by_callback) & (set(seen) - staged)),
+        already_requested=len((known | by_callback) & (set(seen) - staged)),
         capped=capped,
         duration_seconds=monotonic() - started,
     )
     logger.info("completions poll: %s", outcome.summary())
     return outcome
+
+
+def _leave_to_unfinished_runs(chosen: dict[date, list[int]], still_waiting: dict[int, tuple[date, datetime]],
+                              unfinished_runs: UnfinishedRuns | None,
+                              now: datetime) -> dict[int, tuple[date, datetime]]:
+    """Move from ``chosen`` to the returned waiting list the days a run will still read; release the rest.
+
+    A new attempt waits when a run of its day has not started yet (it lists everything finished before it
+    starts). A waiting attempt stays while a run of its day started after the poll saw it finished, or has not
+    started; once none is left and the attempt is still not staged (the run failed, was canceled or missed
+    it), it goes back into ``chosen`` and is requested this tick.
+    """
+    days = sorted(set(chosen) | {day for day, _ in still_waiting.values()})
+    runs_of: dict[str, list[UnfinishedRun]] = {}
+    if unfinished_runs is not None and days:
+        for run in unfinished_runs([day.isoformat() for day in days]):
+            runs_of.setdefault(run.partition_key, []).append(run)
+
+    def covered(day: date, finished_by: datetime) -> bool:
+        return any(run.will_see(finished_by) for run in runs_of.get(day.isoformat(), ()))
+
+    waiting: dict[int, tuple[date, datetime]] = {}
+    for day in [day for day in chosen if covered(day, now)]:
+        waiting.update(dict.fromkeys(chosen.pop(day), (day, now)))
+    for invitation_id, (day, seen_at) in sorted(still_waiting.items()):
+        if covered(day, seen_at):
+            waiting[invitation_id] = (day, seen_at)
+        else:
+            chosen.setdefault(day, []).append(invitation_id)
+    return waiting
 
