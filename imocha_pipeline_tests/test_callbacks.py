@@ -23,14 +23,13 @@ from imocha_pipeline.sync.callbacks import (
     MAX_PAGES_PER_TICK,
     RUN_KEY_PREFIX,
     CallbackSettings,
-    UnfinishedRun,
     candidate_days,
     parse_callback,
     plan_inbox_tick,
     replay_missed_callbacks,
     store_callback,
 )
-from imocha_pipeline.sync.completion_sensor import poll_completions, run_key_for
+from imocha_pipeline.sync.completion_sensor import UnfinishedRun, poll_completions, run_key_for
 
 TOKEN = "s3cret-callback-token-0123456789"
 SPEC_COMPLETE = {  # spec §8.2, verbatim

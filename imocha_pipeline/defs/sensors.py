@@ -28,8 +28,14 @@ import dagster as dg
 
 from imocha_pipeline.defs.partitions import completion_partitions
 from imocha_pipeline.defs.resources import ImochaResource, StagingDatabaseResource
-from imocha_pipeline.sync.callbacks import CallbackSettings, UnfinishedRun, plan_inbox_tick
-from imocha_pipeline.sync.completion_sensor import PollSettings, number_setting, poll_completions, tick_client
+from imocha_pipeline.sync.callbacks import CallbackSettings, plan_inbox_tick
+from imocha_pipeline.sync.completion_sensor import (
+    PollSettings,
+    UnfinishedRun,
+    number_setting,
+    poll_completions,
+    tick_client,
+)
 
 COMPLETION_JOB = "completion_sync_job"
 TRIGGER_TAG = "imocha_pipeline/trigger"

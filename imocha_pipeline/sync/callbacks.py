@@ -54,8 +54,8 @@ from imocha_pipeline.clients.imocha import (
 from imocha_pipeline.sync import staging
 from imocha_pipeline.sync.completion_sensor import (
     AttemptSource,
-    UnfinishedRun,
     UnfinishedRuns,
+    UnfinishedRunsByDay,
     number_setting,
     run_key_for,
 )
@@ -292,8 +292,7 @@ def plan_inbox_tick(engine: Engine, cursor_text: str | None, *, now: datetime | 
     with engine.begin() as conn:
         confirmed = _confirm(conn, cursor.requested, now)
 
-    runs_of: dict[str, list[UnfinishedRun]] = {}
-    looked_up: set[date] = set()
+    runs = UnfinishedRunsByDay(unfinished_runs)
     by_day: dict[date, list[Any]] = {}
     waiting: set[int] = set()
     waiting_days: set[str] = set()
@@ -328,17 +327,13 @@ def plan_inbox_tick(engine: Engine, cursor_text: str | None, *, now: datetime | 
         with engine.begin() as conn:
             closed += _mark(conn, close, now, None)
 
-        new_days = sorted({day for days in days_of.values() for day in days} - looked_up)
-        if unfinished_runs is not None and new_days:
-            for run in unfinished_runs([day.isoformat() for day in new_days]):
-                runs_of.setdefault(run.partition_key, []).append(run)
-        looked_up.update(new_days)
+        runs.look_up(day for days in days_of.values() for day in days)
         for row in final:
             if requested_rows >= cap:
                 break  # the rest comes next tick
             requested = False
             for day in days_of.get(row.id, ()):
-                if any(run.will_see(row.received_at) for run in runs_of.get(day.isoformat(), ())):
+                if runs.will_see(day, row.received_at):
                     waiting.add(row.id)
                     waiting_days.add(day.isoformat())
                 else:

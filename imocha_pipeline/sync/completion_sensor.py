@@ -224,7 +224,28 @@ class UnfinishedRun:
 
 
 UnfinishedRuns = Callable[[Sequence[str]], Iterable[UnfinishedRun]]
-"""Given partition keys, the unfinished runs of those days (one instance query per call, usually one a tick)."""
+"""Given partition keys, the unfinished runs of those days (one instance query per call)."""
+
+
+class UnfinishedRunsByDay:
+    """The unfinished runs of the days a tick deals with, asked of ``lookup`` once per day (None: no runs)."""
+
+    def __init__(self, lookup: UnfinishedRuns | None):
+        self._lookup = lookup
+        self._runs: dict[str, list[UnfinishedRun]] = {}
+        self._looked_up: set[date] = set()
+
+    def look_up(self, days: Iterable[date]) -> None:
+        """One call of ``lookup`` for those of ``days`` not looked up yet (none when all were)."""
+        new = sorted(set(days) - self._looked_up)
+        if self._lookup is not None and new:
+            for run in self._lookup([day.isoformat() for day in new]):
+                self._runs.setdefault(run.partition_key, []).append(run)
+        self._looked_up.update(new)
+
+    def will_see(self, day: date, finished_by: datetime) -> bool:
+        """Whether a looked-up run of ``day`` reads iMocha after ``finished_by`` (``UnfinishedRun.will_see``)."""
+        return any(run.will_see(finished_by) for run in self._runs.get(day.isoformat(), ()))
 
 
 def callback_requested_ids(engine: Engine, ids: list[int]) -> set[int]:
@@ -403,20 +424,13 @@ def _leave_to_unfinished_runs(chosen: dict[date, list[int]], still_waiting: dict
     started; once none is left and the attempt is still not staged (the run failed, was canceled or missed
     it), it goes back into ``chosen`` and is requested this tick.
     """
-    days = sorted(set(chosen) | {day for day, _ in still_waiting.values()})
-    runs_of: dict[str, list[UnfinishedRun]] = {}
-    if unfinished_runs is not None and days:
-        for run in unfinished_runs([day.isoformat() for day in days]):
-            runs_of.setdefault(run.partition_key, []).append(run)
-
-    def covered(day: date, finished_by: datetime) -> bool:
-        return any(run.will_see(finished_by) for run in runs_of.get(day.isoformat(), ()))
-
+    runs = UnfinishedRunsByDay(unfinished_runs)
+    runs.look_up(set(chosen) | {day for day, _ in still_waiting.values()})
     waiting: dict[int, tuple[date, datetime]] = {}
-    for day in [day for day in chosen if covered(day, now)]:
+    for day in [day for day in chosen if runs.will_see(day, now)]:
         waiting.update(dict.fromkeys(chosen.pop(day), (day, now)))
     for invitation_id, (day, seen_at) in sorted(still_waiting.items()):
-        if covered(day, seen_at):
+        if runs.will_see(day, seen_at):
             waiting[invitation_id] = (day, seen_at)
         else:
             chosen.setdefault(day, []).append(invitation_id)
