@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     only = {int(x) for x in args.only.split(",") if x.strip()}
     size = SandboxConfig(tests=args.tests, learners=args.learners, attempts=args.attempts, seed=args.seed,
-                     history_days=args.history_days)
+                         history_days=args.history_days)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-drills-"))
     workdir.mkdir(parents=True, exist_ok=True)
     started_all = time.monotonic()

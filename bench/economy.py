@@ -129,7 +129,7 @@ def _template(path: str) -> str:
 def run(tests: int = 250, learners: int = 200, attempts: int = 400, change_share: float = 0.01,
         log=print) -> list[Result]:
     world = SandboxConfig(seed=3, tests=tests, learners=learners, attempts=attempts, missing_in_degreed=0,
-                       degreed_rate_limit=100_000)
+                          degreed_rate_limit=100_000)
     log(f"[economy] sandbox: {tests} tests, {learners} learners, {attempts} finished attempts ...")
     with SandboxProcess(world) as box, tempfile.TemporaryDirectory(prefix="bench-economy-") as folder:
         scenario = Scenario(box, folder)

@@ -310,7 +310,7 @@ def run(count: int = 50, spacing: float = 3.0, modes: tuple[str, ...] = ("pollin
 
     quiet_warnings()
     world = SandboxConfig(seed=31, tests=10, learners=max(20, (2 * count + 20) // 10 + 1), attempts=0,
-                       missing_in_degreed=0, degreed_rate_limit=rate_limit)
+                          missing_in_degreed=0, degreed_rate_limit=rate_limit)
     results: list[Result] = []
     with SandboxProcess(world) as box, tempfile.TemporaryDirectory(prefix="bench-latency-") as folder:
         # One staging database for every phase, so a phase's first poll finds the earlier phases' attempts staged.

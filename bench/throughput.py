@@ -139,7 +139,7 @@ def _world(writes: int, limit: int, seed: int) -> tuple[int, SandboxConfig]:
     """Enough learners and tests for ``writes`` distinct completions, all learners in Degreed."""
     learners = min(200, writes)
     return learners, SandboxConfig(seed=seed, tests=max(1, math.ceil(writes / learners)), learners=learners,
-                                 attempts=0, missing_in_degreed=0, degreed_rate_limit=limit)
+                                   attempts=0, missing_in_degreed=0, degreed_rate_limit=limit)
 
 
 def run_single(writes: int = 1000, limit: int = 600, log=print) -> list[Result]:
