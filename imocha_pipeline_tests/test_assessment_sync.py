@@ -58,7 +58,7 @@ def test_first_run_creates_everything_and_second_run_writes_nothing(sandbox, sta
         active = next(link for link in spec.links if link.status == "active")
         assert item["url"] == f"https://test.imocha.io/{active.test_link}"
         assert item["obsolete"] is False
-    assert materialization(result, "assessment_sync_apply")["created"] == len(tests)
+    assert materialization(result, "assessment_sync_apply")["assessment_created"] == len(tests)
 
     engine = staging.get_engine(staging_url)
     with engine.connect() as conn:
@@ -101,10 +101,19 @@ def test_rename_patches_only_the_title_and_removal_retires_then_readding_revives
 
 def test_content_created_by_someone_else_is_adopted_not_duplicated(sandbox, sqlite_url, instance):
     test_id = sandbox.world.tests[2].test_id
+    # Degreed lists new content only after a while (the lag real APIs show after a write): the snapshot does not
+    # see it, the plan says create, and the create answers a real 409.
+    sandbox.degreed.configure(content_listing_lag_seconds=600)
     existing = sandbox.degreed.add_assessment(f"imocha-{test_id}", title="Made by hand", url="https://old.example/x")
-    # Degreed's snapshot is eventually consistent: the plan (from a snapshot without it) says create.
+    mark = sandbox.degreed.log.last_seq
     result = run_sync(sandbox, sqlite_url, instance)
     assert result.success
+    calls = [(e.method, e.status) for e in sandbox.degreed.log.entries(mark)
+             if e.path.startswith(f"/api/v2/content/assessments/{existing['id']}")
+             or (e.method == "POST" and f"imocha-{test_id}" in (e.body or ""))]
+    assert calls[0] == ("POST", 409), calls
+    assert ("GET", 200) in calls and ("PATCH", 200) in calls, "read by the id the 409 named, then brought in step"
+    assert materialization(result, "assessment_sync_apply")["assessment_adopted"] == 1
     same_key = [a for a in sandbox.degreed.state()["assessments"] if a["external_id"] == f"imocha-{test_id}"]
     assert len(same_key) == 1 and same_key[0]["id"] == existing["id"]
     assert same_key[0]["title"] == sandbox.world.tests[2].name
@@ -161,7 +170,7 @@ def test_dry_run_writes_nothing_and_stages_the_plan(sandbox, sqlite_url, instanc
     result = run_sync(sandbox, sqlite_url, instance, dry_run=True)
     assert result.success
     assert writes(sandbox, mark) == [] and degreed_ours(sandbox) == {}
-    assert materialization(result, "assessment_sync_apply")["writes_skipped"] == len(sandbox.world.tests)
+    assert materialization(result, "assessment_sync_apply")["assessment_writes_skipped"] == len(sandbox.world.tests)
     engine = staging.get_engine(sqlite_url)
     with engine.connect() as conn:
         planned = staging.read_rows(conn, staging.sync_plan)

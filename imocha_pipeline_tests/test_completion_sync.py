@@ -37,6 +37,10 @@ class Harness:
         return self.defs.resolve_job_def("completion_sync_job").execute_in_process(
             instance=self.instance, tags=tags, run_config=run_config, raise_on_error=False)
 
+    def catch_up(self):
+        return self.defs.resolve_job_def("catch_up_job").execute_in_process(instance=self.instance,
+                                                                           raise_on_error=False)
+
     def writes(self, since: int = 0) -> list:
         return [e for e in self.sandbox.degreed.log.entries(since)
                 if e.method in WRITE_METHODS and e.path.startswith("/api/")]
@@ -63,6 +67,16 @@ def sandbox():
 def harness(sandbox, sqlite_url, instance, monkeypatch):
     monkeypatch.setenv("IMOCHA_PIPELINE_WAITING_RETRY_SECONDS", "0")
     return Harness(sandbox, sqlite_url, instance)
+
+
+def step_outcome(result, step: str) -> tuple[dict, str]:
+    """(metadata, failure description) of a step: its materialization's metadata, or, when it failed with
+    ``dg.Failure``, the failure's metadata and description."""
+    for event in result.all_events:
+        if event.step_key == step and event.is_step_failure:
+            data = event.step_failure_data.user_failure_data
+            return dict(data.metadata), data.description or ""
+    return dict(result.asset_materializations_for_node(step)[0].metadata), ""
 
 
 def percent_scores(test, percents: list[float]) -> dict[int, float]:
@@ -184,7 +198,9 @@ def test_a_missing_learner_waits_in_quarantine_then_syncs(harness):
 
     h.sandbox.degreed.add_user(learner.email, employee_id=learner.employee_id)
     yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
-    assert h.completions(yesterday).success, "a later run of another day retries the waiting records"
+    assert h.completions(yesterday).success
+    assert completions_of(h.state(), learner.email) == [], "a run of another day sends only its own days"
+    assert h.catch_up().success, "the catch-up job retries the waiting records of every day"
     assert len(completions_of(h.state(), learner.email)) == 1
     assert len(ratings_of(h.state(), learner.email)) == len(test.banks)
     assert all(q["status"] == "resolved" for q in h.rows(staging.sync_quarantine))
@@ -280,15 +296,17 @@ def test_a_write_that_cannot_reach_degreed_gets_one_more_try_at_the_end_of_the_r
         sandbox.degreed.faults.set(FaultConfig(rate_429_next=refusals, retry_after_seconds=0,
                                                path_prefix="/api/v2/completions", methods=["POST"]))
         result = h.completions()
-        assert result.success
-        meta = result.asset_materializations_for_node("completion_sync_apply")[0].metadata
+        assert result.success == (refusals == 6), "a run that could not deliver what was due is not green"
+        meta, failure = step_outcome(result, "completion_sync_apply")
         assert meta["completion_retried_at_end"].value == (1 if refusals == 6 else 2)
         assert meta["completion_failed"].value == (0 if refusals == 6 else 1)
         emails = [c["user_email"].lower() for c in h.state()["completions"]]
         assert sorted(emails) == sorted({x.email.lower() for x in (learners if refusals == 6 else learners[1:])})
         if refusals == 18:
-            assert f"{learners[0].email.lower()}|imocha-{test.test_id}: " in meta["completion_errors"].value
+            assert "completion: 1 of 2 due writes failed" in failure
+            assert f"{learners[0].email.lower()}|imocha-{test.test_id}: " in failure
             assert "still rate limited after retries" in meta["completion_errors"].value
+            assert meta["skill_rating_created"].value == 2 * len(test.banks), "ratings still went out"
             sandbox.degreed.faults.clear()
             assert h.completions().success  # the next run sends it
             emails = [c["user_email"].lower() for c in h.state()["completions"]]

@@ -279,6 +279,89 @@ def test_assessment_validation_and_duplicate_external_id(sim_server):
     assert create_assessment(session, base, "imocha-300034").status_code == 409
 
 
+def _listed_ids(session, base, **params) -> list[str]:
+    response = session.get(f"{base}/api/v2/content/assessments", params=params)
+    assert response.status_code == 200, response.text
+    return [item["id"] for item in response.json()["data"]]
+
+
+def test_new_assessment_is_missing_from_listings_during_the_listing_lag(sim_server):
+    clock = FakeClock()
+    sim, base = sim_server(content_listing_lag_seconds=30, clock=clock)
+    session = api(base, get_token(base))
+    org = api(base, get_token(base, ORG_ID, ORG_SECRET, ALL_SCOPES))
+    seeded = _listed_ids(org, base)
+    assert len(seeded) == 2  # the other provider's old content is listed as usual
+    created = create_assessment(session, base)
+    assert created.status_code == 201
+    posted = created.json()["data"]["id"]
+    by_hand = sim.add_assessment("imocha-300017")["id"]  # as if someone else created it
+    # The creation time is recorded with the simulator's clock.
+    assert [sim.assessments[i].created_at.timestamp() for i in (posted, by_hand)] == pytest.approx([clock()] * 2)
+
+    clock.advance(29)
+    # Every listing leaves both out: the paged list, the external-id lookup, the generic content list.
+    assert _listed_ids(session, base) == []
+    assert _listed_ids(session, base, **{"filter[external_id]": "imocha-300000"}) == []
+    assert _listed_ids(session, base, **{"filter[external_id]": "imocha-300017"}) == []
+    assert session.get(f"{base}/api/v2/content").json()["data"] == []
+    assert _listed_ids(org, base) == seeded
+    # ... while a read by id finds them at once ...
+    for record_id in (posted, by_hand):
+        one = session.get(f"{base}/api/v2/content/assessments/{record_id}")
+        assert one.status_code == 200 and one.json()["data"]["id"] == record_id
+    # ... and a create with the same external id is the 409 naming the existing id.
+    for external_id, existing in (("imocha-300000", posted), ("imocha-300017", by_hand)):
+        duplicate = create_assessment(session, base, external_id)
+        assert duplicate.status_code == 409 and existing in error_of(duplicate)["detail"]
+    later = create_assessment(session, base, "imocha-300034").json()["data"]["id"]
+
+    clock.advance(2)  # the first two are past the lag; the later one is not
+    assert _listed_ids(session, base) == [posted, by_hand]
+    assert _listed_ids(session, base, **{"filter[external_id]": "imocha-300000"}) == [posted]
+    assert _listed_ids(session, base, **{"filter[external_id]": "imocha-300034"}) == []
+    assert [item["id"] for item in session.get(f"{base}/api/v2/content").json()["data"]] == [posted, by_hand]
+    assert len(sim.assessments) == 5  # no 409 created anything
+
+    clock.advance(30)
+    assert _listed_ids(session, base) == [posted, by_hand, later]
+    assert _listed_ids(session, base, **{"filter[external_id]": "imocha-300034"}) == [later]
+
+
+def test_content_listing_lag_defaults_to_zero_and_is_settable_over_http(sim_server):
+    clock = FakeClock()
+    sim, base = sim_server(clock=clock)
+    control = f"{base}/_sandbox/settings"
+    assert requests.get(control).json()["content_listing_lag_seconds"] == 0
+    session = api(base, get_token(base))
+    first = create_assessment(session, base).json()["data"]["id"]
+    assert _listed_ids(session, base, **{"filter[external_id]": "imocha-300000"}) == [first]  # no lag
+    changed = requests.put(control, json={"content_listing_lag_seconds": 10})
+    assert changed.status_code == 200 and changed.json()["content_listing_lag_seconds"] == 10
+    assert sim.settings.content_listing_lag_seconds == 10
+    assert _listed_ids(session, base) == []  # created less than 10 s ago by the simulator's clock
+    clock.advance(11)
+    assert _listed_ids(session, base) == [first]
+    assert requests.put(control, json={"content_listing_lag_seconds": 0}).status_code == 200
+    second = create_assessment(session, base, "imocha-300017").json()["data"]["id"]
+    assert _listed_ids(session, base) == [first, second]
+
+
+def test_content_listing_lag_refuses_negative_or_non_numeric_values(sim_server, world):
+    sim, base = sim_server()
+    control = f"{base}/_sandbox/settings"
+    for bad in (-1, -0.01, "5", True, None):
+        refused = requests.put(control, json={"content_listing_lag_seconds": bad})
+        assert refused.status_code == 400, bad
+        assert "content_listing_lag_seconds" in refused.json()["error"]
+    assert requests.get(control).json()["content_listing_lag_seconds"] == 0  # nothing changed
+    with pytest.raises(ValueError, match="content_listing_lag_seconds must be a number of seconds, 0 or more"):
+        sim.configure(content_listing_lag_seconds=-2)
+    with pytest.raises(ValueError, match="content_listing_lag_seconds"):
+        DegreedSimulator(world, content_listing_lag_seconds=-1)
+    assert sim.settings.content_listing_lag_seconds == 0
+
+
 def test_provider_key_sees_only_its_provider_and_org_key_sees_all(sim_server):
     sim, base = sim_server()
     provider = api(base, get_token(base))

@@ -324,6 +324,103 @@ def test_report_of_unknown_or_unfinished_invitation(api):
     assert report["status"] == "In Progress" and report["skills"] == [] and report["scorePercentage"] == 0.0
 
 
+class SettableClock:
+    """A simulator clock (aware datetimes) that tests move by hand."""
+
+    def __init__(self, now: datetime):
+        self.now = now
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += timedelta(seconds=seconds)
+
+
+def _not_available(invitation_id: int) -> dict:
+    return {"statusCode": 404, "message": f"Report is not available for test invitation id: {invitation_id}."}
+
+
+def test_report_answers_404_while_being_prepared_then_the_real_report(make_api):
+    clock = SettableClock(BASE)
+    api = make_api(clock=clock, report_ready_delay_seconds=60)
+    test_id = api.sim.world.tests[0].test_id
+    fresh = api.sim.complete_attempt(test_id, "fresh@example.com", "Fresh", bank_scores=80)
+    pending = api.post(f"/v3/tests/{test_id}/invite", {"email": "p@example.com", "name": "P"}).json()[
+        "testInvitationId"]
+    # Harness code reading the truth directly gets the real report at once.
+    truth = api.sim.report(fresh, report_type=3)
+    assert truth["testInvitationId"] == fresh and truth["status"] == "Complete"
+    assert truth["scorePercentage"] == 80.0 and truth["skills"]
+
+    clock.advance(59)
+    preparing = api.get(f"/v3/reports/{fresh}?reportType=3")
+    assert preparing.status_code == 404
+    assert preparing.json() == _not_available(fresh)
+    unfinished = api.get(f"/v3/reports/{pending}?reportType=3")  # the very same shape as an unfinished report
+    assert unfinished.status_code == 404 and unfinished.json() == _not_available(pending)
+    assert api.get(f"/v3/reports/{fresh}").status_code == 404  # every report type
+    with pytest.raises(SimulatorError) as excinfo:
+        api.sim.report(fresh, report_type=3, as_served=True)
+    assert excinfo.value.status == 404 and excinfo.value.body == _not_available(fresh)
+    assert api.sim.report(fresh, report_type=3) == truth  # ... still the truth for direct calls
+    # It is a 404 even where unfinished reports are served as a 200.
+    api.sim.configure(unfinished_report="in_progress")
+    assert api.get(f"/v3/reports/{fresh}?reportType=3").json() == _not_available(fresh)
+    assert api.get(f"/v3/reports/{pending}?reportType=3").status_code == 200
+    # Retrieve Invites already lists the attempt as completed: that is the real-world gap.
+    listed = api.post("/v3/candidates/testattempts?state=completed", attempts_body(
+        (BASE - timedelta(minutes=1)).isoformat(), (BASE + timedelta(minutes=1)).isoformat()))
+    assert _ids(listed) == [fresh]
+    # Attempts that finished earlier than the delay are served as usual.
+    seeded = api.sim.world.attempts[0].test_invitation_id
+    assert api.get(f"/v3/reports/{seeded}?reportType=3").status_code == 200
+
+    clock.advance(2)
+    served = api.get(f"/v3/reports/{fresh}?reportType=3")
+    assert served.status_code == 200 and served.json() == truth
+
+
+def test_report_ready_delay_defaults_to_zero_and_is_settable_over_http(make_api):
+    clock = SettableClock(BASE)
+    api = make_api(clock=clock)
+    assert api.sim.settings()["report_ready_delay_seconds"] == 0
+    test_id = api.sim.world.tests[0].test_id
+    first = api.sim.complete_attempt(test_id, "now@example.com", "Now", bank_scores=50)
+    immediate = api.get(f"/v3/reports/{first}?reportType=3")
+    assert immediate.status_code == 200 and immediate.json() == api.sim.report(first, report_type=3)
+    ctl = api.url + "/_sandbox/settings"
+    changed = requests.put(ctl, json={"report_ready_delay_seconds": 30})
+    assert changed.status_code == 200 and changed.json()["report_ready_delay_seconds"] == 30
+    assert requests.get(ctl).json()["report_ready_delay_seconds"] == 30
+    # The setting applies to reports of attempts that finished within the delay, whenever it was set.
+    assert api.get(f"/v3/reports/{first}").json() == _not_available(first)
+    clock.advance(30)
+    assert api.get(f"/v3/reports/{first}").status_code == 200
+    requests.put(ctl, json={"report_ready_delay_seconds": 0})
+    second = api.sim.complete_attempt(test_id, "again@example.com", "Again", bank_scores=50)
+    assert api.get(f"/v3/reports/{second}").status_code == 200
+
+
+def test_report_ready_delay_refuses_negative_or_non_numeric_values(make_api):
+    api = make_api()
+    ctl = api.url + "/_sandbox/settings"
+    for bad in (-1, -0.5, "10", True, None):
+        refused = requests.put(ctl, json={"report_ready_delay_seconds": bad})
+        assert refused.status_code == 400, bad
+        assert "report_ready_delay_seconds" in refused.json()["errors"][0]
+    assert requests.get(ctl).json()["report_ready_delay_seconds"] == 0  # nothing changed
+    with pytest.raises(SimulatorError) as excinfo:
+        api.sim.configure(report_ready_delay_seconds=-3)
+    assert excinfo.value.status == 400 and "0 or more" in excinfo.value.body["errors"][0]
+    with pytest.raises(SimulatorError):
+        ImochaSimulator(api.sim.world, KEY, report_ready_delay_seconds=-1)
+    assert api.sim.settings()["report_ready_delay_seconds"] == 0
+
+
 # ----- invitations and the state machine ------------------------------------------------------
 
 

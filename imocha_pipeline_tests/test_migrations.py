@@ -98,8 +98,14 @@ def sample_rows() -> dict[str, list[dict]]:
 
 
 def everything(engine, tables) -> dict[str, list[dict]]:
+    """Every row of ``tables`` (a dict of sample rows: only the columns they name, which every revision has)."""
     with engine.connect() as conn:
-        return {name: staging.read_rows(conn, staging.metadata.tables[name]) for name in tables}
+        found = {}
+        for name in tables:
+            table = staging.metadata.tables[name]
+            columns = [table.c[c] for c in tables[name][0]] if isinstance(tables, dict) else list(table.c)
+            found[name] = [dict(row._mapping) for row in conn.execute(sa.select(*columns))]
+        return found
 
 
 def names(engine) -> tuple[set[str], set[str]]:
@@ -151,6 +157,9 @@ def test_upgrade_from_the_first_revision_keeps_every_row(staging_url):
         assert after == before
         assert after["imocha_completions"][0]["attempted_on"] == T0
         assert after["sync_ledger"][0]["payload"]["percentile"] == 81.5
+        with engine.connect() as conn:  # 0003: attempts staged before it count as planned by their run
+            planned = conn.execute(sa.select(staging.imocha_completions.c.planned_at)).scalars().all()
+        assert planned == [row["extracted_at"] for row in before["imocha_completions"]]
         check_views_over_sample(engine)
     finally:
         engine.dispose()
@@ -215,7 +224,7 @@ def test_a_database_behind_makes_a_job_run_fail_naming_the_command(staging_url):
     with pytest.raises(schema.SchemaOutOfDate, match="imocha-pipeline db upgrade"):
         staging.get_engine(staging_url)
     engine = staging.create_engine(staging_url)
-    with pytest.raises(schema.SchemaOutOfDate, match="needs schema revision 0002") as behind:
+    with pytest.raises(schema.SchemaOutOfDate, match=f"needs schema revision {schema.head_revision()}") as behind:
         schema.check_up_to_date(engine)
     engine.dispose()
     assert (behind.value.current, behind.value.head) == ("0001", schema.head_revision())
@@ -226,18 +235,20 @@ def test_a_database_behind_makes_a_job_run_fail_naming_the_command(staging_url):
 
 
 def test_a_database_from_before_migrations_is_refused_then_adopted(staging_url):
-    legacy = [table for name, table in staging.metadata.tables.items() if name != "skill_mapping"]
     engine = staging.create_engine(staging_url)
     try:
-        staging.metadata.create_all(engine, tables=legacy)  # what get_engine did before migrations
+        # What get_engine did before migrations: the tables of revision 0001, without a version.
+        schema.upgrade(staging_url, "0001")
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {schema.VERSION_TABLE}"))
         rows = sample_rows()
         with engine.begin() as conn:
             conn.execute(staging.sync_ledger.insert(), rows["sync_ledger"])
-        before = everything(engine, ["sync_ledger"])
+        before = everything(engine, {"sync_ledger": rows["sync_ledger"]})
         with pytest.raises(schema.SchemaOutOfDate, match=r"no schema version .*imocha-pipeline db upgrade"):
             staging.get_engine(staging_url)
         assert schema.upgrade(staging_url) == (None, schema.head_revision())
-        assert everything(engine, ["sync_ledger"]) == before and len(before["sync_ledger"]) == 2
+        assert everything(engine, {"sync_ledger": rows["sync_ledger"]}) == before and len(before["sync_ledger"]) == 2
         assert names(engine)[1] >= VIEWS
     finally:
         engine.dispose()

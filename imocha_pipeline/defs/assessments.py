@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from imocha_pipeline.clients.http import RequestMetrics
 from imocha_pipeline.clients.imocha import TestListProblem
+from imocha_pipeline.defs.delivery_step import deliver_all
 from imocha_pipeline.defs.metadata import preview_table, request_metadata
 from imocha_pipeline.defs.resources import (
     DegreedResource,
@@ -15,11 +16,8 @@ from imocha_pipeline.defs.resources import (
     SyncSettingsResource,
 )
 from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.apply import apply_plan
 from imocha_pipeline.sync.assessments import (
-    ASSESSMENT_SPEC,
     ENTITY,
-    EXTRACT_COUNT_STATE,
     LIST_ENTRY_KEY_PREFIX,
     active_ours_in_degreed,
     build_desired,
@@ -32,19 +30,16 @@ from imocha_pipeline.sync.assessments import (
     stage_full_extract,
 )
 from imocha_pipeline.sync.diff import WRITE_ACTIONS, summarise
+from imocha_pipeline.sync.entities import ASSESSMENTS
 from imocha_pipeline.sync.ledger import Ledger
 from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS, AssessmentMapping
-from imocha_pipeline.sync.plan_store import load_plan, stage_plan
-from imocha_pipeline.sync.progress import (
-    ProgressLog,
-    eta_minutes,
-    format_duration,
-    plan_eta_line,
-    progress_every_seconds,
-)
+from imocha_pipeline.sync.outstanding import Scope
+from imocha_pipeline.sync.plan_approval import current_plan, extract_counts, record_extract_count, record_plan
+from imocha_pipeline.sync.progress import eta_minutes, format_duration, plan_eta_line
 from imocha_pipeline.sync.quarantine import VALIDATION, Quarantine
 from imocha_pipeline.sync.schemas import DesiredAssessmentModel
 from imocha_pipeline.sync.validation import SchemaProblem, split_valid
+from imocha_pipeline.sync.writers import AssessmentWriter
 
 PLAN_GUARD_CHECK = "assessment_plan_guard"
 DESIRED_VALID_CHECK = "desired_assessments_valid"
@@ -72,9 +67,7 @@ def imocha_assessments(context: dg.AssetExecutionContext, imocha: ImochaResource
         context.log.warning("%d entries of iMocha's test list name no test; no assessment is retired this run: %s",
                             len(unattributed), "; ".join(entry.reason for entry in unattributed[:5]))
     previous, current = stage_full_extract(engine, staging.imocha_assessments, rows, "extracted_at", started)
-    with engine.begin() as conn:
-        last = staging.get_state(conn, EXTRACT_COUNT_STATE, {"current": previous})
-        staging.set_state(conn, EXTRACT_COUNT_STATE, {"previous": last.get("current", previous), "current": current})
+    record_extract_count(engine, current)
     without_link = sum(1 for row in rows if not row["test_link_key"])
     context.log.info("staged %d iMocha tests (%d without an active link)", current, without_link)
     return dg.MaterializeResult(metadata={
@@ -188,14 +181,13 @@ def assessment_sync_plan(context: dg.AssetExecutionContext, config: AssessmentPl
         context.log.warning("%d retirements held back: iMocha's test list has entries that name no test "
                             "(sync_quarantine keys %s...); they go out on the first run that reads it cleanly",
                             len(held_back), LIST_ENTRY_KEY_PREFIX)
-    stage_plan(engine, ENTITY, plan_frame, DESIRED_ASSESSMENT_FIELDS, context.run.run_id)
     counts = summarise(plan_frame)
-    with engine.connect() as conn:
-        extract_counts = staging.get_state(conn, EXTRACT_COUNT_STATE, {}) or {}
-    verdict = guard_plan(plan_frame, active_ours_in_degreed(engine, mapping),
-                         int(extract_counts.get("previous") or 0), int(extract_counts.get("current") or 0),
+    baseline, current = extract_counts(engine)
+    verdict = guard_plan(plan_frame, active_ours_in_degreed(engine, mapping), baseline, current,
                          sync_settings.retire_share_limit(), sync_settings.shrink_share_limit(),
                          config.confirm_large_changes)
+    recorded = record_plan(engine, ENTITY, plan_frame, DESIRED_ASSESSMENT_FIELDS, context.run.run_id,
+                           verdict.passed, verdict.message, current)
     writes = sum(counts[a] for a in WRITE_ACTIONS)
     per_minute = degreed.resolved().rate_limit_per_minute
     eta = eta_minutes(writes, per_minute)
@@ -207,6 +199,8 @@ def assessment_sync_plan(context: dg.AssetExecutionContext, config: AssessmentPl
             **{f"plan_{action}": count for action, count in counts.items()},
             "writes_planned": writes,
             "retirements_held_back": len(held_back),
+            "plan_id": recorded.plan_id,
+            "approved": recorded.approved,
             "eta_minutes": round(eta, 2),
             "eta": f"at least {format_duration(eta * 60)} at {per_minute} requests/min",
             "preview": preview_table(changes[["record_key", "action", "reason", "changed_fields", "title"]].head(25)),
@@ -215,7 +209,8 @@ def assessment_sync_plan(context: dg.AssetExecutionContext, config: AssessmentPl
         check_results=[dg.AssetCheckResult(
             check_name=PLAN_GUARD_CHECK, passed=verdict.passed,
             metadata={"retire_share": round(verdict.retire_share, 4), "shrink_share": round(verdict.shrink_share, 4),
-                      "verdict": verdict.message},
+                      "verdict": verdict.message, "plan_id": recorded.plan_id,
+                      "extract_baseline": baseline, "extract_current": current},
         )],
     )
 
@@ -224,37 +219,26 @@ def assessment_sync_plan(context: dg.AssetExecutionContext, config: AssessmentPl
           owners=["team:data-engineering"])
 def assessment_sync_apply(context: dg.AssetExecutionContext, staging_db: StagingDatabaseResource,
                           degreed: DegreedResource, sync_settings: SyncSettingsResource) -> dg.MaterializeResult:
-    """Degreed's Assessment content after this run: exactly the planned writes, each recorded in sync_ledger."""
-    from imocha_pipeline.sync.writers import AssessmentWriter
-
+    """Degreed's Assessment content after this run: what is still outstanding of the plan the guard approved,
+    each write recorded in sync_ledger. A blocked plan sends nothing, however this step is started."""
     engine = staging_db.engine()
-    plan_frame = load_plan(engine, ENTITY, DESIRED_ASSESSMENT_FIELDS)
-    writes = plan_frame[plan_frame["action"].isin(WRITE_ACTIONS)]
-    if sync_settings.is_dry_run():
-        context.log.info("dry run: %d planned writes not sent", len(writes))
-        return dg.MaterializeResult(metadata={"dry_run": True, "writes_skipped": len(writes)})
+    plan = current_plan(engine)
+    if plan is None:
+        raise dg.Failure(description="No assessment plan has been staged yet; nothing was sent. Run "
+                                     "assessment_sync_job (or materialize assessment_sync_plan first).")
+    if not plan.approved:
+        context.log.error(plan.blocked_message())
+        raise dg.Failure(description=plan.blocked_message(),
+                         metadata={"plan_id": plan.plan_id, "verdict": plan.verdict, "writes": 0})
     metrics = RequestMetrics()
-    ledger = Ledger(engine, ENTITY, context.run.run_id)
-    quarantine = Quarantine(engine, ENTITY, context.run.run_id)
-    progress = ProgressLog(context.log.info, "assessment apply", len(writes), degreed.resolved().rate_limit_per_minute,
-                           every_seconds=progress_every_seconds())
-    progress.start()
-    try:
-        result = apply_plan(plan_frame, AssessmentWriter(degreed.client(metrics=metrics)), ledger, quarantine,
-                            fields=ASSESSMENT_SPEC.fields, progress=progress)
-    except BaseException:
-        progress.finish(stopped=True)
-        raise
-    progress.finish(result)
-    context.log.info("applied: %s in %.1f s", result.as_metadata(), result.elapsed_seconds)
-    return dg.MaterializeResult(metadata={
-        **result.as_metadata(),
-        "dry_run": False,
-        "elapsed_seconds": round(result.elapsed_seconds, 2),
-        "errors": "\n".join(f"{e['record_key']}: {e['error']}" for e in result.errors[:20]) or "none",
-        "ledger": dg.MetadataValue.json(ledger.counts()),
-        **request_metadata(metrics, "degreed_requests"),
-    })
+    ledger = Ledger(engine, ENTITY)
+    writer = AssessmentWriter(degreed.client(metrics=metrics))
+    result = deliver_all(context, engine, [(ASSESSMENTS, writer, Scope(plan_id=plan.plan_id))],
+                         run_id=context.run.run_id, dry_run=sync_settings.is_dry_run(),
+                         per_minute=degreed.resolved().rate_limit_per_minute, metrics=metrics,
+                         extra={"plan_id": plan.plan_id})
+    return dg.MaterializeResult(metadata={**(result.metadata or {}),
+                                          "ledger": dg.MetadataValue.json(ledger.counts())})
 
 
 ASSESSMENT_ASSETS = [imocha_assessments, degreed_assessments, desired_assessments, assessment_sync_plan,

@@ -5,6 +5,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from imocha_pipeline.clients.http import RequestMetrics
+from imocha_pipeline.defs.delivery_step import deliver_all
 from imocha_pipeline.defs.metadata import preview_table, request_metadata
 from imocha_pipeline.defs.partitions import completion_partitions
 from imocha_pipeline.defs.resources import (
@@ -14,36 +15,21 @@ from imocha_pipeline.defs.resources import (
     SyncSettingsResource,
 )
 from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.apply import apply_plan
 from imocha_pipeline.sync.completion_plan import (
-    COMPLETION_PAYLOAD,
-    SKILL_RATING_PAYLOAD,
     build_completion_plans,
+    mark_planned,
+    plan_unplanned,
     quarantine_unreadable_reports,
     stage_entity_plan,
 )
-from imocha_pipeline.sync.completions import (
-    COMPLETION,
-    COMPLETION_FIELDS,
-    SKILL_RATING,
-    SKILL_RATING_FIELDS,
-    extract_completions,
-)
+from imocha_pipeline.sync.completions import COMPLETION, SKILL_RATING, extract_completions
+from imocha_pipeline.sync.delivery import validate_payloads
 from imocha_pipeline.sync.diff import WRITE_ACTIONS
-from imocha_pipeline.sync.ledger import Ledger
-from imocha_pipeline.sync.plan_store import load_plan
-from imocha_pipeline.sync.progress import (
-    ProgressLog,
-    eta_minutes,
-    format_duration,
-    plan_eta_line,
-    progress_every_seconds,
-)
-from imocha_pipeline.sync.quarantine import Quarantine
-from imocha_pipeline.sync.schemas import CompletionPayloadModel, SkillRatingPayloadModel
+from imocha_pipeline.sync.entities import ATTEMPT_ENTITIES
+from imocha_pipeline.sync.outstanding import Scope, outstanding
+from imocha_pipeline.sync.progress import eta_minutes, format_duration, plan_eta_line
 from imocha_pipeline.sync.skill_mapping import stage_skill_mapping
-from imocha_pipeline.sync.validation import SchemaProblem, split_valid
-from imocha_pipeline.sync.writers import CompletionWriter, SkillRatingWriter
+from imocha_pipeline.sync.writers import writer_for
 
 PAYLOADS_VALID_CHECK = "completion_payloads_valid"
 single_run = dg.BackfillPolicy.single_run()
@@ -114,8 +100,8 @@ def completion_sync_plan(context: dg.AssetExecutionContext, staging_db: StagingD
     engine = staging_db.engine()
     run_id = context.run.run_id
     stage_skill_mapping(engine)  # for analysts: v_unmapped_skills
-    completions, ratings = build_completion_plans(engine, partition_days(context),
-                                                  sync_settings.completion_mapping(), run_id)
+    days = partition_days(context)
+    completions, ratings = build_completion_plans(engine, days, sync_settings.completion_mapping(), run_id)
     metadata: dict[str, object] = {}
     writes = 0
     for entity_plan in (completions, ratings):
@@ -130,6 +116,7 @@ def completion_sync_plan(context: dg.AssetExecutionContext, staging_db: StagingD
         preview_columns = ["record_key", "action", "reason", *entity_plan.fields]
         metadata[f"{entity_plan.entity}_preview"] = preview_table(
             changes.reindex(columns=preview_columns).head(25))
+    mark_planned(engine, days)
     per_minute = degreed.resolved().rate_limit_per_minute
     eta = eta_minutes(writes, per_minute)
     metadata["writes_planned"] = writes
@@ -142,26 +129,17 @@ def completion_sync_plan(context: dg.AssetExecutionContext, staging_db: StagingD
 @dg.asset_check(asset=completion_sync_plan, name=PAYLOADS_VALID_CHECK, blocking=True)
 def completion_payloads_valid(context: dg.AssetCheckExecutionContext,
                               staging_db: StagingDatabaseResource) -> dg.AssetCheckResult:
-    """Every completion and skill rating this run would send passes its pandera model (rating 1-8,
+    """Every completion and skill rating still to send for these days passes its pandera model (rating 1-8,
     percentile 0-100, UTC times, a learner and an assessment id)."""
     engine = staging_db.engine()
-    run_id = context.run.run_id
+    scope = Scope(days=tuple(partition_days(context)))
     problems: list[str] = []
     counts = {}
-    for entity, fields, model in ((COMPLETION, (*COMPLETION_FIELDS, *COMPLETION_PAYLOAD), CompletionPayloadModel),
-                                  (SKILL_RATING, (*SKILL_RATING_FIELDS, *SKILL_RATING_PAYLOAD),
-                                   SkillRatingPayloadModel)):
-        frame = load_plan(engine, entity, fields, run_id=run_id)
-        frame = frame[frame["action"].isin(WRITE_ACTIONS)]
-        counts[entity] = len(frame)
-        if frame.empty:
-            continue
-        try:
-            _, failures = split_valid(frame.reset_index(drop=True), model, "record_key", f"{entity} payloads")
-        except SchemaProblem as exc:
-            problems.append(str(exc))
-            continue
-        problems += [f"{entity} {f.record_key}: {f.reason}" for f in failures]
+    for entity in ATTEMPT_ENTITIES:
+        due = outstanding(engine, entity, scope).due
+        counts[entity.name] = len(due)
+        _, entries = validate_payloads(due, entity)
+        problems += [f"{entity.name} {entry.record_key}: {entry.reason}" for entry in entries]
     return dg.AssetCheckResult(passed=not problems, metadata={
         "completions_checked": counts.get(COMPLETION, 0), "skill_ratings_checked": counts.get(SKILL_RATING, 0),
         "problems": "\n".join(problems[:20]) or "none", "problem_count": len(problems),
@@ -174,39 +152,42 @@ def completion_payloads_valid(context: dg.AssetCheckExecutionContext,
 )
 def completion_sync_apply(context: dg.AssetExecutionContext, staging_db: StagingDatabaseResource,
                           degreed: DegreedResource, sync_settings: SyncSettingsResource) -> dg.MaterializeResult:
-    """Degreed's completions and skill ratings after this run: the planned writes, completions first, each
-    recorded in sync_ledger when Degreed acknowledged it."""
-    engine = staging_db.engine()
-    run_id = context.run.run_id
+    """Degreed's completions and skill ratings of these days: every record still outstanding for them (whichever
+    run planned it), completions first, each recorded in sync_ledger when Degreed acknowledged it.
+
+    Fails, naming the counts and the first errors, when a due record did not reach Degreed; the record stays
+    outstanding, so a retry of this step (any run id) or the catch-up job sends it."""
     metrics = RequestMetrics()
     client = degreed.client(metrics=metrics)
-    metadata: dict[str, object] = {"dry_run": sync_settings.is_dry_run()}
-    per_minute = degreed.resolved().rate_limit_per_minute
-    for entity, fields, writer in ((COMPLETION, (*COMPLETION_FIELDS, *COMPLETION_PAYLOAD), CompletionWriter(client)),
-                                   (SKILL_RATING, (*SKILL_RATING_FIELDS, *SKILL_RATING_PAYLOAD),
-                                    SkillRatingWriter(client))):
-        plan_frame = load_plan(engine, entity, fields, run_id=run_id)
-        if sync_settings.is_dry_run():
-            metadata[f"{entity}_writes_skipped"] = int(plan_frame["action"].isin(WRITE_ACTIONS).sum())
-            continue
-        progress = ProgressLog(context.log.info, f"{entity} apply", int(plan_frame["action"].isin(WRITE_ACTIONS).sum()),
-                               per_minute, every_seconds=progress_every_seconds())
-        progress.start()
-        try:
-            result = apply_plan(plan_frame, writer, Ledger(engine, entity, run_id),
-                                Quarantine(engine, entity, run_id), fields=fields, progress=progress)
-        except BaseException:
-            progress.finish(stopped=True)
-            raise
-        progress.finish(result)
-        context.log.info("%s: %s", entity, result.as_metadata())
-        metadata.update({f"{entity}_{k}": v for k, v in result.as_metadata().items()})
-        if result.errors:
-            metadata[f"{entity}_errors"] = "\n".join(f"{e['record_key']}: {e['error']}" for e in result.errors[:20])
-    metadata.update(request_metadata(metrics, "degreed_requests"))
-    return dg.MaterializeResult(metadata=metadata)
+    scope = Scope(days=tuple(partition_days(context)))
+    return deliver_all(context, staging_db.engine(),
+                       [(entity, writer_for(entity, client), scope) for entity in ATTEMPT_ENTITIES],
+                       run_id=context.run.run_id, dry_run=sync_settings.is_dry_run(),
+                       per_minute=degreed.resolved().rate_limit_per_minute, metrics=metrics,
+                       extra={"days": scope.describe()})
+
+
+@dg.asset(group_name="degreed_apply", deps=[completion_sync_plan], kinds={"api", "sql"},
+          owners=["team:data-engineering"])
+def completion_catch_up(context: dg.AssetExecutionContext, staging_db: StagingDatabaseResource,
+                        degreed: DegreedResource, sync_settings: SyncSettingsResource) -> dg.MaterializeResult:
+    """Outstanding completions and skill ratings of every day, sent without anyone re-running a partition:
+    attempts staged but never planned (their run died), records that waited for their assessment or learner and
+    can go now, and writes that failed earlier. Run by catch_up_schedule every few minutes when anything is due."""
+    engine = staging_db.engine()
+    run_id = context.run.run_id
+    days = plan_unplanned(engine, sync_settings.completion_mapping(), run_id)
+    if days:
+        context.log.info("planned %d day(s) with staged attempts no plan had seen: %s..%s", len(days), days[0],
+                         days[-1])
+    metrics = RequestMetrics()
+    client = degreed.client(metrics=metrics)
+    return deliver_all(context, engine, [(entity, writer_for(entity, client), Scope()) for entity in ATTEMPT_ENTITIES],
+                       run_id=run_id, dry_run=sync_settings.is_dry_run(),
+                       per_minute=degreed.resolved().rate_limit_per_minute, metrics=metrics,
+                       extra={"days_planned": len(days)})
 
 
 COMPLETION_ASSETS = [imocha_attempts, completion_sync_plan, completion_sync_apply]
+CATCH_UP_ASSETS = [completion_catch_up]
 COMPLETION_CHECKS = [completion_payloads_valid]
-

@@ -7,11 +7,17 @@ import os
 import dagster as dg
 
 from imocha_pipeline.defs.assessments import ASSESSMENT_ASSETS, degreed_assessments
-from imocha_pipeline.defs.completions import COMPLETION_ASSETS
+from imocha_pipeline.defs.completions import CATCH_UP_ASSETS, COMPLETION_ASSETS
 from imocha_pipeline.defs.reconcile import RECONCILE_ASSETS
+from imocha_pipeline.defs.resources import StagingDatabaseResource
+from imocha_pipeline.sync.entities import ATTEMPT_ENTITIES
+from imocha_pipeline.sync.outstanding import catch_up_work
 
 DEFAULT_ASSESSMENT_SYNC_CRON = "0 * * * *"
 DEFAULT_RECONCILE_CRON = "30 2 * * *"
+DEFAULT_CATCH_UP_CRON = "*/5 * * * *"
+UNFINISHED = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 
 
 def _cron(setting: str, default: str) -> str:
@@ -62,3 +68,36 @@ reconcile_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Nightly reconciliation of Degreed with what the pipeline wrote.",
 )
+
+catch_up_job = dg.define_asset_job(
+    "catch_up_job",
+    selection=dg.AssetSelection.assets(*CATCH_UP_ASSETS),
+    description="Send every outstanding completion and skill rating of any day: attempts no plan has seen, records "
+                "that waited for their assessment or learner, writes that failed. Nobody has to know which "
+                "partition to re-run.",
+    tags={"imocha_pipeline/entity": "catch_up"},
+    executor_def=dg.in_process_executor,
+)
+
+
+@dg.schedule(
+    name="catch_up_schedule",
+    job=catch_up_job,
+    cron_schedule=_cron("IMOCHA_PIPELINE_CATCH_UP_CRON", DEFAULT_CATCH_UP_CRON),
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every 5 minutes (IMOCHA_PIPELINE_CATCH_UP_CRON): starts catch_up_job when anything outstanding is "
+                "due, and skips, saying so, when nothing is or a catch-up run is still going.",
+)
+def catch_up_schedule(context: dg.ScheduleEvaluationContext, staging_db: StagingDatabaseResource):
+    running = context.instance.get_run_records(dg.RunsFilter(job_name="catch_up_job", statuses=list(UNFINISHED)),
+                                               limit=1)
+    if running:
+        return dg.SkipReason(f"catch_up_job run {running[0].dagster_run.run_id} has not finished yet")
+    work = catch_up_work(staging_db.engine(), ATTEMPT_ENTITIES)
+    if not work:
+        return dg.SkipReason("nothing outstanding is due: every planned completion and skill rating is in Degreed "
+                             "or waits for its retry time")
+    summary = ", ".join(f"{name} {count}" for name, count in sorted(work.items()))
+    context.log.info("catch-up needed: %s", summary)
+    return dg.RunRequest(tags={"imocha_pipeline/trigger": "catch_up", "imocha_pipeline/catch_up": summary})

@@ -8,27 +8,34 @@ import pandas as pd
 from imocha_pipeline.clients.http import RequestMetrics
 from imocha_pipeline.defs.assessments import degreed_assessments
 from imocha_pipeline.defs.metadata import preview_table, request_metadata
-from imocha_pipeline.defs.resources import DegreedResource, StagingDatabaseResource
+from imocha_pipeline.defs.resources import DegreedResource, StagingDatabaseResource, SyncSettingsResource
 from imocha_pipeline.settings import optional_int
 from imocha_pipeline.sync import staging
 from imocha_pipeline.sync.apply import apply_plan
 from imocha_pipeline.sync.assessments import ENTITY as ASSESSMENT
 from imocha_pipeline.sync.assessments import stage_full_extract
-from imocha_pipeline.sync.completion_plan import COMPLETION_PAYLOAD, SKILL_RATING_PAYLOAD
+from imocha_pipeline.sync.completion_plan import COMPLETION_PAYLOAD, SKILL_RATING_PAYLOAD, plan_unplanned
 from imocha_pipeline.sync.completions import COMPLETION, COMPLETION_FIELDS, SKILL_RATING, SKILL_RATING_FIELDS
+from imocha_pipeline.sync.delivery import deliver
+from imocha_pipeline.sync.entities import ATTEMPT_ENTITIES
 from imocha_pipeline.sync.ledger import Ledger
 from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS
+from imocha_pipeline.sync.outstanding import Scope, outstanding
 from imocha_pipeline.sync.quarantine import Quarantine
 from imocha_pipeline.sync.reconcile import (
+    CHANGED,
     MISSING,
+    NEVER_DELIVERED,
+    UNKNOWN,
     acknowledged,
     find_drift,
+    never_delivered,
     repair_plan,
     snapshot_completions,
     snapshot_skill_ratings,
     stage_drift,
 )
-from imocha_pipeline.sync.writers import AssessmentWriter, CompletionWriter, SkillRatingWriter
+from imocha_pipeline.sync.writers import AssessmentWriter, CompletionWriter, SkillRatingWriter, writer_for
 
 NO_DRIFT_CHECK = "no_drift_after_repair"
 
@@ -74,10 +81,10 @@ def _in_window(days: int):
           check_specs=[dg.AssetCheckSpec(NO_DRIFT_CHECK, asset="sync_drift",
                                          description="Fails when Degreed still differs from what we wrote "
                                                      "after the repair.")])
-def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource,
-               staging_db: StagingDatabaseResource) -> dg.MaterializeResult:
-    """Differences between Degreed and our ledger (missing, changed, unknown), after repairing missing records
-    (table sync_drift)."""
+def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, staging_db: StagingDatabaseResource,
+               sync_settings: SyncSettingsResource) -> dg.MaterializeResult:
+    """Differences between Degreed, our ledger and the staged iMocha attempts (missing, changed, unknown, never
+    delivered), after repairing what is missing or was never delivered (table sync_drift)."""
     engine = staging_db.engine()
     run_id = context.run.run_id
     with engine.connect() as conn:
@@ -96,6 +103,11 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource,
                      {"completed_at": "completed_at", "percentile": "percentile"}, _in_window(reconcile_days()))
         + find_drift(SKILL_RATING, ledgers[SKILL_RATING], snapshots[SKILL_RATING], {"rating": "rating"})
     )
+    # The truth side: every staged latest attempt must be acknowledged. Plan what no plan has seen yet, then
+    # whatever is outstanding and due was never delivered.
+    plan_unplanned(engine, sync_settings.completion_mapping(), run_id)
+    for entity in ATTEMPT_ENTITIES:
+        drift += never_delivered(entity.name, outstanding(engine, entity, Scope()).due)
     metrics = RequestMetrics()
     client = degreed.client(metrics=metrics)
     repaired: set[tuple[str, str]] = set()
@@ -113,13 +125,20 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource,
         fixed = set(acknowledged_now[acknowledged_now["run_id"] == run_id]["record_key"])
         repaired |= {(entity, key) for key in fixed}
         context.log.info("repaired %s: %s", entity, result.as_metadata())
+    for entity in ATTEMPT_ENTITIES:
+        if not any(d.entity == entity.name and d.kind == NEVER_DELIVERED for d in drift):
+            continue
+        delivery = deliver(engine, entity, writer_for(entity, client), Scope(), run_id)
+        acknowledged_now = acknowledged(engine, entity.name)
+        fixed = set(acknowledged_now[acknowledged_now["run_id"] == run_id]["record_key"])
+        repaired |= {(entity.name, key) for key in fixed}
+        context.log.info("delivered what %s never got: %s", entity.name, delivery.as_metadata())
     stage_drift(engine, drift, repaired, run_id)
     remaining = [d for d in drift if (d.entity, d.record_key) not in repaired]
     frame = pd.DataFrame([{"entity": d.entity, "record_key": d.record_key, "kind": d.kind, "detail": d.detail,
                            "repaired": (d.entity, d.record_key) in repaired} for d in drift],
                          columns=["entity", "record_key", "kind", "detail", "repaired"])
-    counts = {f"{kind}": int((frame["kind"] == kind).sum()) for kind in ("missing_in_degreed",
-                                                                          "changed_in_degreed", "unknown_to_us")}
+    counts = {f"{kind}": int((frame["kind"] == kind).sum()) for kind in (MISSING, CHANGED, UNKNOWN, NEVER_DELIVERED)}
     return dg.MaterializeResult(
         metadata={**counts, "repaired": len(repaired), "remaining": len(remaining),
                   "drift": preview_table(frame.head(50)), "staging_table": "sync_drift",

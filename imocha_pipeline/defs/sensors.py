@@ -17,6 +17,12 @@ the attempt was known finished (queued or starting; for a callback also started 
 lists the attempt. The callbacks sensor leaves the inbox row unprocessed meanwhile (``sync/callbacks.py``), the
 polling sensor keeps the attempt in its cursor's ``waiting`` list (``sync/completion_sensor.py``); either asks
 for the day after all if that run ends without staging the attempt, so nothing is lost.
+
+The polling sensor also keeps every attempt it requested, or saw a callback run requested for, in its cursor's
+``pending`` list until ``imocha_completions`` holds it: a run that fails before staging it, or quarantines it
+because iMocha's report was not ready yet, does not lose it. Once no run of its day will still read iMocha after
+the last request and a back-off has passed (1 minute, doubling per try, at most 1 hour), it asks for the day
+again, with a run key that carries the try number: Dagster never launches a run key twice.
 """
 
 from __future__ import annotations
@@ -99,13 +105,17 @@ def unfinished_completion_runs(instance: dg.DagsterInstance, partition_keys: Seq
     minimum_interval_seconds=POLL_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Polls iMocha's Retrieve Invites for attempts finished since the last tick (re-reading a 15-minute "
+        "Polls iMocha's Retrieve Invites for attempts finished since the last tick (re-reading the last 12 hours, "
+        "the longest attempt, in case iMocha files attempts under their start time, and at least a 15-minute "
         "overlap for late arrivals) and requests one completion_sync_job run per UTC day with new ones. "
         "Attempts already staged or already requested are skipped; at most 500 per tick, the rest next tick. "
+        "A requested attempt (also one a callback run was requested for) stays pending until it is staged: "
+        "once no run of its day will still read iMocha and its back-off has passed (1 minute, doubling per try, "
+        "at most 1 hour) it is requested again, with a new run key. "
         "A day whose run is queued or starting is not requested again: the attempts wait for that run, and are "
         "requested if it ends without staging them. Cursor: {\"v\": 1, \"until\": <UTC>, \"pending\": "
-        "{<invitation id>: <day>}, \"waiting\": {<invitation id>: [<day>, <seen UTC>]}}; an unusable cursor "
-        "restarts 2 days back. Settings: IMOCHA_PIPELINE_POLL_*."
+        "{<invitation id>: [<day>, <last requested UTC>, <tries>]}, \"waiting\": {<invitation id>: [<day>, "
+        "<seen UTC>]}}; an unusable cursor restarts 2 days back. Settings: IMOCHA_PIPELINE_POLL_*."
     ),
 )
 def imocha_completions_sensor(

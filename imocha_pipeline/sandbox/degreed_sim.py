@@ -7,6 +7,15 @@ and the ``X-Degreed-Organization-Code`` rules. Wherever the spec marks behaviour
 (``[A]``) the simulator makes it a setting (``DegreedSimSettings``) so the client can be tested against
 every variant.
 
+``content_listing_lag_seconds`` (default 0; a constructor argument, ``configure`` or ``PUT /_sandbox/settings``)
+reproduces the lag real APIs show between a write and the item appearing in list and search results: an
+assessment created less than that many seconds ago (by the simulator's clock, through ``POST
+/api/v2/content/assessments`` or ``add_assessment``) is left out of every listing of
+``GET /api/v2/content/assessments`` (the paged list and the ``filter[external_id]`` lookup) and of
+``GET /api/v2/content``, while ``GET .../{id}`` finds it at once and a create with the same external id
+still answers 409 naming it. It makes the "409 on create, yet the lookup finds nothing" path reachable in
+tests. Negative values are refused.
+
 State lives in memory behind one lock: request handlers run on uvicorn's event loop while tests call the
 control methods from their own threads. Every control method also has an HTTP twin under ``/_sandbox/``.
 """
@@ -116,6 +125,8 @@ class DegreedSimSettings:
     max_date_range_days: int = 7
     # "object" (JSON:API) or "array" (a list of single-key objects, as in captured samples)
     relationships_style: str = "object"
+    # Seconds after its creation during which an assessment is missing from list/search results (0 = none).
+    content_listing_lag_seconds: float = 0.0
 
     CHOICES = {
         "rate_window": ("fixed", "sliding"),
@@ -135,6 +146,10 @@ class DegreedSimSettings:
             raise ValueError(f"setting default_page_limit must be within 1..{MAX_PAGE_LIMIT}")
         if self.token_ttl_seconds < 1 or self.cursor_idle_seconds <= 0:
             raise ValueError("token_ttl_seconds and cursor_idle_seconds must be positive")
+        lag = self.content_listing_lag_seconds
+        if isinstance(lag, bool) or not isinstance(lag, int | float) or not math.isfinite(lag) or lag < 0:
+            raise ValueError(f"setting content_listing_lag_seconds must be a number of seconds, 0 or more, "
+                             f"got {lag!r}")
 
 
 @dataclass
@@ -402,6 +417,7 @@ class DegreedSimulator:
         default_page_limit: int = 100,
         max_date_range_days: int = 7,
         relationships_style: str = "object",
+        content_listing_lag_seconds: float = 0.0,
         provider_code: str = "IMOCHA",
         provider_name: str = "iMocha",
         other_provider_assessments: int = 2,
@@ -414,6 +430,7 @@ class DegreedSimulator:
             skill_rating_duplicates=skill_rating_duplicates, completion_date_field=completion_date_field,
             cursor_idle_seconds=cursor_idle_seconds, default_page_limit=default_page_limit,
             max_date_range_days=max_date_range_days, relationships_style=relationships_style,
+            content_listing_lag_seconds=content_listing_lag_seconds,
         )
         self.settings.validate()
         self.world = world
@@ -1179,12 +1196,18 @@ class DegreedSimulator:
             raise _Problem(404, f"Content {assessment_id} was not found.", source=assessment_id)
         return record
 
+    def _listed(self, record: SimAssessment) -> bool:
+        """False while ``content_listing_lag_seconds`` have not passed since the record was created."""
+        lag = self.settings.content_listing_lag_seconds
+        return not lag or record.created_at.timestamp() <= self._clock() - lag
+
     def _list_assessments(self, ctx: _Ctx):
         wanted = ctx.query.get("filter[external_id]")
 
         def build():
             return [self._assessment_resource(a, ctx.base) for a in self.assessments.values()
-                    if self._visible(ctx, a.provider_code) and (wanted is None or a.external_id == wanted)]
+                    if self._visible(ctx, a.provider_code) and (wanted is None or a.external_id == wanted)
+                    and self._listed(a)]
 
         return self._page(ctx, build)
 
@@ -1244,7 +1267,7 @@ class DegreedSimulator:
     def _list_content(self, ctx: _Ctx):
         def build():
             return [self._content_resource(a, ctx.base) for a in self.assessments.values()
-                    if self._visible(ctx, a.provider_code) and not a.obsolete]
+                    if self._visible(ctx, a.provider_code) and not a.obsolete and self._listed(a)]
 
         return self._page(ctx, build)
 

@@ -22,6 +22,13 @@ silent (``INF``), the behaviour is an assumption, and the uncertain ones are set
   (Pending, In Progress, Cancelled, Expired). ``"not_found"`` (default): 404
   ``{"statusCode":404,"message":"Report is not available ..."}``; ``"in_progress"``: 200 with the
   invitation's status (``"Pending"``/``"In Progress"``/...), zero scores and empty sections/skills.
+- ``report_ready_delay_seconds`` (default 0; also a constructor argument): for this many seconds after a
+  finished attempt's completion time (``completed_at`` against ``clock()``), ``GET /v3/reports/{id}``
+  answers the same 404 as an unfinished report (``Report is not available for test invitation id: N.``,
+  whatever ``unfinished_report`` says), as real iMocha does while the report is being prepared; Retrieve
+  Invites already lists the attempt as completed. The delay applies only to what the API serves
+  (``report(..., as_served=True)``, which only the route passes): a direct ``report(id)`` call from
+  Python (harness code computing the truth) always returns the real report. Negative values are refused.
 - ``empty_attempts_404``: Retrieve Invites answers 404 instead of an empty list when nothing matches
   (clients in the wild treat 404 as "no attempts").
 - ``max_page_size`` (default 100): larger ``pageSize`` values are clamped, not rejected.
@@ -158,6 +165,14 @@ def _not_found(message: str) -> SimulatorError:
 
 def _validation(*messages: str) -> SimulatorError:
     return SimulatorError(400, {"errors": list(messages)})
+
+
+def _delay_setting(value: Any) -> float:
+    """``report_ready_delay_seconds``: a finite number of seconds, 0 or more; else the settings 400."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise SimulatorError(400, {"errors": [
+            f"report_ready_delay_seconds must be a number of seconds, 0 or more; got {value!r}"]})
+    return float(value)
 
 
 def _check_final(status: str) -> None:
@@ -697,6 +712,7 @@ class ImochaSimulator:
         *,
         rate_limit_per_second: float | None = None,
         attempt_window_field: str = "completed",
+        report_ready_delay_seconds: float = 0,
         callback_max_tries: int = 5,
         callback_retry_delay: float = 0.2,
         clock: Callable[[], datetime] | None = None,
@@ -716,6 +732,7 @@ class ImochaSimulator:
                                        STATUS_TEST_LEFT: "Test Left", STATUS_TERMINATED: "Terminated"}
         self.callback_display_offset = timedelta(hours=5, minutes=30)  # the doc sample's local time
         self.unfinished_report = "not_found"
+        self.report_ready_delay_seconds = _delay_setting(report_ready_delay_seconds)
         self.empty_attempts_404 = False
         self.attempt_window_field = attempt_window_field
         self._bucket: TokenBucket | None = None
@@ -738,7 +755,7 @@ class ImochaSimulator:
 
     SETTINGS = ("rate_limit_per_second", "attempt_window_field", "max_page_size", "test_status_labels",
                 "report_status_labels", "callback_status_labels", "unfinished_report",
-                "empty_attempts_404", "callbacks_process_limit")
+                "empty_attempts_404", "callbacks_process_limit", "report_ready_delay_seconds")
 
     @property
     def rate_limit_per_second(self) -> float | None:
@@ -757,6 +774,8 @@ class ImochaSimulator:
             raise SimulatorError(400, {"errors": ["attempt_window_field must be 'completed' or 'started'"]})
         if settings.get("unfinished_report", "not_found") not in ("not_found", "in_progress"):
             raise SimulatorError(400, {"errors": ["unfinished_report must be 'not_found' or 'in_progress'"]})
+        if "report_ready_delay_seconds" in settings:
+            settings["report_ready_delay_seconds"] = _delay_setting(settings["report_ready_delay_seconds"])
         with self._lock:
             for name, value in settings.items():
                 setattr(self, name, value)
@@ -1060,16 +1079,31 @@ class ImochaSimulator:
 
     # ----- API: reports (spec §10) ------------------------------------------------------------
 
-    def report(self, invitation_id: int, report_type: int = 1) -> dict:
+    def report(self, invitation_id: int, report_type: int = 1, *, as_served: bool = False) -> dict:
+        """The report of an invitation; 404 when it has none (or the ``unfinished_report`` variant).
+
+        ``as_served=True`` (only the ``GET /v3/reports/{id}`` route passes it) also applies
+        ``report_ready_delay_seconds``: a report still being prepared is the unfinished 404. Without it
+        the real report comes back at once (what harness code reads as the truth).
+        """
         if report_type not in (1, 2, 3):
             raise _validation("'reportType' must be 1, 2 or 3.")
         with self._lock:
             inv = self._invitation(invitation_id)
+            if inv.finished and as_served and self._report_preparing(inv):
+                raise _not_found(f"Report is not available for test invitation id: {invitation_id}.")
             if inv.finished:
                 return build_report(inv, report_type, self.report_status_labels.get(inv.status, inv.status))
             if self.unfinished_report == "in_progress":
                 return unfinished_report(inv, report_type)
             raise _not_found(f"Report is not available for test invitation id: {invitation_id}.")
+
+    def _report_preparing(self, inv: Invitation) -> bool:
+        """True while a finished attempt's report is within ``report_ready_delay_seconds`` of completion."""
+        delay = self.report_ready_delay_seconds
+        if not delay or inv.completed_at is None:
+            return False
+        return self.clock() - inv.completed_at < timedelta(seconds=delay)
 
     # ----- API: callbacks (spec §8) -----------------------------------------------------------
 
@@ -1416,7 +1450,7 @@ class ImochaSimulator:
 
     async def _h_report(self, request: Request) -> Response:
         report_type = _query_int(_query(request), "reporttype", 1)
-        return JSONResponse(self.report(request.path_params["invitation_id"], report_type))
+        return JSONResponse(self.report(request.path_params["invitation_id"], report_type, as_served=True))
 
     async def _h_process_callbacks(self, request: Request) -> Response:
         return JSONResponse(self.process_callbacks(await _json_any(request)))

@@ -44,7 +44,7 @@ from imocha_pipeline.clients.errors import (
 )
 from imocha_pipeline.clients.http import default_read_timeout
 from imocha_pipeline.sync.diff import CREATE, RETIRE, UPDATE, WRITE_ACTIONS
-from imocha_pipeline.sync.ledger import DONE, Ledger
+from imocha_pipeline.sync.ledger import DONE, SUPERSEDED, Ledger, Source
 from imocha_pipeline.sync.quarantine import REJECTED, WAITING_FOR_LEARNER, Entry, Quarantine
 from imocha_pipeline.sync.values import plain, same_value
 
@@ -97,7 +97,7 @@ class ApplyResult:
     def as_metadata(self) -> dict[str, int]:
         keys = ("created", "updated", "retired", "adopted", "failed", "waiting_for_learner", "rejected",
                 "skipped_claimed", "resolved_from_degreed", "already_delivered", "delivered_by_other_run",
-                "unsure_sends", "retried_at_end")
+                "superseded", "unsure_sends", "retried_at_end")
         return {key: int(self.counts.get(key, 0)) for key in keys}
 
 
@@ -164,8 +164,15 @@ def apply_plan(
         key = str(row["record_key"])
         payload = {name: plain(row.get(name)) for name in fields}
         payload_hash = str(row.get("payload_hash") or "")
-        if not ledger.claim(key, row["action"], payload, payload_hash, resend=resend):
-            if ledger.refusal(key, payload_hash, row["action"]) == DONE:
+        source = row_source(row)
+        if not ledger.claim(key, row["action"], payload, payload_hash, resend=resend, source=source):
+            refusal = ledger.refusal(key, payload_hash, row["action"], source)
+            if refusal == SUPERSEDED:
+                logger.info("%s %s: a later iMocha attempt is already in Degreed or on its way; attempt %s is "
+                            "not sent", ledger.entity, key, source.id if source else "?")
+                result.counts["superseded"] += 1
+                return True
+            if refusal == DONE:
                 result.counts["delivered_by_other_run" if not first_try else "already_delivered"] += 1
                 return True
             return False
@@ -241,6 +248,16 @@ def apply_plan(
             "next run reads Degreed before sending it again. Re-run once the database is reachable.") from None
     result.elapsed_seconds = time.monotonic() - started
     return result
+
+
+def row_source(row: dict[str, Any]) -> Source | None:
+    """The iMocha attempt a plan row comes from (``source_at``/``source_id``), if it has one."""
+    at = plain(row.get("source_at"))
+    if at is None:
+        return None
+    if isinstance(at, pd.Timestamp):
+        at = at.to_pydatetime()
+    return Source(at, int(plain(row.get("source_id")) or 0))
 
 
 def _loop(writes, process, held, unsure, retry_later, ledger, result, progress, total, held_wait_seconds) -> None:

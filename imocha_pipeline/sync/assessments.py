@@ -29,7 +29,6 @@ from imocha_pipeline.sync.values import plain
 ENTITY = "assessment"
 ASSESSMENT_SPEC = EntitySpec(name=ENTITY, key="external_id", fields=DESIRED_ASSESSMENT_FIELDS,
                              retire_missing=True)
-EXTRACT_COUNT_STATE = "assessment.extract_count"
 # Quarantine key of an entry of iMocha's test list that names no test (page and position from 1). While one is
 # open the extract is incomplete, so no assessment is retired; it is resolved by the next clean read of the list.
 LIST_ENTRY_KEY_PREFIX = "tests-list-"
@@ -180,7 +179,8 @@ def build_desired(engine: Engine, mapping: AssessmentMapping, run_id: str) -> De
     now = staging.utcnow()
     rows = [] if valid.empty else [
         {**{k: plain(v) for k, v in rec.items()}, "computed_at": now}
-        for rec in valid[["external_id", "test_id", *DESIRED_ASSESSMENT_FIELDS, "content_type"]].to_dict("records")
+        for rec in valid[["external_id", "test_id", *DESIRED_ASSESSMENT_FIELDS, "content_type", "title_note"]
+                         ].to_dict("records")
     ]
     with engine.begin() as conn:
         conn.execute(staging.desired_assessments.delete())
@@ -214,6 +214,10 @@ def compute_plan(engine: Engine, mapping: AssessmentMapping, run_id: str,
     if held_back is not None:
         held_back.extend(result.loc[held, "record_key"].astype(str))
     result = result[~(kept | held)]
+    notes = dict(zip(desired["external_id"], desired.get("title_note", pd.Series(dtype=object)), strict=False))
+    noted = [isinstance(notes.get(key), str) and bool(notes[key]) for key in result["record_key"]]
+    result.loc[noted, "reason"] = [f"{reason}; {notes[key]}" for key, reason in
+                                   zip(result.loc[noted, "record_key"], result.loc[noted, "reason"], strict=True)]
     resolve_sending_from_snapshot(engine, result, run_id)
     return result.reset_index(drop=True)
 
@@ -240,7 +244,10 @@ class GuardVerdict:
 
 def guard_plan(plan_frame: pd.DataFrame, active_in_degreed: int, previous_extract: int, current_extract: int,
                max_retire_share: float, max_shrink_share: float, confirmed: bool) -> GuardVerdict:
-    """Block mass retirement and a sudden shrink of the iMocha extract unless a person confirmed it."""
+    """Block mass retirement and a sudden shrink of the iMocha extract unless a person confirmed it.
+
+    ``previous_extract`` is the extract size at the last approved plan (``sync/plan_approval.py``), so a shrink
+    stays blocked on every re-run until it is confirmed."""
     retiring = int((plan_frame["action"] == RETIRE).sum()) if not plan_frame.empty else 0
     retire_share = retiring / active_in_degreed if active_in_degreed else 0.0
     shrink_share = max(0.0, (previous_extract - current_extract) / previous_extract) if previous_extract else 0.0
@@ -249,8 +256,8 @@ def guard_plan(plan_frame: pd.DataFrame, active_in_degreed: int, previous_extrac
         problems.append(f"the plan retires {retiring} of {active_in_degreed} active assessments "
                         f"({retire_share:.0%} > limit {max_retire_share:.0%})")
     if shrink_share > max_shrink_share:
-        problems.append(f"the iMocha extract shrank from {previous_extract} to {current_extract} tests "
-                        f"({shrink_share:.0%} > limit {max_shrink_share:.0%})")
+        problems.append(f"the iMocha extract shrank from {previous_extract} tests (at the last approved plan) to "
+                        f"{current_extract} ({shrink_share:.0%} > limit {max_shrink_share:.0%})")
     if not problems:
         return GuardVerdict(True, retire_share, shrink_share, "within limits")
     if confirmed:

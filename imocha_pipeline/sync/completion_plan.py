@@ -29,7 +29,7 @@ from imocha_pipeline.sync.completions import (
 )
 from imocha_pipeline.sync.diff import UNCHANGED, UPDATE, WAIT, EntitySpec, plan
 from imocha_pipeline.sync.ledger import ACKNOWLEDGED, Ledger
-from imocha_pipeline.sync.plan_store import stage_plan
+from imocha_pipeline.sync.plan_store import SOURCE_COLUMNS, stage_latest
 from imocha_pipeline.sync.quarantine import (
     VALIDATION,
     WAITING_FOR_ASSESSMENT,
@@ -63,31 +63,11 @@ class EntityPlan:
         return COMPLETION_FIELDS if self.entity == COMPLETION else SKILL_RATING_FIELDS
 
 
-def load_staged(engine: Engine, table: sa.Table, days: list[date], extra_ids: set[int] = frozenset()) -> pd.DataFrame:
+def load_staged(engine: Engine, table: sa.Table, days: list[date]) -> pd.DataFrame:
     condition = table.c.attempt_date.in_(days)
-    if extra_ids:
-        condition = sa.or_(condition, table.c.test_invitation_id.in_(sorted(extra_ids)))
     with engine.connect() as conn:
         rows = staging.read_rows(conn, table, condition)
     return pd.DataFrame(rows, columns=[c.name for c in table.columns])
-
-
-def due_waiting_attempts(engine: Engine) -> set[int]:
-    """Attempt ids behind waiting records whose retry time has come, from any earlier partition."""
-    ids: set[int] = set()
-    for entity in (COMPLETION, SKILL_RATING):
-        quarantine = Quarantine(engine, entity)
-        waiting = quarantine.open_entries([WAITING_FOR_LEARNER, WAITING_FOR_ASSESSMENT])
-        if waiting.empty:
-            continue
-        not_due = quarantine.not_due(WAITING_FOR_LEARNER) | quarantine.not_due(WAITING_FOR_ASSESSMENT)
-        keys = [k for k in waiting["record_key"] if k not in not_due]
-        if not keys:
-            continue
-        ledger = Ledger(engine, entity).rows()
-        payloads = ledger[ledger["record_key"].isin(keys)]["payload"]
-        ids |= {int(p["test_invitation_id"]) for p in payloads if isinstance(p, dict) and p.get("test_invitation_id")}
-    return ids
 
 
 def quarantine_unreadable_reports(engine: Engine, problems: list[tuple[int, str]], run_id: str) -> int:
@@ -106,14 +86,36 @@ def _validation_entries(failures: list[RowFailure], prefix: str = "") -> list[En
 
 def known_assessments(engine: Engine) -> set[str]:
     """External ids Degreed has as active content: acknowledged by our ledger or seen in its snapshot."""
-    acknowledged = Ledger(engine, "assessment").rows((ACKNOWLEDGED,))
-    known = set(acknowledged[acknowledged["action"] != "retire"]["record_key"]) if not acknowledged.empty else set()
+    ledger, snapshot = staging.sync_ledger, staging.degreed_assessments
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(staging.degreed_assessments.c.external_id)
-                            .where(sa.or_(staging.degreed_assessments.c.obsolete.is_(False),
-                                          staging.degreed_assessments.c.obsolete.is_(None))))
-        known |= {row[0] for row in rows if row[0]}
-    return known
+        acknowledged = conn.execute(sa.select(ledger.c.record_key).where(
+            ledger.c.entity == "assessment", ledger.c.state == ACKNOWLEDGED,
+            sa.func.coalesce(ledger.c.action, "") != "retire")).scalars().all()
+        seen = conn.execute(sa.select(snapshot.c.external_id).where(
+            sa.or_(snapshot.c.obsolete.is_(False), snapshot.c.obsolete.is_(None)))).scalars().all()
+    return {key for key in (*acknowledged, *seen) if key}
+
+
+def unplanned_days(engine: Engine) -> list[date]:
+    """UTC days with staged attempts no plan has taken into account yet (a run died between extract and plan)."""
+    table = staging.imocha_completions
+    with engine.connect() as conn:
+        return sorted(conn.execute(sa.select(table.c.attempt_date).distinct()
+                                   .where(table.c.planned_at.is_(None))).scalars().all())
+
+
+def mark_planned(engine: Engine, days: list[date]) -> None:
+    """Record that the staged attempts of ``days`` have been planned."""
+    table = staging.imocha_completions
+    with engine.begin() as conn:
+        conn.execute(table.update().where(table.c.attempt_date.in_(days)).values(planned_at=staging.utcnow()))
+
+
+def source_of(attempt: dict) -> dict:
+    """The plan row's source: the attempt's id, its UTC time and the day whose window listed it."""
+    at = attempt.get("attempted_on")
+    at = pd.Timestamp(at).to_pydatetime() if at is not None and not pd.isna(at) else None
+    return {"source_id": int(attempt["test_invitation_id"]), "source_at": at, "source_day": attempt.get("attempt_date")}
 
 
 def latest_wins(frame: pd.DataFrame, key: str, order: str) -> pd.DataFrame:
@@ -122,10 +124,13 @@ def latest_wins(frame: pd.DataFrame, key: str, order: str) -> pd.DataFrame:
 
 def build_completion_plans(engine: Engine, days: list[date], mapping: CompletionMapping,
                            run_id: str) -> tuple[EntityPlan, EntityPlan]:
-    """Validate the staged attempts of ``days`` (plus due waiting ones), map them, and plan both entities."""
-    extra = due_waiting_attempts(engine)
-    attempts = load_staged(engine, staging.imocha_completions, days, extra)
-    scores = load_staged(engine, staging.imocha_skill_scores, days, extra)
+    """Validate the staged attempts of ``days``, map them, and plan both entities.
+
+    Records that wait (for a learner, for their assessment) are planned like the others; what is due is decided
+    at send time (``sync/outstanding.py``), so any later run, or the catch-up job, sends them once they can go.
+    """
+    attempts = load_staged(engine, staging.imocha_completions, days)
+    scores = load_staged(engine, staging.imocha_skill_scores, days)
     quarantine_c = Quarantine(engine, COMPLETION, run_id)
     quarantine_r = Quarantine(engine, SKILL_RATING, run_id)
 
@@ -141,7 +146,7 @@ def build_completion_plans(engine: Engine, days: list[date], mapping: Completion
     skipped_rows = [
         {"record_key": attempt_key(r["test_invitation_id"]), "action": SKIP,
          "reason": f"status {r['status']!r} is not sent (IMOCHA_PIPELINE_SEND_STATUSES="
-                   f"{','.join(mapping.send_statuses)})"}
+                   f"{','.join(mapping.send_statuses)})", **source_of(r)}
         for r in not_sent.to_dict("records")
     ]
 
@@ -171,9 +176,10 @@ def _plan_completions(engine, sent: pd.DataFrame, mapping: CompletionMapping, sk
             "user_id": user_id, "user_identifier_type": id_type, "content_id": external_id,
             "content_id_type": "ExternalId", "content_type": mapping.content_type,
             "completed_at": utc_text(r["attempted_on"]), "percentile": float(r["score_percentage"]),
-            "test_invitation_id": int(r["test_invitation_id"]),
+            "test_invitation_id": int(r["test_invitation_id"]), **source_of(r),
         })
-    desired = pd.DataFrame(desired_rows, columns=["record_key", *COMPLETION_PAYLOAD, *COMPLETION_FIELDS])
+    desired = pd.DataFrame(desired_rows, columns=["record_key", *COMPLETION_PAYLOAD, *COMPLETION_FIELDS,
+                                                  *SOURCE_COLUMNS])
     desired = latest_wins(desired, "record_key", "completed_at") if not desired.empty else desired
     known = known_assessments(engine)
     waiting_assessment = desired[~desired["content_id"].isin(known)] if not desired.empty else desired
@@ -203,7 +209,7 @@ def _plan_ratings(engine, scores: pd.DataFrame, complete_ids: set[int], mapping:
         skill = mapping.skill_name(r["skill_name"])
         if skill is None:
             reason = f"no Degreed skill mapped for iMocha skill {r['skill_name']!r} (IMOCHA_PIPELINE_SKILL_MAP)"
-            skipped_rows.append({"record_key": r["record_key"], "action": SKIP, "reason": reason})
+            skipped_rows.append({"record_key": r["record_key"], "action": SKIP, "reason": reason, **source_of(r)})
             continue
         email = emails.get(int(r["test_invitation_id"]), r["learner_email"])
         user_id, id_type = mapping.learner_identifier(email)
@@ -211,9 +217,11 @@ def _plan_ratings(engine, scores: pd.DataFrame, complete_ids: set[int], mapping:
             "record_key": skill_rating_key(email, skill), "user_id": user_id, "user_identifier_type": id_type,
             "skill_name": skill, "rating_type": mapping.rating_type,
             "test_invitation_id": int(r["test_invitation_id"]), "percent": round(float(r["percent"]), 4),
-            "rating": mapping.level(float(r["percent"])), "rated_at": utc_text(r["attempted_on"]),
+            "rating": mapping.level_for(r["points"], r["max_points"]), "rated_at": utc_text(r["attempted_on"]),
+            **source_of(r),
         })
-    desired = pd.DataFrame(desired_rows, columns=["record_key", *SKILL_RATING_PAYLOAD, *SKILL_RATING_FIELDS])
+    desired = pd.DataFrame(desired_rows, columns=["record_key", *SKILL_RATING_PAYLOAD, *SKILL_RATING_FIELDS,
+                                                  *SOURCE_COLUMNS])
     desired = latest_wins(desired, "record_key", "rated_at") if not desired.empty else desired
     frame = _plan_against_ledger(engine, desired, SKILL_RATING_SPEC, "rated_at", quarantine, set())
     frame = pd.concat([frame, pd.DataFrame(skipped_rows)], ignore_index=True) if skipped_rows else frame
@@ -256,8 +264,19 @@ def _plan_against_ledger(engine: Engine, desired: pd.DataFrame, spec: EntitySpec
     return result
 
 
+def plan_unplanned(engine: Engine, mapping: CompletionMapping, run_id: str) -> list[date]:
+    """Plan every day that has staged attempts no plan has seen (a run that died between extract and plan);
+    returns those days."""
+    days = unplanned_days(engine)
+    if days:
+        for entity_plan in build_completion_plans(engine, days, mapping, run_id):
+            stage_entity_plan(engine, entity_plan, run_id)
+        mark_planned(engine, days)
+    return days
+
+
 def stage_entity_plan(engine: Engine, entity_plan: EntityPlan, run_id: str) -> None:
-    """Upsert this run's plan rows (other partitions' rows stay) for people to read before apply."""
-    frame = entity_plan.frame
+    """Upsert the planned records over rows of the same or older attempts (other records stay), for people to
+    read and for any apply step to send."""
     columns = (*entity_plan.fields, *entity_plan.payload_columns)
-    stage_plan(engine, entity_plan.entity, frame, columns, run_id, replace_all=False)
+    stage_latest(engine, entity_plan.entity, entity_plan.frame, columns, run_id)

@@ -1,24 +1,52 @@
 """One tick of the completions polling sensor, in plain Python (the Dagster sensor only wraps it).
 
-A tick asks iMocha's Retrieve Invites (``state=completed``) for the attempts that finished since the
-last tick, finds those not staged yet and not requested yet, and turns them into one run request per
-UTC day (the ``completion_sync_job`` partition whose window returned them).
+A tick asks iMocha's Retrieve Invites (``state=completed``) for the attempts listed since the last tick,
+finds those not staged yet and not requested yet, and turns them into one run request per UTC day (the
+``completion_sync_job`` partition whose window returned them). An attempt it requested stays in the cursor
+until it is staged, and is asked for again while it is not (DESIGN §2: no record depends on one run).
 
-- **Cursor**: ``{"v": 1, "until": "<UTC ISO Z>", "pending": {"<invitation id>": "<YYYY-MM-DD>"}}``.
-  ``until``: everything before it has been read at least once. ``pending``: attempts already
-  requested but not staged yet, so that re-reading the overlap does not request them again; an entry
-  is dropped once staged, or once its day is older than the next scan's start (the overlap).
-  A missing, corrupt, wrong-version or future cursor restarts the scan at ``now - lookback``
-  (never at the beginning of time) and the tick says why.
-- **Overlap**: each tick re-reads from ``until - overlap`` so attempts iMocha lists late are found.
+- **Cursor**: ``{"v": 1, "until": "<UTC ISO Z>", "pending": {"<invitation id>": ["<YYYY-MM-DD>",
+  "<UTC ISO Z>", <tries>]}}``. ``until``: everything before it has been read at least once. ``pending``:
+  attempts requested (by this sensor, or by a callback run the poll saw) but not staged yet: the day, when
+  it was last requested and how many times. An entry leaves only once ``imocha_completions`` holds the
+  attempt, never because time passed. The older entry shape ``"<invitation id>": "<YYYY-MM-DD>"`` is still
+  read (as requested once, at the cursor's ``until``); the new shape is always written. ``waiting`` (only
+  when not empty): see "a day whose run has not read iMocha yet" below. A missing, corrupt, wrong-version
+  or future cursor, or a malformed entry, restarts the scan at ``now - lookback`` (never at the beginning
+  of time) and the tick says why.
+- **Asked for again**: a pending attempt that is still not staged (its run failed before staging it, was
+  canceled, or quarantined it because iMocha's report was not ready yet, a 404) is requested again for its
+  day once (a) no unfinished run of that day will still read iMocha after the last request
+  (``UnfinishedRun.will_see``) and (b) its back-off has passed: ``retry`` after the first request, doubling
+  with every try, at most ``retry_max``. Re-requests count against the per-tick cap after new attempts.
+- **Re-read span**: each tick re-reads from ``until - max(overlap, max_attempt)`` (never before
+  ``earliest``). ``overlap`` catches attempts iMocha lists a little late. ``max_attempt`` (the longest an
+  attempt runs from start to finish; default 12 h, like the callbacks path's
+  ``IMOCHA_PIPELINE_CALLBACK_MAX_ATTEMPT_HOURS``) is there because the spec does not say which timestamp
+  Retrieve Invites filters on (specs/imocha-api.md §9, "Uncertain"). The default assumes the worse
+  reading, the *start* time: an attempt then turns up, once completed, in the window of its start, which
+  can be up to ``max_attempt`` before the tick that first sees it completed. Under the completion-time
+  reading the overlap alone would do; the price of the default is re-reading 12 h every tick: 3 Retrieve
+  Invites calls a tick instead of 1 (4 instead of 1 or 2 while the span holds a midnight, i.e. in the first
+  12 h of a UTC day) at the default 6-hour windows. Lower it only once iMocha confirms it filters on the
+  completion time.
 - **Small calls**: the span is read in windows of at most ``window`` that never cross UTC midnight,
   so every window belongs to exactly one partition.
-- **Cap**: a tick requests at most ``max_attempts`` new attempts and stops reading once a time budget
-  is spent; the cursor then advances only to the end of the last window read completely, so the rest
-  comes next tick. Run keys are built from the partition and the sorted attempt ids, so a tick that
-  is retried (Dagster drops the cursor of a failed tick) asks for the same runs again, and Dagster
-  launches each only once.
-- Attempts a callback already requested (``callback_inbox.run_key`` set) count as requested.
+- **Cap**: a tick requests at most ``max_attempts`` attempts (new ones first, then re-requests) and stops
+  reading once a time budget is spent or the windows read hold ``max_attempts`` attempts neither staged nor
+  known; the cursor then advances only to the end of the last window read completely, so the rest comes
+  next tick.
+- **Run keys** (``run_key_for``): the partition and a digest of the sorted attempt ids, each with its try
+  number from the second try on. Dagster launches a run key only once per sensor, ever, so a re-request
+  (try n + 1) gets a key no earlier request had; a tick that is retried (Dagster drops the cursor of a
+  failed tick) starts from the same cursor, so it asks for the same keys again and Dagster launches each
+  only once.
+- **Callbacks**: attempts a callback run was already requested for (``callback_inbox.run_key`` set) are
+  not requested by the tick that first sees them; they go into ``pending`` (requested when the first such
+  callback arrived, at the latest now; 1 try), so the poll asks for them again if they are not staged later.
+- **A day whose run has not read iMocha yet**: new attempts of a day whose ``completion_sync_job`` run is
+  queued or starting are left to that run (``waiting``: the day and when the poll saw them finished)
+  instead of asking for a second run, and requested after all if it ends without staging them.
 """
 
 from __future__ import annotations
@@ -27,11 +55,12 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline.clients.http import ApiSession
@@ -75,6 +104,18 @@ class PollSettings:
     max_attempts: int = 500
     read_timeout_seconds: float = 10.0
     time_budget_seconds: float = 20.0
+    max_attempt: timedelta = timedelta(hours=12)
+    """``IMOCHA_PIPELINE_POLL_MAX_ATTEMPT_MINUTES`` (720): the longest an attempt runs from start to finish; each
+    tick re-reads this much before ``until``. The default assumes Retrieve Invites may filter on the *start* time
+    (the spec does not say): an attempt then appears, once completed, in the window of its start. 12 h, like
+    ``IMOCHA_PIPELINE_CALLBACK_MAX_ATTEMPT_HOURS``, so both paths assume the same longest attempt. It costs 2 more
+    Retrieve Invites calls a tick at 6-hour windows; set it to the overlap once iMocha is known to filter on the
+    completion time."""
+    retry: timedelta = timedelta(seconds=60)
+    """``IMOCHA_PIPELINE_POLL_RETRY_SECONDS`` (60): the back-off after the first request of an attempt still not
+    staged; it doubles with every further request."""
+    retry_max: timedelta = timedelta(hours=1)
+    """``IMOCHA_PIPELINE_POLL_RETRY_MAX_SECONDS`` (3600): the longest back-off between two requests."""
 
     @classmethod
     def from_env(cls) -> PollSettings:
@@ -86,7 +127,20 @@ class PollSettings:
             max_attempts=int(number_setting("IMOCHA_PIPELINE_POLL_MAX_ATTEMPTS", 500, minimum=1, whole=True)),
             read_timeout_seconds=number_setting("IMOCHA_PIPELINE_POLL_READ_TIMEOUT_SECONDS", 10, minimum=1),
             time_budget_seconds=number_setting("IMOCHA_PIPELINE_POLL_TIME_BUDGET_SECONDS", 20, minimum=1),
+            max_attempt=timedelta(minutes=number_setting("IMOCHA_PIPELINE_POLL_MAX_ATTEMPT_MINUTES", 720, minimum=0)),
+            retry=timedelta(seconds=number_setting("IMOCHA_PIPELINE_POLL_RETRY_SECONDS", 60, minimum=1)),
+            retry_max=timedelta(seconds=number_setting("IMOCHA_PIPELINE_POLL_RETRY_MAX_SECONDS", 3600, minimum=1)),
         )
+
+    @property
+    def reread(self) -> timedelta:
+        """How far before ``until`` each tick reads again: ``max(overlap, max_attempt)``."""
+        return max(self.overlap, self.max_attempt)
+
+    def backoff(self, tries: int) -> timedelta:
+        """How long after its last request an attempt requested ``tries`` times waits before the next one."""
+        seconds = self.retry.total_seconds() * 2.0 ** min(max(tries, 1) - 1, 64)
+        return min(timedelta(seconds=min(seconds, self.retry_max.total_seconds())), self.retry_max)
 
 
 def tick_client(base_url: str, api_key: str, settings: PollSettings) -> ImochaClient:
@@ -106,19 +160,31 @@ def tick_client(base_url: str, api_key: str, settings: PollSettings) -> ImochaCl
 
 
 @dataclass(frozen=True)
+class PendingAttempt:
+    """An attempt requested but not staged yet: its day (partition), when it was last requested, how many times."""
+
+    day: date
+    requested_at: datetime
+    tries: int = 1
+
+    def to_json(self) -> list:
+        return [self.day.isoformat(), format_utc(self.requested_at), self.tries]
+
+
+@dataclass(frozen=True)
 class PollCursor:
-    """Where the scan stands: ``until`` (UTC), the requested-but-not-staged attempts by day, and the attempts
+    """Where the scan stands: ``until`` (UTC), the requested-but-not-staged attempts, and the attempts
     left to a run of their day that had not read iMocha yet (day and when the poll saw them finished)."""
 
     until: datetime
-    pending: dict[int, date] = field(default_factory=dict)
+    pending: dict[int, PendingAttempt] = field(default_factory=dict)
     waiting: dict[int, tuple[date, datetime]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         data: dict = {
             "v": CURSOR_VERSION,
             "until": format_utc(self.until),
-            "pending": {str(i): self.pending[i].isoformat() for i in sorted(self.pending)},
+            "pending": {str(i): self.pending[i].to_json() for i in sorted(self.pending)},
         }
         if self.waiting:
             data["waiting"] = {str(i): [day.isoformat(), format_utc(seen)]
@@ -166,9 +232,10 @@ def _read_cursor(text: str | None, now: datetime) -> PollCursor:
     if not isinstance(pending, dict):
         raise _Restart("the cursor's 'pending' is not an object")
     try:
-        parsed = {int(key): date.fromisoformat(value) for key, value in pending.items()}
+        parsed = {int(key): _pending_entry(value, until) for key, value in pending.items()}
     except (TypeError, ValueError):
-        raise _Restart("the cursor's 'pending' holds an entry that is not <invitation id>: <YYYY-MM-DD>") from None
+        raise _Restart("the cursor's 'pending' holds an entry that is not <invitation id>: "
+                       "[<YYYY-MM-DD>, <UTC>, <tries>] (or the older <invitation id>: <YYYY-MM-DD>)") from None
     waiting = data.get("waiting", {})
     if not isinstance(waiting, dict):
         raise _Restart("the cursor's 'waiting' is not an object")
@@ -179,6 +246,19 @@ def _read_cursor(text: str | None, now: datetime) -> PollCursor:
     if left is None or any(seen is None for _, seen in left.values()):
         raise _Restart("the cursor's 'waiting' holds an entry that is not <invitation id>: [<YYYY-MM-DD>, <UTC>]")
     return PollCursor(until=until, pending=parsed, waiting=left)
+
+
+def _pending_entry(value: object, until: datetime) -> PendingAttempt:
+    """``[day, last requested, tries]``; the older ``"<day>"`` counts as requested once, at the cursor's ``until``."""
+    if isinstance(value, str):
+        return PendingAttempt(date.fromisoformat(value), until, 1)
+    if not isinstance(value, list) or len(value) != 3:
+        raise ValueError(value)
+    day, at, tries = value
+    requested_at = parse_timestamp(at) if isinstance(at, str) else None
+    if not isinstance(day, str) or requested_at is None or type(tries) is not int or tries < 1:
+        raise ValueError(value)
+    return PendingAttempt(date.fromisoformat(day), requested_at, tries)
 
 
 def _whole_seconds(moment: datetime) -> datetime:
@@ -254,6 +334,24 @@ def callback_requested_ids(engine: Engine, ids: list[int]) -> set[int]:
     return staging.existing_values(engine, inbox.c.test_invitation_id, ids, inbox.c.run_key.is_not(None))
 
 
+def callback_requested_at(engine: Engine, ids: Sequence[int]) -> dict[int, datetime]:
+    """Of ``ids``, those a callback run was already requested for, each with when its first such callback arrived.
+
+    The callback's run was requested after that moment, and the attempt was over by then, so a run of its day
+    that starts later lists it (``UnfinishedRun.will_see``).
+    """
+    inbox = staging.callback_inbox
+    found: dict[int, datetime] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(ids), 900):
+            chunk = list(ids[start:start + 900])
+            found.update({row[0]: row[1] for row in conn.execute(
+                sa.select(inbox.c.test_invitation_id, sa.func.min(inbox.c.received_at))
+                .where(inbox.c.test_invitation_id.in_(chunk), inbox.c.run_key.is_not(None))
+                .group_by(inbox.c.test_invitation_id))})
+    return found
+
+
 class AttemptSource(Protocol):
     """What a tick needs from iMocha (``ImochaClient`` fits)."""
 
@@ -269,9 +367,16 @@ class CompletionRunRequest:
     invitation_ids: tuple[int, ...]
 
 
-def run_key_for(prefix: str, day: date, ids: Iterable[int]) -> str:
-    """``"<prefix>:<YYYY-MM-DD>:<16 hex>"``: the same partition and ids always give the same key."""
-    digest = hashlib.sha1(",".join(str(i) for i in sorted(ids)).encode()).hexdigest()[:16]
+def run_key_for(prefix: str, day: date, ids: Iterable[int], tries: Mapping[int, int] | None = None) -> str:
+    """``"<prefix>:<YYYY-MM-DD>:<16 hex>"``: the same partition, ids and try numbers always give the same key.
+
+    ``tries``: the try number of the ids requested again; an id's try number joins the digest from its second
+    try on (``"<id>#<try>"``), so a first request keeps the key it always had and every later one gets a key no
+    earlier request had (Dagster never launches a run key twice).
+    """
+    tries = tries or {}
+    tokens = [str(i) if tries.get(i, 1) <= 1 else f"{i}#{tries[i]}" for i in sorted(ids)]
+    digest = hashlib.sha1(",".join(tokens).encode()).hexdigest()[:16]
     return f"{prefix}:{day.isoformat()}:{digest}"
 
 
@@ -292,6 +397,10 @@ class PollOutcome:
     already_requested: int
     capped: bool
     duration_seconds: float
+    re_requested: int = 0
+    """Attempts requested again (requested before, still not staged) among ``requests``."""
+    re_requests_deferred: int = 0
+    """Attempts due for another request that the per-tick cap left to the next tick."""
 
     @property
     def cursor_json(self) -> str:
@@ -299,7 +408,7 @@ class PollOutcome:
 
     @property
     def new_attempts(self) -> int:
-        return sum(len(request.invitation_ids) for request in self.requests)
+        return sum(len(request.invitation_ids) for request in self.requests) - self.re_requested
 
     def summary(self) -> str:
         parts = [f"read {self.windows_read}/{self.windows_total} windows from {format_utc(self.scan_start)} "
@@ -307,14 +416,16 @@ class PollOutcome:
                  f"{self.attempts_seen} finished attempts",
                  f"{self.already_staged} already staged",
                  f"{self.already_requested} already requested",
-                 f"{self.new_attempts} new in {len(self.requests)} run(s)",
-                 f"{len(self.cursor.pending)} pending",
+                 f"{self.new_attempts} new and {self.re_requested} re-requested in {len(self.requests)} run(s)",
+                 f"{len(self.cursor.pending)} pending (requested, not staged yet)",
                  f"{len(self.cursor.waiting)} left to a run not started yet",
                  f"{self.duration_seconds:.2f}s"]
         text = "; ".join(parts)
         if self.cursor.until < self.scan_end:
             why = "per-tick cap reached" if self.capped else "stopped early"
             text += f"; {why}, the rest from {format_utc(self.cursor.until)} comes next tick"
+        if self.re_requests_deferred:
+            text += f"; per-tick cap reached, {self.re_requests_deferred} due re-request(s) come next tick"
         if self.restart_reason:
             text += f"; restarted the scan at now - look-back: {self.restart_reason}"
         return text
@@ -329,40 +440,50 @@ def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | N
     ``earliest`` (the first partition's start) bounds every scan. ``now`` defaults to the current UTC time.
     ``unfinished_runs`` (called at most once, with the days concerned) lists the runs of those days that have
     not finished: new attempts of a day whose run has not read iMocha yet are left to it (``waiting`` in the
-    cursor) instead of asking for a second run, and requested after all if it ends without staging them.
+    cursor) instead of asking for a second run, and requested after all if it ends without staging them; a
+    pending attempt is not requested again while a run of its day will still read iMocha after its last request.
     """
     started = monotonic()
     settings = settings or PollSettings()
     now = _whole_seconds(now or datetime.now(UTC))
     state = parse_cursor(cursor_text, now, settings.lookback)
     cursor = state.cursor
-    scan_start = cursor.until if state.restart_reason else _whole_seconds(cursor.until - settings.overlap)
+    scan_start = cursor.until if state.restart_reason else _whole_seconds(cursor.until - settings.reread)
     if earliest is not None:
         scan_start = min(now, max(scan_start, earliest))
     windows = scan_windows(scan_start, now, settings.window)
 
+    known = set(cursor.pending) | set(cursor.waiting)
+    staged = staged_invitation_ids(engine, sorted(known))
     fetched: list[tuple[tuple[datetime, datetime], list[ImochaAttempt]]] = []
     candidates = 0
-    known = set(cursor.pending) | set(cursor.waiting)
     for window in windows:
         if fetched and (candidates >= settings.max_attempts
                         or monotonic() - started > settings.time_budget_seconds):
             break
         attempts = client.list_attempts(window[0], window[1], state="completed")
         fetched.append((window, attempts))
-        candidates += sum(1 for a in attempts if a.test_invitation_id not in known)
+        # Only attempts neither staged nor known count towards the cap: the re-read span holds many staged ones.
+        unknown = sorted({a.test_invitation_id for a in attempts} - known)
+        staged |= staged_invitation_ids(engine, unknown)
+        candidates += sum(1 for i in unknown if i not in staged)
 
     seen = sorted({a.test_invitation_id for _, attempts in fetched for a in attempts})
-    staged = staged_invitation_ids(engine, sorted(set(seen) | known))
-    by_callback = callback_requested_ids(engine, [i for i in seen if i not in staged and i not in known])
+    by_callback = callback_requested_at(engine, [i for i in seen if i not in staged and i not in known])
 
     chosen: dict[date, list[int]] = {}
     taken: set[int] = set()
+    from_callbacks: dict[int, PendingAttempt] = {}
     complete_until = cursor.until if not state.restart_reason else scan_start
     capped = False
     for index, (window, attempts) in enumerate(fetched):
         day = window[0].date()
-        fresh = sorted({a.test_invitation_id for a in attempts} - staged - known - by_callback - taken)
+        listed = {a.test_invitation_id for a in attempts}
+        for invitation_id in sorted(listed & by_callback.keys()):
+            # A callback run was requested for it: not requested now, but asked for again if never staged.
+            arrived = _whole_seconds(min(now, by_callback[invitation_id]))
+            from_callbacks.setdefault(invitation_id, PendingAttempt(day, arrived, 1))
+        fresh = sorted(listed - staged - known - by_callback.keys() - taken)
         room = settings.max_attempts - len(taken)
         if len(fresh) > room:
             fresh, capped = fresh[:room], True
@@ -377,15 +498,33 @@ def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | N
             break
 
     new_until = complete_until
-    waiting = _leave_to_unfinished_runs(chosen, {i: w for i, w in cursor.waiting.items() if i not in staged},
-                                        unfinished_runs, now)
-    # An entry matters only while the next scan (from new_until - overlap) can list its attempt again.
-    keep_from = (new_until - settings.overlap).date()
-    pending = {i: d for i, d in cursor.pending.items() if i not in staged}
+    pending = {i: p for i, p in cursor.pending.items() if i not in staged}
+    due = sorted((i for i, p in pending.items() if now >= p.requested_at + settings.backoff(p.tries)),
+                 key=lambda i: (pending[i].requested_at, i))
+    still_waiting = {i: w for i, w in cursor.waiting.items() if i not in staged}
+    runs = UnfinishedRunsByDay(unfinished_runs)
+    runs.look_up(set(chosen) | {day for day, _ in still_waiting.values()} | {pending[i].day for i in due})
+    waiting = _leave_to_unfinished_runs(chosen, still_waiting, runs, now)
     for day, ids in chosen.items():
-        pending.update(dict.fromkeys(ids, day))
-    pending = {i: d for i, d in pending.items() if d >= keep_from}
-    requests = [CompletionRunRequest(day.isoformat(), run_key_for(RUN_KEY_PREFIX, day, ids), tuple(sorted(ids)))
+        pending.update(dict.fromkeys(ids, PendingAttempt(day, now, 1)))
+
+    # Requested before and still not staged: again, once no run of the day will still read iMocha after the
+    # last request (the run failed, was canceled, or ran without it) and the back-off has passed. Re-requests
+    # take what room the per-tick cap leaves after the new attempts.
+    again = [i for i in due if not runs.will_see(pending[i].day, pending[i].requested_at)]
+    room = max(0, settings.max_attempts - len(taken))
+    again, deferred = again[:room], len(again) - min(room, len(again))
+    tries: dict[int, int] = {}
+    for invitation_id in again:
+        entry = pending[invitation_id]
+        tries[invitation_id] = entry.tries + 1
+        chosen.setdefault(entry.day, []).append(invitation_id)
+        pending[invitation_id] = PendingAttempt(entry.day, now, entry.tries + 1)
+    for invitation_id, entry in from_callbacks.items():
+        pending.setdefault(invitation_id, entry)
+
+    requests = [CompletionRunRequest(day.isoformat(), run_key_for(RUN_KEY_PREFIX, day, ids, tries),
+                                     tuple(sorted(ids)))
                 for day, ids in sorted(chosen.items())]
     skip_reason = None
     if not requests:
@@ -395,6 +534,9 @@ def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | N
             days = ", ".join(sorted({day.isoformat() for day, _ in waiting.values()}))
             skip_reason = (f"No run needed: {len(waiting)} finished attempt(s) left to the completion_sync_job "
                            f"run(s) of {days} that have not read iMocha yet")
+        if pending:
+            skip_reason += (f"; {len(pending)} requested attempt(s) not staged yet, asked for again once their "
+                            "back-off has passed and no run of their day is left to stage them")
     outcome = PollOutcome(
         requests=requests,
         cursor=PollCursor(until=new_until, pending=pending, waiting=waiting),
@@ -406,26 +548,25 @@ def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | N
         windows_total=len(windows),
         attempts_seen=len(seen),
         already_staged=len(staged & set(seen)),
-        already_requested=len((known | by_callback) & (set(seen) - staged)),
+        already_requested=len((known | by_callback.keys()) & (set(seen) - staged)),
         capped=capped,
         duration_seconds=monotonic() - started,
+        re_requested=len(again),
+        re_requests_deferred=deferred,
     )
     logger.info("completions poll: %s", outcome.summary())
     return outcome
 
 
 def _leave_to_unfinished_runs(chosen: dict[date, list[int]], still_waiting: dict[int, tuple[date, datetime]],
-                              unfinished_runs: UnfinishedRuns | None,
-                              now: datetime) -> dict[int, tuple[date, datetime]]:
+                              runs: UnfinishedRunsByDay, now: datetime) -> dict[int, tuple[date, datetime]]:
     """Move from ``chosen`` to the returned waiting list the days a run will still read; release the rest.
 
     A new attempt waits when a run of its day has not started yet (it lists everything finished before it
     starts). A waiting attempt stays while a run of its day started after the poll saw it finished, or has not
     started; once none is left and the attempt is still not staged (the run failed, was canceled or missed
-    it), it goes back into ``chosen`` and is requested this tick.
+    it), it goes back into ``chosen`` and is requested this tick. ``runs`` has looked up every day concerned.
     """
-    runs = UnfinishedRunsByDay(unfinished_runs)
-    runs.look_up(set(chosen) | {day for day, _ in still_waiting.values()})
     waiting: dict[int, tuple[date, datetime]] = {}
     for day in [day for day in chosen if runs.will_see(day, now)]:
         waiting.update(dict.fromkeys(chosen.pop(day), (day, now)))
@@ -435,4 +576,3 @@ def _leave_to_unfinished_runs(chosen: dict[date, list[int]], still_waiting: dict
         else:
             chosen.setdefault(day, []).append(invitation_id)
     return waiting
-

@@ -13,6 +13,10 @@ import math
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from itertools import pairwise
+from numbers import Integral, Rational
 from pathlib import Path
 
 import pandas as pd
@@ -103,10 +107,25 @@ class CompletionMapping:
         )
 
     def level(self, percent: float | None) -> int | None:
-        """Degreed's 1–8 level for a percentage, by the configured bands."""
-        if percent is None or (isinstance(percent, float) and math.isnan(percent)):
+        """Degreed's 1–8 level for a percentage, by the configured bands (compared exactly, see ``exact``).
+
+        Prefer ``level_for(points, max_points)`` where the points are known: a percentage computed in floats
+        can land just below a band edge (0.6 / 1.6 * 100 == 37.49999...).
+        """
+        value = exact(percent)
+        return None if value is None else self._level_of(value)
+
+    def level_for(self, points: float | None, max_points: float | None) -> int | None:
+        """Degreed's 1–8 level for ``points`` out of ``max_points``: ``points / max_points * 100 >= edge`` in exact
+        arithmetic on the values' decimal text, so 0.6 of 1.6 is exactly 37.5% (level 4 of the default bands).
+        None when either value is missing or not finite, or ``max_points`` is not above 0."""
+        scored, maximum = exact(points), exact(max_points)
+        if scored is None or maximum is None or maximum <= 0:
             return None
-        return 1 + sum(1 for boundary in self.bands if percent >= boundary)
+        return self._level_of(scored / maximum * 100)
+
+    def _level_of(self, percent: Fraction) -> int:
+        return 1 + sum(1 for boundary in self.bands if percent >= exact(boundary))
 
     def learner_identifier(self, email: str) -> tuple[str, str]:
         """(user-id, user-identifier-type): EmployeeId when the mapping table names the learner, else Email."""
@@ -126,13 +145,30 @@ class CompletionMapping:
         return optional("IMOCHA_PIPELINE_SKILL_MAP_STRICT", "0").lower() in {"1", "true", "yes"}
 
 
+def exact(value) -> Fraction | None:
+    """A number as the exact decimal it is written as: ``Fraction(repr(float))``, so 0.6 is 3/5, not the binary
+    double 0.59999999999999997779... Integers, Decimals and Fractions are taken as they are. None for a missing
+    (None, NaN, pd.NA) or infinite value."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, Rational):  # int (numpy ints too), Fraction
+        return Fraction(int(value)) if isinstance(value, Integral) else Fraction(value)
+    if isinstance(value, Decimal):
+        return Fraction(value) if value.is_finite() else None
+    number = float(value)  # float, numpy floats, numeric text
+    if not math.isfinite(number):
+        return None
+    return Fraction(repr(number))  # repr: the shortest decimal text that reads back as this float
+
+
 def parse_bands(text: str) -> tuple[float, ...]:
-    """``"12.5,25,37.5,50,62.5,75,87.5"``: seven increasing boundaries between 0 and 100."""
+    """``"12.5,25,37.5,50,62.5,75,87.5"``: seven strictly increasing boundaries between 0 and 100."""
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError as exc:
         raise ValueError(f"IMOCHA_PIPELINE_SKILL_LEVEL_BANDS must be comma-separated numbers, got {text!r}") from exc
-    if len(values) != 7 or list(values) != sorted(values) or not all(0 < v < 100 for v in values):
+    increasing = all(low < high for low, high in pairwise(values))
+    if len(values) != 7 or not increasing or not all(0 < v < 100 for v in values):
         raise ValueError("IMOCHA_PIPELINE_SKILL_LEVEL_BANDS needs 7 increasing boundaries between 0 and 100 "
                          f"(level 1 below the first, level 8 from the last), got {text!r}")
     return values

@@ -3,7 +3,9 @@
 A record moves planned -> sending -> acknowledged (with its Degreed id) or failed (with the error).
 The state changes only on Degreed's answer. ``claim`` is a conditional update, so two runs can never
 send the same record at once, and a run never sends a record again that another run has meanwhile
-delivered with the same values (``DONE``). A claim is a lease: the claiming run renews it (``heartbeat``)
+delivered with the same values (``DONE``), nor a record whose ledger row already carries a later iMocha attempt than
+the one being claimed (``SUPERSEDED``: the newest attempt wins at send time, not only at plan time). A claim is a
+lease: the claiming run renews it (``heartbeat``)
 while it works, so a claim left by a run that died (SIGKILL, lost host) can be taken over as soon as its
 lease has run out (``IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS``, default 120) instead of blocking the record
 for long; the run that takes it over resolves it by reading Degreed first.
@@ -11,6 +13,7 @@ for long; the run that takes it over resolves it by reading Degreed first.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +32,7 @@ STATES = (PLANNED, SENDING, ACKNOWLEDGED, FAILED)
 # Why a claim was refused: another live run holds the record, or it was already delivered with these values.
 HELD = "held"
 DONE = "done"
+SUPERSEDED = "superseded"
 LEASE_SETTING = "IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS"
 DEFAULT_LEASE_SECONDS = 120
 
@@ -38,6 +42,21 @@ def claim_lease() -> timedelta:
     return timedelta(seconds=max(1, optional_int(LEASE_SETTING, DEFAULT_LEASE_SECONDS)))
 
 _ERROR_LIMIT = 2000
+
+
+@dataclass(frozen=True, order=True)
+class Source:
+    """The iMocha attempt a completion or skill rating comes from: later ``at`` wins, then the higher ``id``."""
+
+    at: datetime
+    id: int
+
+
+def _not_newer_than(source: Source):
+    """The ledger row's source is not later than ``source`` (rows without a source never block)."""
+    column_at, column_id = sync_ledger.c.source_at, sync_ledger.c.source_id
+    return sa.or_(column_at.is_(None), column_at < source.at,
+                  sa.and_(column_at == source.at, sa.func.coalesce(column_id, 0) <= source.id))
 
 
 class Ledger:
@@ -64,12 +83,13 @@ class Ledger:
             upsert(conn, sync_ledger, rows, key_columns=["entity", "record_key"], only_insert=True)
 
     def claim(self, key: str, action: str, payload: dict[str, Any], payload_hash: str,
-              resend: bool = False) -> bool:
+              resend: bool = False, source: Source | None = None) -> bool:
         """Mark a record ``sending`` for this run. True if claimed.
 
-        Refused (False) while another run holds a live claim (``refusal`` says ``HELD``), and, unless
-        ``resend`` (a repair of a record Degreed lost), when the record is already acknowledged with this
-        payload hash (``DONE``: another run delivered it after this run planned it).
+        Refused (False) while another run holds a live claim (``refusal`` says ``HELD``); unless ``resend`` (a
+        repair of a record Degreed lost), when the record is already acknowledged with this payload hash
+        (``DONE``: another run delivered it after this run planned it); and when the ledger row carries a later
+        ``source`` attempt than this claim's, acknowledged or in flight (``SUPERSEDED``).
         """
         self.ensure_rows([key])
         now = utcnow()
@@ -85,18 +105,28 @@ class Ledger:
                                 sa.func.coalesce(sync_ledger.c.payload_hash, "") == payload_hash,
                                 retired if action == "retire" else sa.not_(retired))
             free = sa.and_(free, sa.not_(delivered))
+        values: dict[str, Any] = {}
+        if source is not None:
+            free = sa.and_(free, _not_newer_than(source))
+            values = {"source_at": source.at, "source_id": source.id}
         with self.engine.begin() as conn:
             result = conn.execute(
                 sync_ledger.update().where(self._where(key), free).values(
                     state=SENDING, action=action, payload=payload, payload_hash=payload_hash,
                     attempts=sync_ledger.c.attempts + 1, run_id=self.run_id, claimed_at=now, updated_at=now,
+                    **values,
                 )
             )
             return result.rowcount == 1
 
-    def refusal(self, key: str, payload_hash: str, action: str = "") -> str:
-        """Why ``claim`` refused: ``DONE`` (delivered with these values) or ``HELD`` (another live run)."""
+    def refusal(self, key: str, payload_hash: str, action: str = "", source: Source | None = None) -> str:
+        """Why ``claim`` refused: ``SUPERSEDED`` (a later attempt is acknowledged or in flight), ``DONE``
+        (delivered with these values) or ``HELD`` (another live run)."""
         row = self.get(key) or {}
+        held_source = (Source(row["source_at"], int(row.get("source_id") or 0))
+                       if row.get("source_at") is not None else None)
+        if source is not None and held_source is not None and held_source > source:
+            return SUPERSEDED
         if (row.get("state") == ACKNOWLEDGED and payload_hash and row.get("payload_hash") == payload_hash
                 and (row.get("action") == "retire") == (action == "retire")):
             return DONE

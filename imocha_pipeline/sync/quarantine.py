@@ -2,8 +2,9 @@
 
 Kinds: ``validation`` (the data broke a rule), ``waiting_for_learner`` (Degreed does not know the
 learner yet), ``waiting_for_assessment`` (the content is not in Degreed yet), ``rejected`` (Degreed
-refused the write for another reason). Waiting records are retried on later runs with growing intervals;
-a record that later syncs or passes validation is marked resolved.
+refused the write for another reason). Waiting and rejected records are sent again by later runs (any apply, or
+the catch-up job) once their retry time has come, at growing intervals; a record that later syncs or passes
+validation is marked resolved.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ WAITING_FOR_ASSESSMENT = "waiting_for_assessment"
 REJECTED = "rejected"
 OPEN = "open"
 RESOLVED = "resolved"
+# Kinds whose records are sent again on their own once their retry time has come (``sync/outstanding.py``).
+RETRIED_KINDS = (WAITING_FOR_LEARNER, WAITING_FOR_ASSESSMENT, REJECTED)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class Quarantine:
                     "bad_value": entry.bad_value, "status": OPEN, "attempts": attempts, "run_id": self.run_id,
                     "last_seen_at": now, "resolved_at": None,
                     "next_retry_at": now + retry_delay(attempts, self.retry_base)
-                    if entry.kind in (WAITING_FOR_LEARNER, WAITING_FOR_ASSESSMENT) else None,
+                    if entry.kind in RETRIED_KINDS else None,
                 }
                 if old is None:
                     conn.execute(sync_quarantine.insert().values(entity=self.entity, record_key=entry.record_key,

@@ -4,7 +4,10 @@ Records are matched by their Degreed id (the ledger keeps it for every acknowled
 identifiers (email or employee id) need no guessing. Kinds of drift:
 - ``missing_in_degreed``: we wrote it and Degreed acknowledged it, but it is gone: repaired by sending it again;
 - ``changed_in_degreed``: someone edited our record in Degreed: reported (the ledger's values are ours);
-- ``unknown_to_us``: our provider's record that no run of ours wrote: reported.
+- ``unknown_to_us``: our provider's record that no run of ours wrote: reported;
+- ``never_delivered``: a staged latest attempt whose completion or skill rating Degreed never acknowledged
+  (a run that failed and was not retried, a write that kept failing): sent (``sync/delivery.py``). Records that
+  wait for a learner or an assessment Degreed does not have are not drift: they wait in the quarantine.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from imocha_pipeline.sync.values import same_value
 MISSING = "missing_in_degreed"
 CHANGED = "changed_in_degreed"
 UNKNOWN = "unknown_to_us"
+NEVER_DELIVERED = "never_delivered"
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,21 @@ def _known_elsewhere(degreed_id: str, ledger_rows: pd.DataFrame) -> bool:
 
 def acknowledged(engine: Engine, entity: str) -> pd.DataFrame:
     return Ledger(engine, entity).rows((ACKNOWLEDGED,))
+
+
+def never_delivered(entity: str, due: pd.DataFrame) -> list[DriftRow]:
+    """Drift rows for outstanding records that are due (``sync/outstanding.py``) and not waiting in the
+    quarantine for a learner or an assessment Degreed does not have (those wait, with their reason)."""
+    rows = []
+    for row in due.to_dict("records"):
+        if isinstance(row.get("waiting_kind"), str):
+            continue
+        attempt = row.get("test_invitation_id")
+        attempt = int(attempt) if attempt is not None and not pd.isna(attempt) else "?"
+        rows.append(DriftRow(entity, str(row["record_key"]), NEVER_DELIVERED, None,
+                             f"attempt {attempt} is staged and planned but Degreed never acknowledged it "
+                             f"({row.get('reason')})"))
+    return rows
 
 
 def stage_drift(engine: Engine, rows: list[DriftRow], repaired: set[tuple[str, str]], run_id: str) -> None:

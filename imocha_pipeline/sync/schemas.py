@@ -13,8 +13,12 @@ from imocha_pipeline.sync.validation import name_pattern
 
 URL_PATTERN = name_pattern(r"^https?://[^\s/$.?#][^\s]*$", "must be an http(s) URL")
 MAX_ASSESSMENT_MINUTES = 600
+# An HTML tag: "<" directly followed by a letter, "/" or "!", up to the next ">". Text that merely uses "<" and
+# ">" ("a < b", "x<>1") is not markup. sync.mapping removes such tags from titles with this same pattern.
+HTML_TAG_PATTERN = r"</?[A-Za-z!][^<>]*>"
 # Titles are plain text: HTML markup (a tag such as <b> or <script>) would show up, or run, in Degreed's pages.
-PLAIN_TEXT_PATTERN = name_pattern(r"^(?![\s\S]*</?[A-Za-z!][^<>]*>)[\s\S]*$",
+# desired_assessments() removes tags first, so this rule is the safety net behind it.
+PLAIN_TEXT_PATTERN = name_pattern(rf"^(?![\s\S]*{HTML_TAG_PATTERN})[\s\S]*$",
                                   "must be plain text (it contains HTML markup)")
 
 

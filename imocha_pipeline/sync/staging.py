@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,6 +112,8 @@ desired_assessments = sa.Table(
     sa.Column("language", sa.Text),
     sa.Column("content_type", sa.Text),
     _ts("computed_at", nullable=False),
+    # Why the title differs from the iMocha name, e.g. HTML tags removed (NULL: sent as iMocha wrote it).
+    sa.Column("title_note", sa.Text),
 )
 
 imocha_completions = sa.Table(
@@ -132,6 +134,10 @@ imocha_completions = sa.Table(
     sa.Column("time_taken_seconds", sa.Integer),
     sa.Column("has_skills", sa.Boolean),
     _ts("extracted_at", nullable=False),
+    # When a completion plan last took this attempt into account; NULL: staged but never planned (a run that
+    # died between extract and plan), which the catch-up plans (``sync/outstanding.py``).
+    _ts("planned_at"),
+    sa.Index("ix_imocha_completions_unplanned", "planned_at", "attempt_date"),
 )
 
 imocha_skill_scores = sa.Table(
@@ -189,6 +195,11 @@ sync_ledger = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.Text),
     sa.Column("run_id", sa.String(64)),
+    # The source (iMocha attempt id and its time) of what was last claimed for this record: what Degreed holds
+    # once acknowledged, or what is in flight. A claim for an older attempt is refused (latest wins at send
+    # time). NULL for assessments.
+    sa.Column("source_id", sa.BigInteger),
+    _ts("source_at"),
     _ts("claimed_at"),
     _ts("acknowledged_at"),
     _ts("created_at", nullable=False),
@@ -227,6 +238,14 @@ sync_plan = sa.Table(
     sa.Column("payload_hash", sa.String(64)),
     sa.Column("run_id", sa.String(64)),
     _ts("planned_at", nullable=False),
+    # Completions and skill ratings: the attempt a row was planned from (id, time, UTC day). A row is replaced
+    # only by a plan of the same or a later attempt, so concurrent runs never put an older attempt back.
+    sa.Column("source_id", sa.BigInteger),
+    _ts("source_at"),
+    sa.Column("source_day", sa.Date),
+    # Assessments: the plan the rows belong to; the apply step sends only the plan the guard approved.
+    sa.Column("plan_id", sa.String(64)),
+    sa.Index("ix_sync_plan_entity_source_day", "entity", "source_day"),
 )
 
 sync_state = sa.Table(
@@ -358,10 +377,12 @@ def _insert_for(conn: Connection, table: sa.Table):
 
 
 def upsert(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
-           key_columns: Sequence[str] | None = None, chunk_size: int = 2000, only_insert: bool = False) -> int:
+           key_columns: Sequence[str] | None = None, chunk_size: int = 2000, only_insert: bool = False,
+           only_if: Callable[[Any], sa.ColumnElement[bool]] | None = None) -> int:
     """Insert rows, updating every non-key column where the natural key already exists.
 
-    With ``only_insert`` existing rows are left untouched.
+    With ``only_insert`` existing rows are left untouched; with ``only_if`` (given the statement's ``excluded``
+    row) an existing row is updated only where that condition holds.
     """
     if not rows:
         return 0
@@ -374,12 +395,25 @@ def upsert(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
         statement = _insert_for(conn, table).values(list(rows[start:start + chunk]))
         if update_cols and not only_insert:
             statement = statement.on_conflict_do_update(
-                index_elements=keys, set_={c: statement.excluded[c] for c in update_cols}
+                index_elements=keys, set_={c: statement.excluded[c] for c in update_cols},
+                where=only_if(statement.excluded) if only_if is not None else None,
             )
         else:
             statement = statement.on_conflict_do_nothing(index_elements=keys)
         conn.execute(statement)
     return len(rows)
+
+
+def not_older(table: sa.Table, excluded) -> sa.ColumnElement[bool]:
+    """An upsert condition: the incoming row's source attempt (``source_at``, then ``source_id``) is the same as or
+    later than the stored row's; a stored row without a source is always replaced."""
+    stored_at, incoming_at = table.c.source_at, excluded.source_at
+    return sa.or_(
+        stored_at.is_(None),
+        incoming_at > stored_at,
+        sa.and_(incoming_at == stored_at,
+                sa.func.coalesce(excluded.source_id, 0) >= sa.func.coalesce(table.c.source_id, 0)),
+    )
 
 
 def sweep_older(conn: Connection, table: sa.Table, ts_column: str, cutoff: datetime,

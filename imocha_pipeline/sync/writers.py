@@ -42,9 +42,13 @@ class AssessmentWriter:
         attributes = {"external-id": record["record_key"], **self.attributes(record, DESIRED_ASSESSMENT_FIELDS)}
         try:
             created = self.client.create_assessment(attributes)
-        except ConflictError:
-            # Someone (or an earlier run that never heard back) created it already: adopt it.
+        except ConflictError as exc:
+            # Someone (or an earlier run that never heard back) created it already: adopt it. A search may not
+            # list it yet (Degreed's listings lag behind writes): then read it by the id the 409 named.
             existing = self.find_existing(record)
+            if existing is None and exc.existing_id:
+                found = self.client.get_assessment(exc.existing_id)
+                existing = {"degreed_id": found.id, "obsolete": bool(found.obsolete), **assessment_fields(found)}
             if existing is None:
                 raise
             changed = [n for n in DESIRED_ASSESSMENT_FIELDS if not same_value(existing.get(n), record.get(n))]
@@ -181,3 +185,10 @@ def _identifier(record: dict[str, Any]) -> str:
 
 def _text_time(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def writer_for(entity, client: DegreedClient):
+    """The writer of an entity (an ``EntityDef`` or its name)."""
+    name = getattr(entity, "name", entity)
+    writers = {"assessment": AssessmentWriter, "completion": CompletionWriter, "skill_rating": SkillRatingWriter}
+    return writers[name](client)

@@ -48,7 +48,8 @@ def assessment_kinds(sim) -> list[Kind]:
     add("empty test name", "quarantine", "title is required", "   ")
     add("very long test name", "quarantine", "title length must be between 1 and 255", LONG)
     add("unicode test name", "sync", "", UNICODE_TITLE)
-    add("HTML in title", "quarantine", "title must be plain text", "<b>Python</b> <script>alert(1)</script>")
+    # Sent as plain text with the tags removed (sync.mapping.plain_text_title): "Python alert(1)".
+    add("HTML in title", "sync", "", "<b>Python</b> <script>alert(1)</script>")
     add("negative duration", "quarantine", "duration must be at least 1", "Negative duration test", -5)
     detail = sim.tests[next(iter(sim.tests))].detail_json()
     wrong = add("wrong type in test detail", "quarantine", "'duration' is not a whole number", "Wrong type test")

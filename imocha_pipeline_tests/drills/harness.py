@@ -36,6 +36,8 @@ from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
 from imocha_pipeline.sandbox.server import ServerThread
 from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
 from imocha_pipeline.sync import staging
+from imocha_pipeline.sync.completions import CompletionMapping
+from imocha_pipeline.sync.mapping import plain_text_title
 from imocha_pipeline_tests.drills.gate import Gate, GateRule
 
 PROVIDER = "IMOCHA"
@@ -256,8 +258,9 @@ def _seconds(text: str | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def level(percent: float) -> int:
-    return 1 + sum(1 for boundary in BANDS if percent >= boundary)
+def level(points: float, maximum: float) -> int:
+    """Degreed's level for a skill score, on the exact value of points / maximum (a score on a band edge)."""
+    return CompletionMapping(bands=BANDS).level_for(points, maximum)
 
 
 @dataclass
@@ -288,7 +291,7 @@ def compute_truth(sandbox: Sandbox, overrides: dict[int, dict | None], held_test
     assessments = {}
     for test in imocha.tests.values():
         url = launch_url(test)
-        title = (test.name or "").strip()
+        title, _ = plain_text_title(test.name)
         if url and title and len(title) <= 255 and f"{PREFIX}{test.test_id}" not in held_tests:
             assessments[f"{PREFIX}{test.test_id}"] = {"title": title, "url": url}
     users = {u["email"].casefold() for u in degreed.state()["users"]}
@@ -318,10 +321,9 @@ def compute_truth(sandbox: Sandbox, overrides: dict[int, dict | None], held_test
             if not name or len(name) > 255 or not maximum or maximum <= 0 or points is None or points < 0 \
                     or points > maximum:
                 continue  # a bad skill score stays in quarantine
-            percent = float(points) / float(maximum) * 100
             rkey = (email.lower(), name)
             if rkey not in ratings or ratings[rkey][0] < order:
-                ratings[rkey] = (order, {"rating": level(percent)})
+                ratings[rkey] = (order, {"rating": level(points, maximum)})
     return Truth(assessments, {k: v[1] for k, v in completions.items()}, {k: v[1] for k, v in ratings.items()},
                  waiting)
 

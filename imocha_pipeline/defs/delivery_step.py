@@ -1,0 +1,63 @@
+"""The one apply step body: deliver what is outstanding, log progress, and fail loudly when something due did not
+reach Degreed. Used by assessment_sync_apply, completion_sync_apply and completion_catch_up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+from sqlalchemy.engine import Engine
+
+from imocha_pipeline.clients.http import RequestMetrics
+from imocha_pipeline.defs.metadata import request_metadata
+from imocha_pipeline.sync.apply import EntityWriter
+from imocha_pipeline.sync.delivery import Delivery, deliver
+from imocha_pipeline.sync.entities import EntityDef
+from imocha_pipeline.sync.outstanding import Scope
+from imocha_pipeline.sync.progress import ProgressLog, progress_every_seconds
+
+
+def deliver_all(context: dg.AssetExecutionContext, engine: Engine,
+                work: Sequence[tuple[EntityDef, EntityWriter, Scope]], *, run_id: str, dry_run: bool,
+                per_minute: int, metrics: RequestMetrics, extra: dict[str, object] | None = None,
+                ) -> dg.MaterializeResult:
+    """Deliver each entity's outstanding records in its scope, one after the other.
+
+    Returns the step's metadata; raises ``dg.Failure`` naming the counts and the first errors when any due record
+    could not be delivered (the records stay outstanding: a retry of this step, the next run or the catch-up sends
+    them). A green step means Degreed took everything that was due.
+    """
+    metadata: dict[str, object] = {"dry_run": dry_run, **(extra or {})}
+    deliveries: list[Delivery] = []
+    for entity, writer, scope in work:
+        progress = ProgressLog(context.log.info, f"{entity.name} apply", 0, per_minute,
+                               every_seconds=progress_every_seconds())
+
+        def started(total: int, progress: ProgressLog = progress) -> None:
+            progress.total = total
+            progress.start()
+
+        try:
+            delivery = deliver(engine, entity, writer, scope, run_id, dry_run=dry_run, progress=progress,
+                               on_start=started)
+        except BaseException:
+            progress.finish(stopped=True)
+            raise
+        progress.finish(delivery.result)
+        deliveries.append(delivery)
+        context.log.info("%s (%s): %s", entity.name, scope.describe(), delivery.as_metadata())
+        metadata.update({f"{entity.name}_{key}": value for key, value in delivery.as_metadata().items()})
+        if delivery.result.errors:
+            metadata[f"{entity.name}_errors"] = "\n".join(delivery.first_errors())
+    metadata.update(request_metadata(metrics, "degreed_requests"))
+    undelivered = [d for d in deliveries if d.undelivered]
+    if undelivered:
+        counts = "; ".join(f"{d.entity}: {d.undelivered} of {d.due} due writes failed" for d in undelivered)
+        errors = [line for d in undelivered for line in d.first_errors(5)]
+        raise dg.Failure(
+            description=f"Degreed did not take everything that was due ({counts}). The records stay outstanding and "
+                        "are sent by a retry of this step, the next run or the catch-up job. First errors:\n"
+                        + "\n".join(errors),
+            metadata={key: value for key, value in metadata.items() if not isinstance(value, dg.MetadataValue)},
+        )
+    return dg.MaterializeResult(metadata=metadata)
