@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 
 from imocha_pipeline.sandbox.runtime import SandboxConfig
-from imocha_pipeline_tests.drills import scenarios
+from imocha_pipeline_tests.drills import convergence, scenarios
 from imocha_pipeline_tests.drills.catalogue import TRANSPORT_KINDS
 from imocha_pipeline_tests.drills.harness import Drill, scan_for_secrets
 from imocha_pipeline_tests.drills.proxy import proxied_postgres_schema
 
 SMALL = SandboxConfig(tests=3, learners=10, attempts=16, seed=501, history_days=4)
 TINY = SandboxConfig(tests=3, learners=6, attempts=8, seed=502, history_days=3)
+NO_ATTEMPTS = SandboxConfig(tests=6, learners=4, attempts=0, seed=504, history_days=2)
 
 
 @pytest.fixture
@@ -42,6 +43,7 @@ def test_drill1_sigkill_at_twenty_points_loses_and_duplicates_nothing(make_drill
     outcome = scenarios.drill_kill(drill, scenarios.kill_points(22, drill.size.tests))
     facts = outcome.facts
     assert facts["kills"] >= 20, [k for k in facts["killed"] if not k["reached"]]
+    assert all(count >= 5 for count in facts["kills_by_position"].values()), facts["kills_by_position"]
     assert facts["after_ack_kills"] >= 6, "killed between Degreed's acknowledgement and the ledger write"
     assert facts["stuck_records"] >= 10, "runs died with records in 'sending'"
     assert_exact(outcome)
@@ -158,3 +160,61 @@ def test_drill9_no_secret_appears_in_logs_metadata_errors_or_tables(make_drill):
     assert "DEBUG" in texts["debug log"], "the scan covers DEBUG logging"
     planted = {"control": "x " + drill.sandbox.degreed_secret + " y"}
     assert scan_for_secrets(planted, drill.sandbox.secrets()), "the scanner finds a secret where there is one"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Convergence drills (issue 11): what Dagster and operators do to runs, and nobody re-runs a partition after.
+
+
+@pytest.mark.parametrize("outage_path", ["/api/v2/completions", "/api/v2/skill-ratings"])
+def test_drill10_dagster_run_retry_after_a_degreed_outage_sends_everything(make_drill, outage_path):
+    outcome = convergence.drill_run_retry(make_drill(TINY), outage_path)
+    facts = outcome.facts
+    assert facts["failed_run_red"], "a run that delivered nothing that was due is not green"
+    (failure,) = facts["failures"]
+    entity = "completion" if outage_path.endswith("completions") else "skill_rating"
+    assert failure.startswith("completion_sync_apply: ")
+    assert "writes in a row could not reach Degreed; stopping" in failure, failure
+    assert f"{entity}: " in failure and " due writes, so far " in failure and "failed " in failure
+    assert facts["retry_is_new_run"] and facts["retry_parent"] and facts["retry_succeeded"]
+    assert facts["retry_steps"] == ["completion_sync_apply"], "re-executed from the failed step only"
+    assert facts["writes_in_retry"] > 0 and facts["created_twice"] == []
+    assert_exact(outcome)
+
+
+@pytest.mark.parametrize("order", convergence.RETAKE_ORDERS)
+def test_drill11_a_retake_during_a_backfill_leaves_the_newest_attempt_in_degreed(make_drill, order):
+    outcome = convergence.drill_retake_during_backfill(make_drill(), order)
+    facts = outcome.facts
+    assert facts["paused"] and all(facts["runs"].values()), facts
+    assert facts["degreed_percentile"] == facts["retake_percentile"] != facts["old_percentile"], facts
+    assert_exact(outcome)
+
+
+def test_drill12_the_sensor_forgets_no_attempt_whose_run_did_not_stage_it(make_drill):
+    outcome = convergence.drill_sensor_forgets_nothing(make_drill(TINY))
+    facts = outcome.facts
+    assert facts["failed_run_red"] and facts["reports_not_ready"] >= 1 and facts["run_keys_unique"]
+    assert facts["runs"] >= 2, "re-requested after the failed run and after the report was ready"
+    assert outcome.ok, facts
+    assert_exact(outcome)
+
+
+def test_drill13_past_day_waiting_and_failed_records_converge_without_a_partition_run(make_drill):
+    outcome = convergence.drill_catch_up(make_drill())
+    facts = outcome.facts
+    assert facts["backfill_red"] and facts["failed_rows"] >= 1 and facts["waiting_for_assessment"] >= 1
+    assert facts["catch_up_succeeded"] and facts["next_tick_skipped"]
+    assert facts["partition_runs_after_backfill"] == 0
+    assert_exact(outcome)
+
+
+def test_drill14_a_blocked_plan_is_never_sent_by_apply_alone_a_rerun_or_a_retry(make_drill):
+    outcome = convergence.drill_blocked_plan(make_drill(NO_ATTEMPTS))
+    facts = outcome.facts
+    assert facts["blocked_red"] and facts["apply_alone_red"] and facts["apply_alone_says_blocked"]
+    assert facts["again_blocked"] and facts["retry_red"] and facts["retry_parent"]
+    assert facts["writes_while_blocked"] == []
+    assert facts["confirmed"] and facts["after_confirm"] and facts["retired"] == facts["removed"]
+    assert outcome.ok, facts
+    assert_exact(outcome)

@@ -137,7 +137,7 @@ def test_deploy_instance_file_passes_dagsters_config_schema(tmp_path):
     from imocha_pipeline.definitions import defs
 
     entities = {defs.resolve_job_def(name).tags[ENTITY_TAG]
-                for name in ("assessment_sync_job", "completion_sync_job", "reconcile_job")}
+                for name in ("assessment_sync_job", "completion_sync_job", "catch_up_job", "reconcile_job")}
     assert entities == {"assessment", "completion", "reconcile"}
     for entity in entities:
         assert limits[(ENTITY_TAG, entity)] >= 1, entity

@@ -246,6 +246,12 @@ def apply_plan(
             f"lost the staging database while recording {ledger.entity} writes ({type(exc).__name__}: {reason}). "
             "Everything Degreed acknowledged before is in the ledger; a record in flight stays 'sending' and the "
             "next run reads Degreed before sending it again. Re-run once the database is reachable.") from None
+    except ApplyAborted as exc:
+        if isinstance(exc, StagingDatabaseError):
+            raise
+        done = ", ".join(f"{name} {count}" for name, count in result.as_metadata().items() if count) or "nothing"
+        raise ApplyAborted(f"{exc}. {ledger.entity}: {total} due writes, so far {done}; the rest stay outstanding "
+                           "and the next run (a retry of this step, or the catch-up job) sends them") from exc
     result.elapsed_seconds = time.monotonic() - started
     return result
 

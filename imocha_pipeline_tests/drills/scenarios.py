@@ -51,20 +51,70 @@ class DrillOutcome:
 @dataclass(frozen=True)
 class KillPoint:
     job: str  # "assessment_sync_job" | "completion_sync_job"
-    nth: int  # the n-th Degreed write of that run
+    nth: int  # the n-th Degreed write of that run (when ``position`` is None)
     when: str  # "before" (request in flight, not processed), "after" (processed, answer not yet read),
     #            "random" (killed as soon as the request log shows the n-th processed write: anywhere)
+    position: str | None = None  # "early" | "middle" | "last": the n-th write is chosen from what is still due
+
+
+POSITIONS = ("early", "middle", "last")
 
 
 def kill_points(count: int, assessment_writes: int, seed: int = 5) -> list[KillPoint]:
-    """``count`` kill points across runs: a few in the assessment apply, the rest in the completion apply."""
+    """``count`` kill points across runs: a few in the assessment apply, the rest spread over the whole completion
+    apply (its early, middle and last writes, in turn), each mode at each position."""
     rng = random.Random(seed)
     points = [KillPoint("assessment_sync_job", 1 + i % max(1, assessment_writes - 1), w)
               for i, w in enumerate(("after", "before")[: max(1, min(2, assessment_writes))])]
     modes = ("after", "before", "after", "random")
     while len(points) < count:
-        points.append(KillPoint("completion_sync_job", rng.randint(1, 4), modes[len(points) % len(modes)]))
+        index = len(points)
+        points.append(KillPoint("completion_sync_job", rng.randint(1, 4), modes[index % len(modes)],
+                                POSITIONS[(index // len(modes)) % len(POSITIONS)]))
     return points
+
+
+def due_writes(drill: Drill) -> int:
+    """Completion and skill-rating writes a history run still has to make, at least: truth records the ledger has
+    neither acknowledged nor left ``sending`` (a killed run's record may need no write once Degreed is read)."""
+    truth = drill.truth()
+    ledger = {(r["entity"], r["record_key"]): r for r in drill.ledger()}
+    # A completion waits (no write) while its assessment is not in Degreed (a kill in the assessment apply).
+    assessments = {key for (entity, key), row in ledger.items()
+                   if entity == "assessment" and row["state"] == "acknowledged"}
+    wanted = [(("completion", f"{email}|{content}"), values) for (email, content), values in truth.completions.items()
+              if content in assessments]
+    wanted += [(("skill_rating", f"{email}|{skill}"), values) for (email, skill), values in truth.ratings.items()]
+
+    def settled(key, values) -> bool:
+        row = ledger.get(key)
+        if row is None:
+            return False
+        if row["state"] == "sending":
+            return True
+        payload = row.get("payload") or {}
+        return row["state"] == "acknowledged" and all(
+            str(payload.get(name)) == str(value) or _close(payload.get(name), value) for name, value in values.items())
+
+    return sum(1 for key, values in wanted if not settled(key, values))
+
+
+def _close(left, right) -> bool:
+    try:
+        return abs(float(left) - float(right)) < 1e-6
+    except (TypeError, ValueError):
+        return False
+
+
+MIN_DUE_FOR_A_KILL = 8
+
+
+def nth_write(point: KillPoint, drill: Drill) -> int:
+    """The write a kill point aims at: fixed, or early / in the middle / the last of what is due now."""
+    if point.position is None or point.job != "completion_sync_job":
+        return point.nth
+    due = max(1, due_writes(drill))
+    return {"early": min(point.nth, due), "middle": max(1, due // 2), "last": due}[point.position]
 
 
 def _wait_for_writes(drill: Drill, child, since: int, nth: int, timeout: float) -> bool:
@@ -83,15 +133,21 @@ def drill_kill(drill: Drill, points: list[KillPoint], timeout: float = 120) -> D
     gate = drill.sandbox.degreed_gate
     killed: list[dict] = []
     first_mark = drill.sandbox.degreed.log.last_seq
+    topped_up = 0
     for point in points:
         began = time.monotonic()
+        if point.job == "completion_sync_job" and point.position is not None:
+            while due_writes(drill) < MIN_DUE_FOR_A_KILL:  # fresh attempts, so every kill has a whole apply to hit
+                finish_today(drill, 2, offset=topped_up)
+                topped_up += 2
         mark = drill.sandbox.degreed.log.last_seq
+        nth = nth_write(point, drill)
         if point.when != "random":
-            gate.arm(GateRule(nth=point.nth, when=point.when))
+            gate.arm(GateRule(nth=nth, when=point.when))
         child = drill.start_child(point.job, None if point.job == "assessment_sync_job" else
                                   _history(drill))
         if point.when == "random":
-            reached = _wait_for_writes(drill, child, mark, point.nth, timeout)
+            reached = _wait_for_writes(drill, child, mark, nth, timeout)
         else:
             deadline = time.monotonic() + timeout
             reached = False
@@ -112,7 +168,7 @@ def drill_kill(drill: Drill, points: list[KillPoint], timeout: float = 120) -> D
         if point.when == "after" and reached:
             last = [e for e in drill.sandbox.degreed.log.entries(mark) if create_key(e) is not None]
             stuck_after = [create_key(last[-1])] if last else []
-        killed.append({"point": point, "reached": reached, "seconds": round(time.monotonic() - began, 2),
+        killed.append({"point": point, "nth": nth, "reached": reached, "seconds": round(time.monotonic() - began, 2),
                        "sending": [(r["entity"], r["record_key"]) for r in sending],
                        "acknowledged_by_degreed": stuck_after})
     recovery_mark = drill.sandbox.degreed.log.last_seq
@@ -130,7 +186,9 @@ def drill_kill(drill: Drill, points: list[KillPoint], timeout: float = 120) -> D
     recovery_lookups = [e for e in lookups if e.seq > recovery_mark]
     outcome = DrillOutcome("1 process killed (SIGKILL)", comparison)
     outcome.facts = {
-        "kill_points": len(points), "kills": sum(1 for k in killed if k["reached"]),
+        "kill_points": len(points), "kills": sum(1 for k in killed if k["reached"]), "attempts_added": topped_up,
+        "kills_by_position": {position: sum(1 for k in killed if k["reached"] and k["point"].position == position)
+                              for position in POSITIONS},
         "after_ack_kills": sum(1 for k in killed if k["reached"] and k["point"].when == "after"),
         "rows_left_sending": len(left_sending), "stuck_records": len(stuck_keys), "resent_after_ack": resent,
         "lookups": len(lookups), "lookups_in_recovery": len(recovery_lookups),
