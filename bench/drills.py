@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rate-limit", type=int, default=100_000, help="Degreed requests/min (simulator and budget)")
     parser.add_argument("--kill-points", type=int, default=20)
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9", help="comma-separated drill numbers")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12,13,14", help="comma-separated drill numbers")
     parser.add_argument("--postgres-url", default=os.environ.get("IMOCHA_PIPELINE_TEST_PG_URL",
                                                                  "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--baseline-requests", type=int, default=None,
@@ -71,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", default=None, help="also write the table (markdown) to this file")
     args = parser.parse_args(argv)
 
+    from dataclasses import replace
+
     from imocha_pipeline.sandbox.runtime import SandboxConfig
-    from imocha_pipeline_tests.drills import scenarios
+    from imocha_pipeline_tests.drills import convergence, scenarios
     from imocha_pipeline_tests.drills.harness import Drill, scan_for_secrets
     from imocha_pipeline_tests.drills.proxy import proxied_postgres_schema
 
@@ -211,6 +213,53 @@ def main(argv: list[str] | None = None) -> int:
             outcome.baseline_requests = baseline
             record(outcome, time.monotonic() - t, detail="(staged and sent verbatim, request lines clean)"
                    if outcome.ok else f"{outcome.facts}")
+            scan(drill)
+    # Convergence drills (issue 11): what Dagster and ordinary operations do to runs.
+    if 10 in only:
+        for path in ("/api/v2/completions", "/api/v2/skill-ratings"):
+            t = time.monotonic()
+            with new_drill() as drill:
+                outcome = convergence.drill_run_retry(drill, path)
+                f = outcome.facts
+                record(outcome, time.monotonic() - t, detail=f"(first run red: {f['failed_run_red']}; retry "
+                       f"{'from ' + ','.join(f['retry_steps']) if f['retry_steps'] else ''} under a new run id sent "
+                       f"{f['writes_in_retry']} writes)")
+                scan(drill)
+    if 11 in only:
+        for order in convergence.RETAKE_ORDERS:
+            t = time.monotonic()
+            with new_drill() as drill:
+                outcome = convergence.drill_retake_during_backfill(drill, order, timeout=timeout)
+                f = outcome.facts
+                record(outcome, time.monotonic() - t, detail=f"(Degreed holds {f['degreed_percentile']}, the retake's "
+                       f"score; the older attempt had {f['old_percentile']})")
+                scan(drill)
+    if 12 in only:
+        t = time.monotonic()
+        with new_drill() as drill:
+            outcome = convergence.drill_sensor_forgets_nothing(drill, report_delay=30.0,
+                                                               fresh=max(3, size.attempts // 200), max_ticks=240)
+            f = outcome.facts
+            record(outcome, time.monotonic() - t, detail=f"({f['ticks']} ticks, {f['runs']} runs after the failed "
+                   f"one, {f['reports_not_ready']} report reads answered 404 while being prepared)")
+            scan(drill)
+    if 13 in only:
+        t = time.monotonic()
+        with new_drill() as drill:
+            outcome = convergence.drill_catch_up(drill)
+            f = outcome.facts
+            record(outcome, time.monotonic() - t, detail=f"({f['failed_rows']} failed rows, "
+                   f"{f['waiting_for_assessment']} waiting for their assessment; one catch-up run, "
+                   f"{f['partition_runs_after_backfill']} partition runs)")
+            scan(drill)
+    if 14 in only:
+        t = time.monotonic()
+        with Drill(replace(size, attempts=0), f"sqlite:///{workdir / f'staging-{uuid.uuid4().hex[:8]}.sqlite'}",
+                   degreed_rate_limit=args.rate_limit, workdir=str(workdir)) as drill:
+            outcome = convergence.drill_blocked_plan(drill)
+            f = outcome.facts
+            record(outcome, time.monotonic() - t, detail=f"(apply alone, re-run, retry: "
+                   f"{len(f['writes_while_blocked'])} writes; after confirming {f['retired']} retired)")
             scan(drill)
     if 9 in only:
         ok = not leaks and secrets_seen > 2
