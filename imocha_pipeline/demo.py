@@ -113,9 +113,10 @@ def run_demo(seed: int = 7, workdir: str = ".imocha_demo", echo: Callable[[str],
         plan = _metadata(result, "assessment_sync_plan")
         applied = _metadata(result, "assessment_sync_apply")
         desired = _metadata(result, "desired_assessments")
-        echo(f"   assessments: created {applied.get('created', 0)}, updated {applied.get('updated', 0)}, "
-             f"retired {applied.get('retired', 0)}, unchanged {plan.get('plan_unchanged', 0)}, "
-             f"quarantined {desired.get('quarantined', 0)}, failed {applied.get('failed', 0)} "
+        echo(f"   assessments: created {applied.get('assessment_created', 0)}, "
+             f"updated {applied.get('assessment_updated', 0)}, retired {applied.get('assessment_retired', 0)}, "
+             f"unchanged {plan.get('plan_unchanged', 0)}, quarantined {desired.get('quarantined', 0)}, "
+             f"failed {applied.get('assessment_failed', 0)} "
              f"({time.monotonic() - started:.1f} s)")
         in_degreed = [a for a in box.degreed.state()["assessments"] if a["external_id"].startswith("imocha-")]
         if in_degreed:
