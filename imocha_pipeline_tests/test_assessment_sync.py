@@ -288,3 +288,20 @@ def test_a_test_detail_that_keeps_failing_is_read_again_after_the_others(sandbox
     failure = next(e for e in failed.all_events if e.is_step_failure)
     assert "still rate limited after retries" in str(failure.step_failure_data.error.cause
                                                      or failure.step_failure_data.error)
+
+
+def test_a_test_named_with_markup_reaches_degreed_under_its_plain_text_title(sandbox, sqlite_url, instance):
+    marked, hostile = sandbox.world.tests[0].test_id, sandbox.world.tests[1].test_id
+    sandbox.imocha.update_test(marked, name="<b>SQL</b> Basics")
+    sandbox.imocha.update_test(hostile, name="SELECT * FROM t WHERE a<>1; -- ../../etc")
+    result = run_sync(sandbox, sqlite_url, instance)
+    assert result.success
+    ours = degreed_ours(sandbox)
+    assert ours[f"imocha-{marked}"]["title"] == "SQL Basics"
+    assert ours[f"imocha-{hostile}"]["title"] == "SELECT * FROM t WHERE a<>1; -- ../../etc", "verbatim"
+    assert open_quarantine(sqlite_url) == {}
+    with staging.get_engine(sqlite_url).connect() as conn:
+        plan = {r["record_key"]: r for r in staging.read_rows(conn, staging.sync_plan)}
+    assert plan[f"imocha-{marked}"]["reason"] == (
+        "not in Degreed yet; title sent as plain text: HTML tags removed from the iMocha name '<b>SQL</b> Basics'")
+    assert plan[f"imocha-{hostile}"]["reason"] == "not in Degreed yet"

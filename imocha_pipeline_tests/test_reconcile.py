@@ -77,3 +77,37 @@ def test_reconcile_restores_a_deleted_completion_and_reports_an_edited_one(synce
     assert sum(1 for kind, _ in drift if kind == "unknown_to_us") == 1
     assert ledger[f"{learners[0].email.lower()}|imocha-{test_id}"]["degreed_id"] == restored[0]["id"]
     assert check.metadata["remaining"].value == 2
+
+
+def test_a_staged_attempt_degreed_never_acknowledged_is_never_delivered_drift_and_is_sent(synced, sqlite_url):
+    """The truth side: a retake whose run failed on Degreed writes (and was never retried) is drift, compared
+    with the staged attempts rather than with the ledger, and the reconcile sends it."""
+    from imocha_pipeline.sandbox.server import FaultConfig
+
+    box, defs, instance, learners = synced
+    test = box.world.tests[0]
+    retake = box.imocha.complete_attempt(test.test_id, learners[2].email, learners[2].name, bank_scores=91.0)
+    box.degreed.faults.set(FaultConfig(error_5xx_share=1.0, retry_after_seconds=0, path_prefix="/api/v2/"))
+    today = datetime.now(UTC).date().isoformat()
+    failed = defs.resolve_job_def("completion_sync_job").execute_in_process(
+        instance=instance, tags={"dagster/partition": today}, raise_on_error=False)
+    box.degreed.faults.clear()
+    assert not failed.success, "the run that could not deliver is red"
+    mine = next(c for c in box.degreed.state()["completions"] if c["user_email"] == learners[2].email)
+    assert mine["percentile"] != 91.0
+
+    result = reconcile(defs, instance)
+    with staging.get_engine(sqlite_url).connect() as conn:
+        drift = staging.read_rows(conn, staging.sync_drift)
+    assert result.success and check_result(result).passed, drift
+    never = [d for d in drift if d["kind"] == "never_delivered"]
+    key = f"{learners[2].email.lower()}|imocha-{test.test_id}"
+    assert any(d["record_key"] == key and d["entity"] == "completion" and d["repaired"] for d in never), drift
+    assert all(d["repaired"] for d in never) and any(d["entity"] == "skill_rating" for d in never)
+    assert f"attempt {retake} is staged and planned but Degreed never acknowledged it" in next(
+        d["detail"] for d in never if d["record_key"] == key)
+    mine = next(c for c in box.degreed.state()["completions"] if c["user_email"] == learners[2].email)
+    assert mine["percentile"] == 91.0
+    assert check_result(reconcile(defs, instance)).passed
+    with staging.get_engine(sqlite_url).connect() as conn:
+        assert [d for d in staging.read_rows(conn, staging.sync_drift) if d["kind"] == "never_delivered"] == []

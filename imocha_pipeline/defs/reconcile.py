@@ -29,6 +29,7 @@ from imocha_pipeline.sync.reconcile import (
     UNKNOWN,
     acknowledged,
     find_drift,
+    known_degreed_ids,
     never_delivered,
     repair_plan,
     snapshot_completions,
@@ -98,10 +99,13 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
     if not assessments.empty:
         assessments = assessments[assessments["external_id"].fillna("").str.startswith("imocha-")]
     drift = (
-        find_drift(ASSESSMENT, ledgers[ASSESSMENT], assessments, {"title": "title", "url": "url"})
+        find_drift(ASSESSMENT, ledgers[ASSESSMENT], assessments, {"title": "title", "url": "url"},
+                   known_ids=known_degreed_ids(engine, ASSESSMENT))
         + find_drift(COMPLETION, ledgers[COMPLETION], snapshots[COMPLETION],
-                     {"completed_at": "completed_at", "percentile": "percentile"}, _in_window(reconcile_days()))
-        + find_drift(SKILL_RATING, ledgers[SKILL_RATING], snapshots[SKILL_RATING], {"rating": "rating"})
+                     {"completed_at": "completed_at", "percentile": "percentile"}, _in_window(reconcile_days()),
+                     known_ids=known_degreed_ids(engine, COMPLETION))
+        + find_drift(SKILL_RATING, ledgers[SKILL_RATING], snapshots[SKILL_RATING], {"rating": "rating"},
+                     known_ids=known_degreed_ids(engine, SKILL_RATING))
     )
     # The truth side: every staged latest attempt must be acknowledged. Plan what no plan has seen yet, then
     # whatever is outstanding and due was never delivered.

@@ -63,8 +63,9 @@ def _utc_text(value) -> str | None:
 
 
 def find_drift(entity: str, ledger_rows: pd.DataFrame, snapshot: pd.DataFrame, compare: dict[str, str],
-               in_scope=lambda payload: True) -> list[DriftRow]:
-    """Drift of one entity. ``compare`` maps ledger payload fields to snapshot columns."""
+               in_scope=lambda payload: True, known_ids: set[str] = frozenset()) -> list[DriftRow]:
+    """Drift of one entity. ``compare`` maps ledger payload fields to snapshot columns; ``known_ids``: Degreed ids
+    any ledger row holds (a record whose latest write failed is still ours, never ``unknown_to_us``)."""
     drift: list[DriftRow] = []
     by_id = {row["degreed_id"]: row for row in snapshot.to_dict("records")} if not snapshot.empty else {}
     ours: set[str] = set()
@@ -88,7 +89,7 @@ def find_drift(entity: str, ledger_rows: pd.DataFrame, snapshot: pd.DataFrame, c
         if changes:
             drift.append(DriftRow(entity, row["record_key"], CHANGED, row["degreed_id"], "; ".join(changes)))
     for degreed_id, found in by_id.items():
-        if degreed_id not in ours and not _known_elsewhere(degreed_id, ledger_rows):
+        if degreed_id not in ours and degreed_id not in known_ids and not _known_elsewhere(degreed_id, ledger_rows):
             description = ", ".join(f"{k}={found.get(k)!r}" for k in list(compare.values())[:3])
             drift.append(DriftRow(entity, f"degreed:{degreed_id}", UNKNOWN, degreed_id,
                                   f"in Degreed for our provider but not written by us ({description})"))
@@ -101,6 +102,12 @@ def _known_elsewhere(degreed_id: str, ledger_rows: pd.DataFrame) -> bool:
 
 def acknowledged(engine: Engine, entity: str) -> pd.DataFrame:
     return Ledger(engine, entity).rows((ACKNOWLEDGED,))
+
+
+def known_degreed_ids(engine: Engine, entity: str) -> set[str]:
+    """Degreed ids the ledger holds for the entity, in any state."""
+    rows = Ledger(engine, entity).rows()
+    return {str(i) for i in rows["degreed_id"] if isinstance(i, str) and i} if not rows.empty else set()
 
 
 def never_delivered(entity: str, due: pd.DataFrame) -> list[DriftRow]:
