@@ -3,9 +3,9 @@
 Partitions are UTC days, so bugs in day arithmetic show only around midnight: two sensor tests once failed
 only then (an attempt that had not finished yet at 00:07, and a pending entry whose day the poll's re-read
 span had passed; pending entries now stay until their attempt is staged). This runs the clock-sensitive test
-files again, SQLite only, under libfaketime at the moments where such bugs show. Offsets are always forward (the next occurrence of
-each moment): libfaketime also shifts the monotonic clock, and a backward shift larger than the machine's
-uptime makes every ``time.sleep`` fail with EINVAL.
+files again, SQLite only, under libfaketime at the moments where such bugs show. Offsets are always forward
+(the next occurrence of each moment): libfaketime also shifts the monotonic clock, and a backward shift larger
+than the machine's uptime makes every ``time.sleep`` fail with EINVAL.
 
 CI installs faketime and sets IMOCHA_PIPELINE_REQUIRE_FAKETIME=1, so there a missing faketime fails;
 elsewhere it skips with the reason.
