@@ -138,7 +138,7 @@ def test_deploy_instance_file_passes_dagsters_config_schema(tmp_path):
 
     entities = {defs.resolve_job_def(name).tags[ENTITY_TAG]
                 for name in ("assessment_sync_job", "completion_sync_job", "catch_up_job", "reconcile_job")}
-    assert entities == {"assessment", "completion", "reconcile"}
+    assert entities == {"assessment", "completion", "catch_up", "reconcile"}
     for entity in entities:
         assert limits[(ENTITY_TAG, entity)] >= 1, entity
     assert limits[("dagster/partition", "{'applyLimitPerUniqueValue': True}")] == 1
@@ -173,7 +173,7 @@ def test_instance_on_postgres_runs_a_job_a_sensor_tick_and_a_schedule_tick(dagst
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
         queue = instance.get_concurrency_config().run_queue_config
-        assert queue.max_concurrent_runs == 4
+        assert queue.max_concurrent_runs == 5
         assert {"key": ENTITY_TAG, "value": "completion", "limit": 2} in queue.tag_concurrency_limits
         assert instance.run_monitoring_enabled and instance.run_retries_enabled
         assert instance.run_retries_max_retries == 2
