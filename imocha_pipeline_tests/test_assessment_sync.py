@@ -99,11 +99,12 @@ def test_rename_patches_only_the_title_and_removal_retires_then_readding_revives
     assert degreed_ours(sandbox)[f"imocha-{removed}"]["obsolete"] is False
 
 
-def test_content_created_by_someone_else_is_adopted_not_duplicated(sandbox, sqlite_url, instance):
+@pytest.mark.parametrize("conflict_body", ["error_with_id", "error_without_id", "empty"])
+def test_content_created_by_someone_else_is_adopted_not_duplicated(sandbox, sqlite_url, instance, conflict_body):
     test_id = sandbox.world.tests[2].test_id
     # Degreed lists new content only after a while (the lag real APIs show after a write): the snapshot does not
-    # see it, the plan says create, and the create answers a real 409.
-    sandbox.degreed.configure(content_listing_lag_seconds=600)
+    # see it, the plan says create, and the create answers a real 409 in the configured body.
+    sandbox.degreed.configure(content_listing_lag_seconds=600, conflict_body=conflict_body)
     existing = sandbox.degreed.add_assessment(f"imocha-{test_id}", title="Made by hand", url="https://old.example/x")
     mark = sandbox.degreed.log.last_seq
     result = run_sync(sandbox, sqlite_url, instance)
@@ -112,15 +113,25 @@ def test_content_created_by_someone_else_is_adopted_not_duplicated(sandbox, sqli
              if e.path.startswith(f"/api/v2/content/assessments/{existing['id']}")
              or (e.method == "POST" and f"imocha-{test_id}" in (e.body or ""))]
     assert calls[0] == ("POST", 409), calls
-    assert ("GET", 200) in calls and ("PATCH", 200) in calls, "read by the id the 409 named, then brought in step"
-    assert materialization(result, "assessment_sync_apply")["assessment_adopted"] == 1
-    same_key = [a for a in sandbox.degreed.state()["assessments"] if a["external_id"] == f"imocha-{test_id}"]
+    key = f"imocha-{test_id}"
+    if conflict_body == "error_with_id":
+        assert ("GET", 200) in calls and ("PATCH", 200) in calls, "read by the id the 409 named, then brought in step"
+        assert materialization(result, "assessment_sync_apply")["assessment_adopted"] == 1
+    else:
+        # Nothing to read an id from, and the look-up by external id cannot see it yet: it waits, with the reason.
+        assert calls == [("POST", 409)]
+        assert "answered 409 (conflict)" in open_quarantine(sqlite_url)[key]
+        sandbox.degreed.configure(content_listing_lag_seconds=0)  # the listing caught up
+        with staging.get_engine(sqlite_url).begin() as conn:  # its retry time has come
+            conn.execute(staging.sync_quarantine.update().values(next_retry_at=staging.utcnow()))
+        assert run_sync(sandbox, sqlite_url, instance).success
+        assert key not in open_quarantine(sqlite_url)
+    same_key = [a for a in sandbox.degreed.state()["assessments"] if a["external_id"] == key]
     assert len(same_key) == 1 and same_key[0]["id"] == existing["id"]
     assert same_key[0]["title"] == sandbox.world.tests[2].name
     engine = staging.get_engine(sqlite_url)
     with engine.connect() as conn:
-        row = conn.execute(sa.select(staging.sync_ledger).where(
-            staging.sync_ledger.c.record_key == f"imocha-{test_id}")).one()
+        row = conn.execute(sa.select(staging.sync_ledger).where(staging.sync_ledger.c.record_key == key)).one()
     assert row.degreed_id == existing["id"] and row.state == "acknowledged"
 
 

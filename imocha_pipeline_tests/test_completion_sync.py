@@ -351,3 +351,57 @@ def test_an_unlucky_report_is_read_again_after_the_others_and_an_outage_stops_th
         # surfaced in order (at most two rounds of them)
         assert len(reads) <= 6 * (10 + 1 + 2 * 4)
         assert todo * 6 > len(reads), "an outage must not be met with every queued report's retries"
+
+
+VARIANTS = [
+    {"read_shape": "documented", "relationships_style": "array", "conflict_body": "empty"},  # the default
+    {"read_shape": "documented", "relationships_style": "object", "conflict_body": "error_without_id"},
+    {"read_shape": "echo", "relationships_style": "object", "conflict_body": "error_with_id"},
+    {"read_shape": "echo", "relationships_style": "array", "conflict_body": "empty"},
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v.values()))
+def test_the_sync_and_the_reconcile_converge_with_every_shape_degreed_may_answer_in(sqlite_url, instance, variant,
+                                                                                    monkeypatch):
+    """Each combination of read shape, relationships form and 409 body: first sync, a retake that Degreed answers
+    with 409 (one completion per learner and content), a lost answer resolved by reading the learner's list, then a
+    reconcile that finds no drift for what we wrote and the date a person moved."""
+    from imocha_pipeline.sandbox.server import FaultConfig
+
+    monkeypatch.setenv("IMOCHA_PIPELINE_WAITING_RETRY_SECONDS", "0")
+    config = SandboxConfig(seed=28, tests=2, learners=4, attempts=0, degreed_rate_limit=6000)
+    with Sandbox(config) as sandbox:
+        sandbox.degreed.configure(completion_duplicates="409", **variant)
+        h = Harness(sandbox, sqlite_url, instance)
+        h.assessments()
+        test = sandbox.world.tests[0]
+        learners = [x for x in sandbox.world.learners if x.in_degreed][:2]
+        for learner in learners:
+            sandbox.imocha.complete_attempt(test.test_id, learner.email, learner.name, bank_scores=40.0)
+        assert h.completions().success
+        # A retake; the first write's answer is lost, so the run must read Degreed before sending it again.
+        sandbox.imocha.complete_attempt(test.test_id, learners[0].email, learners[0].name, bank_scores=90.0)
+        with staging.get_engine(sqlite_url).begin() as conn:  # the ledger forgot it (a crash): Degreed answers 409
+            conn.execute(staging.sync_ledger.delete().where(staging.sync_ledger.c.entity == "completion"))
+        sandbox.degreed.faults.set(FaultConfig(lost_ack_next=1, path_prefix="/api/v2/skill-ratings", methods=["POST"]))
+        assert h.completions().success
+        sandbox.degreed.faults.clear()
+        state = h.state()
+        mine = completions_of(state, learners[0].email)
+        assert len(mine) == 1 and mine[0]["percentile"] == pytest.approx(90.0, abs=0.6), "adopted after a 409"
+        assert len(state["completions"]) == 2 and len(ratings_of(state, learners[0].email)) == len(test.banks)
+        assert all(len([r for r in state["skill_ratings"] if r["user_email"] == learners[0].email
+                        and r["skill_name"] == bank.qb_name]) == 1 for bank in test.banks)
+
+        reconcile = h.defs.resolve_job_def("reconcile_job").execute_in_process(instance=instance,
+                                                                               raise_on_error=False)
+        check = next(e for e in reconcile.get_asset_check_evaluations() if e.check_name == "no_drift_after_repair")
+        assert reconcile.success and check.passed, check.metadata["details"].value
+        moved = (datetime.now(UTC) - timedelta(days=3)).replace(microsecond=0)
+        sandbox.degreed.update_completion(completions_of(state, learners[1].email)[0]["id"],
+                                          completed_at=moved.strftime("%Y-%m-%dT%H:%M:%S"))
+        again = h.defs.resolve_job_def("reconcile_job").execute_in_process(instance=instance, raise_on_error=False)
+        check = next(e for e in again.get_asset_check_evaluations() if e.check_name == "no_drift_after_repair")
+        assert not check.passed and f"{learners[1].email.lower()}|imocha-{test.test_id}: changed_in_degreed: " \
+            f"completed_at" in check.metadata["details"].value

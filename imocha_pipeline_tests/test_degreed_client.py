@@ -118,8 +118,12 @@ def seed_completions(sim, world, count: int, start: datetime, days: int) -> None
 # ---------------------------------------------------------------------------------------------------------
 
 
+def degreed_user_id(sim, email: str) -> str:
+    return next(u["id"] for u in sim.state()["users"] if u["email"].lower() == email.lower())
+
+
 def test_assessment_methods(sim_server):
-    sim, base = sim_server()
+    sim, base = sim_server(conflict_body="error_with_id")
     client = make_client(base)
     created = client.create_assessment({"external_id": "imocha-300000", "title": "Python", "url": "https://t/1",
                                         "summary": "40 questions", "duration": 45, "duration-type": "Minutes"})
@@ -141,6 +145,10 @@ def test_assessment_methods(sim_server):
     with pytest.raises(ConflictError) as conflict:
         client.create_assessment({"external-id": "imocha-300000", "title": "Again", "url": "https://t/2"})
     assert conflict.value.existing_id == created.id and conflict.value.status == 409
+    sim.configure(conflict_body="empty")  # the only public 409 body: nothing to read an id from
+    with pytest.raises(ConflictError) as bare:
+        client.create_assessment({"external-id": "imocha-300000", "title": "Again", "url": "https://t/3"})
+    assert bare.value.existing_id is None and bare.value.status == 409
 
     client.delete_assessment(created.id)
     with pytest.raises(NotFoundError):
@@ -148,15 +156,22 @@ def test_assessment_methods(sim_server):
     assert sim.state()["assessments"] == [a for a in sim.state()["assessments"] if a["provider_code"] != "IMOCHA"]
 
 
-def test_completion_methods(sim_server, world):
-    sim, base = sim_server()
+@pytest.mark.parametrize("shape", ["documented", "echo"])
+def test_completion_methods(sim_server, world, shape):
+    sim, base = sim_server(read_shape=shape, conflict_body="error_with_id")
     client = make_client(base)
-    sim.add_assessment("imocha-1")
+    content = sim.add_assessment("imocha-1")
     learner = in_degreed(world)
     moment = datetime(2024, 5, 2, 16, 30, 5, 123000, tzinfo=UTC)
     created = client.create_completion(learner.email, "imocha-1", moment, percentile=87.5)
-    assert (created.user_id, created.user_identifier_type, created.employee_id, created.content_id,
-            created.percentile) == (learner.email, "Email", learner.employee_id, "imocha-1", 87.5)
+    assert (created.degreed_user_id, created.degreed_content_id, created.employee_id) == (
+        degreed_user_id(sim, learner.email), content["id"], learner.employee_id)
+    if shape == "echo":
+        assert (created.user_id, created.user_identifier_type, created.content_id, created.percentile) == (
+            learner.email, "Email", "imocha-1", 87.5)
+    else:  # spec §8.3: Degreed ids only, no percentile
+        assert created.percentile is None and created.raw["attributes"].keys() == {
+            "employee-id", "completed-at", "added-at", "points-earned", "is-verified", "rating", "access-method"}
     assert created.completed_at == moment.replace(microsecond=0)  # sent at whole seconds, read back as UTC
     assert created.added_at.tzinfo is UTC
     assert client.get_completion(created.id) == created
@@ -164,7 +179,8 @@ def test_completion_methods(sim_server, world):
     since = sim.log.last_seq
     updated = client.update_completion(created.id, percentile=90)
     assert json.loads(sim.log.entries(since)[0].body)["data"]["attributes"] == {"percentile": 90}
-    assert updated.percentile == 90 and updated.completed_at == created.completed_at
+    assert updated.completed_at == created.completed_at
+    assert sim.state()["completions"][0]["percentile"] == 90 and updated.percentile == (90 if shape == "echo" else None)
 
     with pytest.raises(DuplicateCompletionError) as duplicate:
         client.create_completion(learner.email, "imocha-1", moment)
@@ -192,18 +208,20 @@ def test_duplicate_completion_in_update_mode_returns_the_same_record(sim_server,
     email = in_degreed(world).email
     first = client.create_completion(email, "imocha-1", datetime(2024, 5, 2, tzinfo=UTC), percentile=40)
     again = client.create_completion(email, "imocha-1", datetime(2024, 5, 9, tzinfo=UTC), percentile=75)
-    assert again.id == first.id and again.percentile == 75
+    assert again.id == first.id and sim.state()["completions"][0]["percentile"] == 75
     assert again.completed_at == datetime(2024, 5, 9, tzinfo=UTC)
 
 
-def test_skill_rating_methods(sim_server, world):
-    sim, base = sim_server()
+@pytest.mark.parametrize("shape", ["documented", "echo"])
+def test_skill_rating_methods(sim_server, world, shape):
+    sim, base = sim_server(read_shape=shape)
     client = make_client(base)
     learner = in_degreed(world)
     rated_at = datetime(2024, 5, 2, 14, 30, tzinfo=UTC)
     first = client.create_skill_rating(learner.email, "Python", 3, rated_at=rated_at)
+    user = learner.email if shape == "echo" else degreed_user_id(sim, learner.email)
     assert (first.user_id, first.employee_id, first.skill_name, first.rating, first.rating_type,
-            first.rated_at) == (learner.email, learner.employee_id, "Python", 3, "Evaluation", rated_at)
+            first.rated_at) == (user, learner.employee_id, "Python", 3, "Evaluation", rated_at)
     replaced = client.create_skill_rating(learner.email, "Python", 6, rated_at=rated_at + timedelta(days=1))
     assert replaced.id == first.id and replaced.rating == 6
     second = client.create_skill_rating(in_degreed(world, 1).email, "SQL", 8, rated_at=rated_at + timedelta(days=20))
@@ -279,13 +297,16 @@ def test_paging_over_2500_records_uses_three_full_pages(sim_server):
     assert len(pages) == 3 and all("limit=1000" in e.query for e in pages)
 
 
-def test_expired_cursor_restarts_only_that_window(sim_server, world):
-    sim, base = sim_server()
+@pytest.mark.parametrize("answer", ["code", "bare_400", "not_found"])
+def test_expired_cursor_restarts_only_that_window(sim_server, world, answer):
+    """However Degreed answers a follow-up page whose cursor expired (not documented: a 400 with a code, a bare
+    400, a 404), only that window's chain is read again."""
+    sim, base = sim_server(cursor_expiry=answer)
     start = datetime(2024, 3, 1, tzinfo=UTC)
     seed_completions(sim, world, 2500, start, days=21)
     client = make_client(base, page_limit=250)
     windows = date_windows(date(2024, 3, 1), date(2024, 3, 21))
-    assert len(windows) == 3
+    assert len(windows) == 4
     in_first = sum(1 for c in sim.state()["completions"]
                    if windows[0][0].isoformat() <= c["completed_at"][:10] <= windows[0][1].isoformat())
     # Let every cursor request of window 1 and the first of window 2 pass; expire window 2's second.
@@ -298,14 +319,14 @@ def test_expired_cursor_restarts_only_that_window(sim_server, world):
     assert {c.id for c in got} == {c["id"] for c in sim.state()["completions"]}
     first_pages = [e.query for e in sim.log.entries(since) if e.path == COMPLETIONS_PATH and "next=" not in e.query]
     starts = [q.split("filter%5Bstart_date%5D=")[1][:10] for q in first_pages]
-    assert starts == ["2024-03-01", "2024-03-08", "2024-03-08", "2024-03-15"]  # only window 2 restarted
-    assert [e.status for e in sim.log.entries(since) if e.status != 200] == [400]
+    assert starts == ["2024-03-01", "2024-03-07", "2024-03-07", "2024-03-13", "2024-03-19"]  # window 2 restarted
+    assert [e.status for e in sim.log.entries(since) if e.status != 200] == [404 if answer == "not_found" else 400]
 
 
 def test_each_chain_is_read_whole_before_it_yields(sim_server, world):
     sim, base = sim_server()
     seed_completions(sim, world, 600, datetime(2024, 3, 1, tzinfo=UTC), days=14)
-    in_first = sum(1 for c in sim.state()["completions"] if c["completed_at"][:10] <= "2024-03-08")
+    in_first = sum(1 for c in sim.state()["completions"] if c["completed_at"][:10] <= "2024-03-07")
     client = make_client(base, page_limit=100)
     since = sim.log.last_seq
     iterator = client.iter_completions(date(2024, 3, 1), date(2024, 3, 14))
@@ -410,9 +431,10 @@ def test_lost_answer_on_create_surfaces_the_existing_record(sim_server, world):
         client.create_assessment({"external-id": "imocha-2", "title": "T", "url": "https://t/2"})
     found = AssessmentWriter(client).find_existing({"record_key": "imocha-2"})
     assert found is not None and found["degreed_id"] == sim.state()["assessments"][-1]["id"]
-    with pytest.raises(ConflictError) as conflict:
+    with pytest.raises(ConflictError):
         client.create_assessment({"external-id": "imocha-2", "title": "T", "url": "https://t/2"})
-    assert conflict.value.existing_id == found["degreed_id"], "a second create still answers 409 with the id"
+    outcome = AssessmentWriter(client).create({"record_key": "imocha-2", "title": "T", "url": "https://t/2"})
+    assert (outcome.degreed_id, outcome.action) == (found["degreed_id"], "adopted"), "a 409 resolved by a look-up"
 
 
 def test_client_budget_keeps_it_under_the_server_limit(sim_server):
@@ -534,10 +556,11 @@ def test_client_reads_array_relationships_from_the_simulator(sim_server, world):
     assert (created.degreed_user_id, created.degreed_content_id) == (stored["user_id"], stored["content_id"])
 
 
-def test_date_windows_cover_the_range_in_steps_of_at_most_seven_days():
+def test_date_windows_cover_the_range_in_windows_of_at_most_seven_calendar_days():
     windows = date_windows(date(2024, 1, 1), date(2024, 1, 31))
+    assert windows[0] == (date(2024, 1, 1), date(2024, 1, 7)), "start..start+6, as public clients send"
     assert windows[0][0] == date(2024, 1, 1) and windows[-1][1] == date(2024, 1, 31)
-    assert all((end - start).days <= 7 for start, end in windows)
+    assert all((end - start).days + 1 <= 7 for start, end in windows), "7 calendar days, both ends counted"
     assert all(windows[i][1] == windows[i + 1][0] for i in range(len(windows) - 1))  # no day falls between
     assert date_windows(date(2024, 1, 1), date(2024, 1, 1)) == [(date(2024, 1, 1), date(2024, 1, 1))]
     with pytest.raises(ValueError):

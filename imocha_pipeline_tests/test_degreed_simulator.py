@@ -1,11 +1,15 @@
 """The Degreed API v2 simulator, exercised over real HTTP on loopback.
 
 Each test starts its own simulator (``sim_server``) so settings and state never leak between tests.
-Tests that are not about the rate limit raise it out of the way.
+Tests that are not about the rate limit raise it out of the way. The fixture pins the answer-shape settings
+to today's answers (``TODAY``), so these tests keep describing them whatever the module defaults become;
+the tests of the documented shapes ask for them explicitly.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,7 +20,12 @@ import requests
 from imocha_pipeline.sandbox.degreed_sim import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
+    DEFAULT_CONFLICT_BODY,
+    DEFAULT_CURSOR_EXPIRY,
+    DEFAULT_READ_SHAPE,
+    DEFAULT_RELATIONSHIPS_STYLE,
     ApiClientSpec,
+    DegreedSimSettings,
     DegreedSimulator,
     format_degreed_timestamp,
     parse_timestamp,
@@ -29,6 +38,9 @@ ALL_SCOPES = frozenset(DEGREED_REQUIRED_SCOPES) | {"users:write"}
 ORG_ID, ORG_SECRET = "org-admin", "org-secret-1234"
 READER_ID, READER_SECRET = "content-reader", "reader-secret-1234"
 JSON = {"Content-Type": "application/json"}
+# The answers the older tests describe; the module defaults may flip to the documented ones.
+TODAY = {"read_shape": "echo", "relationships_style": "object", "conflict_body": "error_with_id",
+         "cursor_expiry": "code"}
 
 
 class FakeClock:
@@ -67,6 +79,8 @@ def sim_server(world):
 
     def start(**settings):
         settings.setdefault("rate_limit_per_minute", 100_000)
+        for name, value in TODAY.items():
+            settings.setdefault(name, value)
         sim = DegreedSimulator(world, clients=_clients(), **settings)
         server = ServerThread(sim.app).start()
         servers.append(server)
@@ -111,8 +125,9 @@ def learner_in_degreed(world, index: int = 0):
 
 
 def create_assessment(session, base, external_id="imocha-300000", **extra):
-    attrs = {"external_id": external_id, "title": "Python Fundamentals", "url": "https://imocha.example/t/1",
-             **extra}
+    """POST an assessment; its url contains the external id, so two creates never share a url by accident."""
+    attrs = {"external_id": external_id, "title": "Python Fundamentals",
+             "url": f"https://imocha.example/t/{external_id}", **extra}
     return session.post(f"{base}/api/v2/content/assessments", json=body("content/assessments", **attrs))
 
 
@@ -497,10 +512,11 @@ def test_completion_list_date_filters_and_seven_day_limit(sim_server, world):
         assert response.status_code == 200, response.text
         return sorted(item["attributes"]["completed-at"][:10] for item in response.json()["data"])
 
-    assert listed("2024-05-01", "2024-05-08") == ["2024-05-01", "2024-05-03", "2024-05-05", "2024-05-08"]
+    assert listed("2024-05-01", "2024-05-07") == ["2024-05-01", "2024-05-03", "2024-05-05"]
+    assert listed("2024-05-02", "2024-05-08") == ["2024-05-03", "2024-05-05", "2024-05-08"]
     assert listed("2024-05-06", "2024-05-12") == ["2024-05-08", "2024-05-12"]  # both ends inclusive
     too_long = session.get(f"{base}/api/v2/completions",
-                           params={"filter[start_date]": "2024-05-01", "filter[end_date]": "2024-05-09"})
+                           params={"filter[start_date]": "2024-05-01", "filter[end_date]": "2024-05-08"})
     assert too_long.status_code == 400 and "7 days" in error_of(too_long)["detail"]
     bad_format = session.get(f"{base}/api/v2/completions", params={"filter[start_date]": "05/01/2024"})
     assert bad_format.status_code == 400
@@ -508,7 +524,7 @@ def test_completion_list_date_filters_and_seven_day_limit(sim_server, world):
     sim.configure(completion_date_field="added-at")
     today = datetime.now(UTC).date()
     assert len(listed((today - timedelta(days=1)).isoformat(), today.isoformat())) == 5
-    assert listed("2024-05-01", "2024-05-08") == []
+    assert listed("2024-05-01", "2024-05-07") == []
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -826,3 +842,570 @@ def test_timestamp_helpers_round_trip():
     assert parse_timestamp("2021-10-19T12:01:40+02:00") == moment.replace(microsecond=0)
     with pytest.raises(ValueError):
         parse_timestamp("yesterday")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Answer-shape settings: defaults and validation
+# ---------------------------------------------------------------------------------------------------------
+
+NEW_CHOICES = {
+    "read_shape": ("documented", "echo"),
+    "relationships_style": ("object", "array"),
+    "conflict_body": ("empty", "error_without_id", "error_with_id"),
+    "cursor_expiry": ("code", "bare_400", "not_found"),
+}
+
+
+def test_shape_settings_default_to_the_module_constants_and_refuse_unknown_values(sim_server, world):
+    defaults = {"read_shape": DEFAULT_READ_SHAPE, "relationships_style": DEFAULT_RELATIONSHIPS_STYLE,
+                "conflict_body": DEFAULT_CONFLICT_BODY, "cursor_expiry": DEFAULT_CURSOR_EXPIRY,
+                "token_requests_count": False}
+    plain = DegreedSimulator(world)
+    for name, value in defaults.items():
+        assert getattr(DegreedSimSettings(), name) == value == getattr(plain.settings, name), name
+    assert DegreedSimSettings.CHOICES.items() >= NEW_CHOICES.items()
+
+    _sim, base = sim_server()
+    control = f"{base}/_sandbox/settings"
+    for name, choices in NEW_CHOICES.items():
+        for choice in choices:
+            changed = requests.put(control, json={name: choice})
+            assert changed.status_code == 200 and changed.json()[name] == choice
+        refused = requests.put(control, json={name: "something-else"})
+        assert refused.status_code == 400 and name in refused.json()["error"]
+        assert requests.get(control).json()[name] == choices[-1]  # the refused value changed nothing
+        with pytest.raises(ValueError, match=name):
+            DegreedSimulator(world, **{name: "something-else"})
+    assert requests.put(control, json={"token_requests_count": True}).json()["token_requests_count"] is True
+    assert requests.put(control, json={"token_requests_count": "yes"}).status_code == 400
+    for bad in (0, -1, 2.5, True):
+        assert requests.put(control, json={"max_date_range_days": bad}).status_code == 400, bad
+
+
+# ---------------------------------------------------------------------------------------------------------
+# read_shape="documented": completions (spec §8.3) and skill ratings (spec §9.2)
+# ---------------------------------------------------------------------------------------------------------
+
+POINTS = re.compile(r"^\d+\.\d{7}$")
+DOTNET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{0,6}[1-9])?$")  # no zone, no trailing zeros
+
+
+def relationships_of(resource: dict, style: str) -> dict:
+    """The relationships of an answer as a dict, after checking they come in the requested style."""
+    raw = resource["relationships"]
+    if style == "array":
+        assert isinstance(raw, list) and all(isinstance(item, dict) and len(item) == 1 for item in raw)
+        return {name: value for item in raw for name, value in item.items()}
+    assert isinstance(raw, dict)
+    return raw
+
+
+def provider_id(sim, code: str = "IMOCHA") -> str:
+    return next(p["id"] for p in sim.state()["providers"] if p["code"] == code)
+
+
+def check_documented_completion(resource: dict, sim, style: str, *, content_id: str, user_id: str,
+                                employee_id: str) -> dict:
+    assert set(resource) == {"type", "id", "attributes", "links", "relationships"}
+    assert resource["type"] == "completions"
+    attrs = resource["attributes"]
+    assert list(attrs) == ["employee-id", "completed-at", "added-at", "points-earned", "is-verified", "rating",
+                           "access-method"]
+    assert attrs["employee-id"] == employee_id
+    assert isinstance(attrs["points-earned"], str) and POINTS.match(attrs["points-earned"])
+    assert attrs["is-verified"] is True and attrs["rating"] == 0 and type(attrs["rating"]) is int
+    assert DOTNET.match(attrs["completed-at"]) and DOTNET.match(attrs["added-at"])
+    relationships = relationships_of(resource, style)
+    if style == "array":
+        assert [next(iter(item)) for item in resource["relationships"]] == ["content", "provider", "user"]
+    assert relationships == {"content": {"data": {"id": content_id, "type": "content"}},
+                             "provider": {"data": {"id": provider_id(sim), "type": "providers"}},
+                             "user": {"data": {"id": user_id, "type": "users"}}}
+    return attrs
+
+
+@pytest.mark.parametrize("style", ["object", "array"])
+def test_documented_completion_answers_carry_only_the_spec_attributes(sim_server, world, style):
+    clock = FakeClock()
+    clock.now = datetime(2024, 5, 10, 9, 15, 30, 93000, tzinfo=UTC).timestamp()
+    sim, base = sim_server(read_shape="documented", relationships_style=style, clock=clock)
+    session = api(base, get_token(base))
+    content = create_assessment(session, base, duration=45, duration_type="Minutes").json()["data"]
+    learner = learner_in_degreed(world)
+    user_id = next(u["id"] for u in sim.state()["users"] if u["email"] == learner.email)
+    expected = {"sim": sim, "style": style, "content_id": content["id"], "user_id": user_id,
+                "employee_id": learner.employee_id}
+
+    created = session.post(f"{base}/api/v2/completions", json=completion_body(
+        learner.email, percentile=87.5, completed_at="2024-05-02T14:30:00.1234567"))
+    assert created.status_code == 201
+    resource = created.json()["data"]
+    attrs = check_documented_completion(resource, **expected)
+    assert attrs["completed-at"] == "2024-05-02T14:30:00.123456"  # .NET style: trailing zeros dropped
+    assert attrs["added-at"] == "2024-05-10T09:15:30.093"  # the spec's own example form
+    assert set(created.json()) == {"data"}  # a single answer has no ``included``
+    for leaked in (learner.email, "imocha-300000", "87.5", "percentile", "user-identifier-type", "IMOCHA"):
+        assert leaked not in created.text, leaked  # no email, external id, percentile or provider code
+
+    one = session.get(f"{base}/api/v2/completions/{resource['id']}")
+    assert one.json() == created.json()
+    patched = session.patch(f"{base}/api/v2/completions/{resource['id']}",
+                            json=body("completions", percentile=91, completed_at="2024-05-03T08:00:00"))
+    assert patched.status_code == 200
+    assert check_documented_completion(patched.json()["data"], **expected)["completed-at"] == "2024-05-03T08:00:00"
+    assert "91" not in json.dumps(patched.json()["data"]["attributes"])
+
+    # The truth behind the answer is all there for tests and drills.
+    stored = sim.state()["completions"][0]
+    assert (stored["user_email"], stored["content_external_id"], stored["percentile"]) == (
+        learner.email, "imocha-300000", 91)
+
+    summary = {"type": "content", "id": content["id"], "attributes": {
+        "content-type": "Assessment", "url": "https://imocha.example/t/imocha-300000",
+        "title": "Python Fundamentals", "provider": "iMocha", "content-duration": 45,
+        "content-duration-type": "Minutes", "is-internal": False}}
+    user_list = session.get(f"{base}/api/v2/users/{user_id}/completions")
+    org_list = session.get(f"{base}/api/v2/completions",
+                           params={"filter[start_date]": "2024-05-01", "filter[end_date]": "2024-05-07"})
+    for listed in (user_list, org_list):
+        assert listed.status_code == 200
+        payload = listed.json()
+        assert set(payload) == {"links", "data", "included"}
+        assert [item["id"] for item in payload["data"]] == [resource["id"]]
+        check_documented_completion(payload["data"][0], **expected)
+        assert payload["included"] == [summary]
+
+
+def test_documented_lists_include_each_page_s_content_once(sim_server, world):
+    sim, base = sim_server(read_shape="documented", relationships_style="array")
+    session = api(base, get_token(base))
+    first = create_assessment(session, base, "imocha-300000").json()["data"]["id"]
+    second = create_assessment(session, base, "imocha-300017").json()["data"]["id"]
+    emails = [learner.email for learner in world.learners if learner.in_degreed][:3]
+    # Completed in this order: A by learner 0, A by learner 1, B by learner 2.
+    for day, (email, content) in enumerate(zip(emails, ["imocha-300000", "imocha-300000", "imocha-300017"],
+                                               strict=True), start=1):
+        sim.add_completion(email, content, datetime(2024, 5, day, 12, tzinfo=UTC))
+    window = {"filter[start_date]": "2024-05-01", "filter[end_date]": "2024-05-07"}
+
+    whole = session.get(f"{base}/api/v2/completions", params=window).json()
+    assert len(whole["data"]) == 3
+    assert [item["id"] for item in whole["included"]] == [first, second]  # one summary per content item
+
+    page1 = session.get(f"{base}/api/v2/completions", params={**window, "limit": 2}).json()
+    assert [item["id"] for item in page1["included"]] == [first]  # only what this page refers to
+    sim.update_assessment(second, title="Renamed after the snapshot")
+    page2 = session.get(page1["links"]["next"]).json()
+    assert len(page2["data"]) == 1 and "next" not in page2["links"]
+    assert [(item["id"], item["attributes"]["title"]) for item in page2["included"]] == [
+        (second, "Python Fundamentals")]  # frozen with the snapshot, like the items
+
+
+def test_echo_shape_keeps_today_s_answers_and_the_shape_switches_live(sim_server, world):
+    _sim, base = sim_server(read_shape="echo")
+    session = api(base, get_token(base))
+    create_assessment(session, base)
+    learner = learner_in_degreed(world)
+    created = session.post(f"{base}/api/v2/completions", json=completion_body(learner.email, percentile=87.5))
+    completion_id = created.json()["data"]["id"]
+    echo = session.get(f"{base}/api/v2/completions/{completion_id}").json()["data"]["attributes"]
+    assert (echo["user-id"], echo["content-id"], echo["percentile"], echo["provider-code"]) == (
+        learner.email, "imocha-300000", 87.5, "IMOCHA")
+    assert echo["completed-at"] == "2024-05-02T14:30:00"
+    window = {"filter[start_date]": "2024-05-01", "filter[end_date]": "2024-05-07"}
+    assert "included" not in session.get(f"{base}/api/v2/completions", params=window).json()
+
+    assert requests.put(f"{base}/_sandbox/settings", json={"read_shape": "documented"}).status_code == 200
+    documented = session.get(f"{base}/api/v2/completions/{completion_id}").json()["data"]["attributes"]
+    assert set(documented) == {"employee-id", "completed-at", "added-at", "points-earned", "is-verified",
+                               "rating", "access-method"}
+    assert "included" in session.get(f"{base}/api/v2/completions", params=window).json()
+
+
+@pytest.mark.parametrize("shape", ["documented", "echo"])
+@pytest.mark.parametrize("style", ["object", "array"])
+def test_skill_rating_answers_in_each_shape_and_relationship_style(sim_server, world, shape, style):
+    sim, base = sim_server(read_shape=shape, relationships_style=style)
+    session = api(base, get_token(base))
+    learner = learner_in_degreed(world)
+    user_id = next(u["id"] for u in sim.state()["users"] if u["email"] == learner.email)
+    created = session.post(f"{base}/api/v2/skill-ratings", json=rating_body(learner.email, rating=6))
+    assert created.status_code == 201
+    rating_id = created.json()["data"]["id"]
+    answers = [created.json()["data"], session.get(f"{base}/api/v2/skill-ratings/{rating_id}").json()["data"],
+               *session.get(f"{base}/api/v2/users/{user_id}/skill-ratings").json()["data"],
+               *session.get(f"{base}/api/v2/skill-ratings").json()["data"]]
+    assert len(answers) == 4
+    for resource in answers:
+        assert resource["id"] == rating_id and resource["type"] == "skill-ratings"
+        assert relationships_of(resource, style) == {"user": {"data": {"id": user_id, "type": "users"}}}
+        attrs = resource["attributes"]
+        assert (attrs["employee-id"], attrs["skill-name"], attrs["rating"], attrs["rating-type"],
+                attrs["certifiable-skill-guid"], attrs["rated-at"]) == (
+            learner.employee_id, "Python", 6, "Evaluation", None, "2024-05-02T14:30:00")
+        if shape == "documented":
+            assert list(attrs) == ["employee-id", "skill-name", "rating", "rating-type", "certifiable-skill-guid",
+                                   "rated-at"]
+            assert learner.email not in json.dumps(resource)
+        else:
+            assert (attrs["user-id"], attrs["provider-code"]) == (learner.email, "IMOCHA")
+
+
+@pytest.mark.parametrize("shape", ["documented", "echo"])
+def test_completion_relationships_as_an_array_in_both_shapes(sim_server, world, shape):
+    sim, base = sim_server(read_shape=shape, relationships_style="array")
+    session = api(base, get_token(base))
+    content_id = create_assessment(session, base).json()["data"]["id"]
+    learner = learner_in_degreed(world)
+    created = session.post(f"{base}/api/v2/completions", json=completion_body(learner.email)).json()["data"]
+    user_id = next(u["id"] for u in sim.state()["users"] if u["email"] == learner.email)
+    assert created["relationships"] == [
+        {"content": {"data": {"id": content_id, "type": "content"}}},
+        {"provider": {"data": {"id": provider_id(sim), "type": "providers"}}},
+        {"user": {"data": {"id": user_id, "type": "users"}}}]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# conflict_body: every 409
+# ---------------------------------------------------------------------------------------------------------
+
+
+def check_conflict(response: requests.Response, style: str, existing_id: str) -> None:
+    assert response.status_code == 409
+    assert response.headers["X-Rate-Limit-Limit"] == "1m"
+    if style == "empty":
+        assert response.json() == {}
+        return
+    error = error_of(response)
+    assert (error["code"], error["title"]) == ("conflict", "Conflict")
+    if style == "error_with_id":
+        assert existing_id in error["detail"] and error["source"] == existing_id
+    else:
+        assert existing_id not in error["detail"] and existing_id not in str(error["source"])
+        assert "already exists" in error["detail"]
+
+
+@pytest.mark.parametrize("style", ["empty", "error_without_id", "error_with_id"])
+def test_each_conflict_answers_with_the_configured_body(sim_server, world, style):
+    sim, base = sim_server(conflict_body=style)
+    session = api(base, get_token(base))
+    first = create_assessment(session, base).json()["data"]["id"]
+    check_conflict(create_assessment(session, base), style, first)  # same external id
+    same_url = create_assessment(session, base, "imocha-300017", url="https://imocha.example/t/imocha-300000")
+    check_conflict(same_url, style, first)
+    second = create_assessment(session, base, "imocha-300017").json()["data"]["id"]
+    onto_url = session.patch(f"{base}/api/v2/content/assessments/{second}",
+                             json=body(None, url="https://imocha.example/t/imocha-300000"))
+    check_conflict(onto_url, style, first)
+    onto_external_id = session.patch(f"{base}/api/v2/content/assessments/{second}",
+                                     json=body(None, external_id="imocha-300000"))
+    check_conflict(onto_external_id, style, first)
+
+    email = learner_in_degreed(world).email
+    completion = session.post(f"{base}/api/v2/completions", json=completion_body(email)).json()["data"]["id"]
+    check_conflict(session.post(f"{base}/api/v2/completions", json=completion_body(email)), style, completion)
+    assert len(sim.state()["assessments"]) == 4 and len(sim.state()["completions"]) == 1
+    assert sim.assessments[second].url == "https://imocha.example/t/imocha-300017"  # refused PATCHes changed nothing
+    assert sim.assessments[second].external_id == "imocha-300017"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Duplicate content urls
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_content_url_must_be_unique_in_the_organisation(sim_server):
+    sim, base = sim_server()
+    session = api(base, get_token(base))
+    url = "https://test.imocha.io/abc123"
+    first = create_assessment(session, base, url=url).json()["data"]["id"]
+
+    duplicate = create_assessment(session, base, "imocha-300017", url=url)
+    assert duplicate.status_code == 409 and first in error_of(duplicate)["detail"]
+    assert error_of(duplicate)["detail"].startswith(f"Content with url {url} already exists")
+    # Another provider's content, invisible to this key, still holds its url.
+    foreign = next(a for a in sim.state()["assessments"] if a["provider_code"] == "ACMELEARN")
+    assert session.get(f"{base}/api/v2/content/assessments/{foreign['id']}").status_code == 404
+    assert create_assessment(session, base, "imocha-300034", url=foreign["url"]).status_code == 409
+    # Retired content keeps its url.
+    assert session.patch(f"{base}/api/v2/content/assessments/{first}",
+                         json=body(None, obsolete=True)).status_code == 200
+    assert create_assessment(session, base, "imocha-300051", url=url).status_code == 409
+    # The same url with other case or a trailing slash is another url.
+    assert create_assessment(session, base, "imocha-300068", url=url + "/").status_code == 201
+    # PATCH: onto another item's url is a conflict; keeping its own url is not.
+    second = create_assessment(session, base, "imocha-300085").json()["data"]["id"]
+    assert session.patch(f"{base}/api/v2/content/assessments/{second}", json=body(None, url=url)).status_code == 409
+    assert session.patch(f"{base}/api/v2/content/assessments/{first}",
+                         json=body(None, url=url, title="Same url")).status_code == 200
+    moved = session.patch(f"{base}/api/v2/content/assessments/{second}",
+                          json=body(None, url="https://test.imocha.io/new-link"))
+    assert moved.status_code == 200 and moved.json()["data"]["attributes"]["url"] == "https://test.imocha.io/new-link"
+    # Once freed, the old url can be used again.
+    assert create_assessment(session, base, "imocha-300102",
+                             url="https://imocha.example/t/imocha-300085").status_code == 201
+    # The control surface bypasses the check on purpose (content made by someone else).
+    assert sim.add_assessment("imocha-300119", url=url)["url"] == url
+    assert len([a for a in sim.state()["assessments"] if a["url"] == url]) == 2
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cursor_expiry
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("style", "status", "code"), [
+    ("code", 400, "cursor-expired"), ("bare_400", 400, "bad-request"), ("not_found", 404, "not-found")])
+def test_expired_cursor_answers_as_configured(sim_server, style, status, code):
+    clock = FakeClock()
+    sim, base = sim_server(cursor_expiry=style, cursor_idle_seconds=120, clock=clock)
+    for index in range(5):
+        sim.add_assessment(f"imocha-{index}")
+    session = api(base, get_token(base))
+
+    def first_next() -> str:
+        return session.get(f"{base}/api/v2/content/assessments", params={"limit": 2}).json()["links"]["next"]
+
+    def check(response: requests.Response) -> None:
+        assert response.status_code == status
+        error = error_of(response)
+        assert error["code"] == code
+        assert response.headers["X-Rate-Limit-Limit"] == "1m"
+        if style == "code":
+            assert "cursor" in error["detail"] and error["source"] == "next"
+        else:
+            assert "cursor" not in response.text.lower() and error["source"] is None
+            assert error["detail"] == ("Invalid request." if style == "bare_400"
+                                       else "The requested resource was not found.")
+
+    link = first_next()
+    clock.advance(121)  # idle longer than the snapshot lives
+    check(session.get(link))
+    link = first_next()
+    sim.expire_cursors()
+    check(session.get(link))
+    link = first_next()
+    sim.schedule_cursor_expiry(count=1)
+    check(session.get(link))
+    check(session.get(f"{base}/api/v2/content/assessments?limit=2&next=neverIssued"))
+    assert session.get(first_next()).status_code == 200  # a fresh chain pages on
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rate-limit headers on every answer, injected faults included
+# ---------------------------------------------------------------------------------------------------------
+
+
+def reset_header(response: requests.Response) -> float:
+    value = response.headers["X-Rate-Limit-Reset"]
+    assert value.endswith("Z")
+    return datetime.fromisoformat(value[:-2] + "+00:00").timestamp()  # 7 fraction digits, the last one 0
+
+
+def test_rate_headers_on_normal_answers_and_on_injected_429_and_503(sim_server):
+    clock = FakeClock()
+    clock.now = 1_700_000_000.25
+    sim, base = sim_server(rate_limit_per_minute=50, clock=clock)
+    session = api(base, get_token(base))
+    control = f"{base}/_sandbox/faults"
+
+    ok = session.get(f"{base}/api/v2/providers")
+    assert ok.status_code == 200
+    assert (ok.headers["X-Rate-Limit-Limit"], ok.headers["X-Rate-Limit-Remaining"]) == ("1m", "49")
+    assert reset_header(ok) == pytest.approx(clock.now + 60)
+    assert "Retry-After" not in ok.headers
+    clock.advance(10)
+    session.get(f"{base}/api/v2/providers")
+
+    requests.put(control, json={"error_5xx_next": 1})
+    failed = session.get(f"{base}/api/v2/providers")
+    assert failed.status_code == 503 and error_of(failed)["code"] == "server-error"
+    assert failed.headers["X-Rate-Limit-Limit"] == "1m"
+    assert failed.headers["X-Rate-Limit-Remaining"] == "48"  # the budget as it stands: the 503 cost nothing
+    assert reset_header(failed) == pytest.approx(clock.now - 10 + 60)  # the window opened 10 s ago
+    assert session.get(f"{base}/api/v2/providers").headers["X-Rate-Limit-Remaining"] == "47"
+
+    requests.put(control, json={"rate_429_next": 1, "retry_after_seconds": 7})
+    limited = session.get(f"{base}/api/v2/providers")
+    assert limited.status_code == 429
+    assert (limited.headers["Retry-After"], limited.headers["X-Rate-Limit-Remaining"]) == ("7", "0")
+    assert limited.headers["X-Rate-Limit-Limit"] == "1m"
+    assert reset_header(limited) == pytest.approx(clock.now + 7)
+    error = error_of(limited)
+    assert (error["code"], error["title"], error["detail"]) == (
+        "quota-exceeded", "API calls quota exceeded.", "Maximum 50 requests allowed per 1m.")
+    assert [(e.status, e.fault) for e in sim.log.entries()[-2:]] == [(200, None), (429, "rate_429")]
+
+    # A fault answer to a request with no valid token shows a full budget; a 401 does too.
+    requests.put(control, json={"error_5xx_next": 1})
+    anonymous = requests.get(f"{base}/api/v2/providers")
+    assert anonymous.status_code == 503 and anonymous.headers["X-Rate-Limit-Remaining"] == "50"
+    unauthorised = requests.get(f"{base}/api/v2/providers")
+    assert unauthorised.status_code == 401 and unauthorised.headers["X-Rate-Limit-Remaining"] == "50"
+    # Errors of every kind carry them.
+    for path in ("/api/v2/completions/none", "/api/v2/nothing"):
+        assert session.get(f"{base}{path}").headers["X-Rate-Limit-Limit"] == "1m"
+
+
+def test_429_bodies_follow_the_live_limit(sim_server):
+    clock = FakeClock()
+    sim, base = sim_server(rate_limit_per_minute=5, clock=clock)
+    session = api(base, get_token(base))
+    assert requests.put(f"{base}/_sandbox/settings", json={"rate_limit_per_minute": 3}).status_code == 200
+    statuses = [session.get(f"{base}/api/v2/providers") for _ in range(4)]
+    assert [r.status_code for r in statuses] == [200, 200, 200, 429]
+    assert error_of(statuses[-1])["detail"] == "Maximum 3 requests allowed per 1m."
+    requests.put(f"{base}/_sandbox/faults", json={"rate_429_next": 1})
+    assert error_of(session.get(f"{base}/api/v2/providers"))["detail"] == "Maximum 3 requests allowed per 1m."
+
+    sim.configure(rate_limit_per_minute=7)
+    requests.put(f"{base}/_sandbox/faults", json={"rate_429_next": 1})
+    injected = session.get(f"{base}/api/v2/providers")
+    assert injected.status_code == 429 and injected.headers["Retry-After"] == "1"
+    assert error_of(injected)["detail"] == "Maximum 7 requests allowed per 1m."
+    assert session.get(f"{base}/api/v2/providers").headers["X-Rate-Limit-Remaining"] == "3"  # 4 of 7 used
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Date windows: 7 calendar days inclusive; per-user lists without dates
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_date_filter_allows_seven_calendar_days_and_refuses_eight(sim_server, world):
+    clock = FakeClock()
+    clock.now = datetime(2024, 5, 10, 12, tzinfo=UTC).timestamp()
+    sim, base = sim_server(clock=clock)
+    session = api(base, get_token(base))
+    sim.add_assessment("imocha-300000")
+    emails = [learner.email for learner in world.learners if learner.in_degreed]
+    for day, email in zip([1, 3, 4, 7, 8, 10], emails, strict=False):
+        sim.add_completion(email, "imocha-300000", datetime(2024, 5, day, 23, 59, 59, tzinfo=UTC))
+    for day in (1, 7, 8):
+        sim.add_skill_rating(emails[0], f"Skill {day}", 4, rated_at=datetime(2024, 5, day, 23, tzinfo=UTC))
+
+    def days_of(path, **params):
+        response = session.get(f"{base}{path}", params={f"filter[{k}]": v for k, v in params.items()})
+        assert response.status_code == 200, response.text
+        field = "completed-at" if "completions" in path else "rated-at"
+        return sorted(int(item["attributes"][field][8:10]) for item in response.json()["data"])
+
+    assert days_of("/api/v2/completions", start_date="2024-05-01", end_date="2024-05-07") == [1, 3, 4, 7]
+    assert days_of("/api/v2/skill-ratings", start_date="2024-05-01", end_date="2024-05-07") == [1, 7]
+    assert days_of("/api/v2/completions", start_date="2024-05-02") == [3, 4, 7, 8]  # start .. start+6
+    assert days_of("/api/v2/completions", end_date="2024-05-08") == [3, 4, 7, 8]  # end-6 .. end
+    assert days_of("/api/v2/completions") == [4, 7, 8, 10]  # no filter: the 7 days up to today (May 10)
+    for path in ("/api/v2/completions", "/api/v2/skill-ratings"):
+        eight = session.get(f"{base}{path}", params={"filter[start_date]": "2024-05-01",
+                                                     "filter[end_date]": "2024-05-08"})
+        error = error_of(eight)
+        assert eight.status_code == 400 and error["code"] == "bad-request"
+        assert error["detail"] == ("The date range cannot exceed 7 days: filter[start_date] 2024-05-01 to "
+                                   "filter[end_date] 2024-05-08 covers 8 days (both dates are included).")
+    sim.configure(max_date_range_days=3)
+    assert days_of("/api/v2/completions", start_date="2024-05-01", end_date="2024-05-03") == [1, 3]
+    assert session.get(f"{base}/api/v2/completions", params={"filter[start_date]": "2024-05-01",
+                                                             "filter[end_date]": "2024-05-04"}).status_code == 400
+    assert days_of("/api/v2/completions") == [8, 10]  # May 8 .. May 10
+
+
+def test_per_user_lists_need_no_date_filter_and_page_with_limit_and_next(sim_server, world):
+    sim, base = sim_server()
+    session = api(base, get_token(base))
+    sim.add_assessment("imocha-300000")
+    sim.add_assessment("imocha-300017")
+    sim.add_assessment("imocha-300034")
+    learner, other = learner_in_degreed(world), learner_in_degreed(world, 1)
+    user_id = next(u["id"] for u in sim.state()["users"] if u["email"] == learner.email)
+    moments = [datetime(2022, 1, 5, tzinfo=UTC), datetime(2023, 7, 1, tzinfo=UTC), datetime(2024, 5, 2, tzinfo=UTC)]
+    mine = [sim.add_completion(learner.email, content, moment)["id"]
+            for content, moment in zip(["imocha-300000", "imocha-300017", "imocha-300034"], moments, strict=True)]
+    sim.add_completion(other.email, "imocha-300000", moments[2])
+    ratings = [sim.add_skill_rating(learner.email, skill, 5, rated_at=moment)["id"]
+               for skill, moment in zip(["Python", "SQL", "Go"], moments, strict=True)]
+    sim.add_skill_rating(other.email, "Python", 3, rated_at=moments[2])
+
+    for path, expected in ((f"/api/v2/users/{user_id}/completions", mine),
+                           (f"/api/v2/users/{user_id}/skill-ratings", ratings)):
+        whole = session.get(f"{base}{path}")
+        assert whole.status_code == 200 and [item["id"] for item in whole.json()["data"]] == expected
+        page = session.get(f"{base}{path}", params={"limit": 2}).json()
+        assert [item["id"] for item in page["data"]] == expected[:2]
+        assert page["links"]["next"].startswith(f"{base}{path}?limit=2&next=")
+        rest = session.get(page["links"]["next"]).json()
+        assert [item["id"] for item in rest["data"]] == expected[2:] and "next" not in rest["links"]
+        # A date filter still narrows the list, with the same limit.
+        narrowed = session.get(f"{base}{path}", params={"filter[start_date]": "2023-07-01",
+                                                        "filter[end_date]": "2023-07-07"})
+        assert [item["id"] for item in narrowed.json()["data"]] == expected[1:2]
+        assert session.get(f"{base}{path}", params={"filter[start_date]": "2023-07-01",
+                                                    "filter[end_date]": "2023-07-08"}).status_code == 400
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rolling-minute counter and the token endpoint
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("window", "most"), [("fixed", 5), ("sliding", 3)])
+def test_max_requests_in_any_rolling_minute(sim_server, window, most):
+    clock = FakeClock()
+    sim, base = sim_server(rate_limit_per_minute=3, rate_window=window, clock=clock)
+    session = api(base, get_token(base))
+    statuses = []
+    for step, calls in ((0, 1), (58, 2), (2, 3)):  # 1 call at t=0, 2 at t=58, 3 at t=60
+        clock.advance(step)
+        statuses += [session.get(f"{base}/api/v2/providers").status_code for _ in range(calls)]
+    if window == "fixed":  # the window opened at t=0 resets at t=60: 5 accepted within [58, 118)
+        assert statuses == [200, 200, 200, 200, 200, 200]
+    else:  # only the t=0 call has left the rolling minute at t=60
+        assert statuses == [200, 200, 200, 200, 429, 429]
+    assert sim.max_requests_in_any_minute(DEFAULT_CLIENT_ID) == most
+    over_http = requests.get(f"{base}/_sandbox/rate-limit/max-in-any-minute/{DEFAULT_CLIENT_ID}").json()
+    assert over_http == {"client_id": DEFAULT_CLIENT_ID, "max_requests_in_any_minute": most}
+    assert sim.max_requests_in_any_minute(DEFAULT_CLIENT_ID, since=clock.now) == (3 if window == "fixed" else 1)
+    assert sim.max_requests_in_any_minute(ORG_ID) == 0
+    sim.reset_rate_limits()
+    assert sim.max_requests_in_any_minute(DEFAULT_CLIENT_ID) == most  # history outlives a budget reset
+    # Requests exactly 60 s apart never share a minute.
+    clock.advance(120)
+    org = api(base, get_token(base, ORG_ID, ORG_SECRET, ALL_SCOPES))
+    for _ in range(3):
+        assert org.get(f"{base}/api/v2/providers").status_code == 200
+        clock.advance(60)
+    assert sim.max_requests_in_any_minute(ORG_ID) == 1
+
+
+def test_token_requests_count_against_the_limit_only_when_configured(sim_server):
+    clock = FakeClock()
+    sim, base = sim_server(rate_limit_per_minute=3, rate_window="sliding", clock=clock)
+    form = {"grant_type": "client_credentials", "client_id": DEFAULT_CLIENT_ID,
+            "client_secret": DEFAULT_CLIENT_SECRET, "scope": "providers:read"}
+    free = requests.post(f"{base}/oauth/token", data=form)
+    assert free.status_code == 200 and "X-Rate-Limit-Remaining" not in free.headers
+    session = api(base, free.json()["access_token"])
+    assert [session.get(f"{base}/api/v2/providers").status_code for _ in range(3)] == [200, 200, 200]
+    assert sim.max_requests_in_any_minute(DEFAULT_CLIENT_ID) == 3  # the token call was not counted
+
+    clock.advance(60)
+    assert requests.put(f"{base}/_sandbox/settings", json={"token_requests_count": True}).status_code == 200
+    counted = requests.post(f"{base}/oauth/token", data=form)
+    assert counted.status_code == 200 and counted.headers["X-Rate-Limit-Remaining"] == "2"
+    wrong_secret = requests.post(f"{base}/oauth/token", data={**form, "client_secret": "wrong"})
+    assert wrong_secret.status_code == 401 and wrong_secret.headers["X-Rate-Limit-Remaining"] == "1"
+    assert session.get(f"{base}/api/v2/providers").status_code == 200
+    refused = requests.post(f"{base}/oauth/token", data=form)
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"
+    assert error_of(refused)["detail"] == "Maximum 3 requests allowed per 1m."
+    assert session.get(f"{base}/api/v2/providers").status_code == 429
+    assert sim.max_requests_in_any_minute(DEFAULT_CLIENT_ID) == 3
+    # An unknown client id is charged to nobody.
+    assert requests.post(f"{base}/oauth/token", data={**form, "client_id": "nobody"}).status_code == 401
+    # Faults on the token path carry the headers only while token requests count.
+    requests.put(f"{base}/_sandbox/faults", json={"error_5xx_next": 1, "path_prefix": "/oauth"})
+    faulted = requests.post(f"{base}/oauth/token", data=form)
+    assert faulted.status_code == 503 and faulted.headers["X-Rate-Limit-Remaining"] == "0"
+    sim.configure(token_requests_count=False)
+    requests.put(f"{base}/_sandbox/faults", json={"rate_429_next": 1, "path_prefix": "/oauth"})
+    faulted = requests.post(f"{base}/oauth/token", data=form)
+    assert faulted.status_code == 429 and faulted.headers["Retry-After"] == "1"
+    assert "X-Rate-Limit-Remaining" not in faulted.headers

@@ -52,7 +52,9 @@ def test_reconcile_restores_a_deleted_completion_and_reports_an_edited_one(synce
     deleted = completions[learners[0].email]
     edited = completions[learners[1].email]
     box.degreed.delete_completion(deleted["id"])
-    box.degreed.update_completion(edited["id"], percentile=12.0)
+    # A person moves the completion date (a field Degreed returns) and the percentile (one it does not return).
+    moved = (datetime.now(UTC) - timedelta(days=5)).replace(hour=8, minute=0, second=0, microsecond=0)
+    box.degreed.update_completion(edited["id"], completed_at=moved.strftime("%Y-%m-%dT%H:%M:%S"), percentile=12.0)
     stranger = next(x for x in box.world.learners if x.in_degreed and x not in learners)
     # Inside the 30-day reconcile window whatever the date (a fixed date fell out of it a month later).
     three_days_ago = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S")
@@ -73,7 +75,8 @@ def test_reconcile_restores_a_deleted_completion_and_reports_an_edited_one(synce
     missing = drift[("missing_in_degreed", f"{learners[0].email.lower()}|imocha-{test_id}")]
     assert missing["repaired"] is True
     changed = drift[("changed_in_degreed", f"{learners[1].email.lower()}|imocha-{test_id}")]
-    assert changed["repaired"] is False and "percentile: ours 64.0, Degreed 12.0" in changed["detail"]
+    assert changed["repaired"] is False and "completed_at: ours" in changed["detail"]
+    assert f"Degreed '{moved:%Y-%m-%dT%H:%M:%SZ}'" in changed["detail"] and "percentile" not in changed["detail"]
     assert sum(1 for kind, _ in drift if kind == "unknown_to_us") == 1
     assert ledger[f"{learners[0].email.lower()}|imocha-{test_id}"]["degreed_id"] == restored[0]["id"]
     assert check.metadata["remaining"].value == 2

@@ -342,17 +342,21 @@ class DegreedProvider:
 
 
 def date_windows(start: date, end: date, days: int = 7) -> list[tuple[date, date]]:
-    """Split ``[start, end]`` into windows of at most ``days`` days that share their boundary day.
+    """Split ``[start, end]`` into windows of at most ``days`` calendar days, both ends included, that share their
+    boundary day: ``2024-05-01..2024-05-07``, ``2024-05-07..2024-05-13``, ...
 
-    Degreed allows at most 7 days per request but does not say whether ``end_date`` is inclusive.
-    Sharing the boundary day reads every day whichever it is; the caller drops repeats by id.
+    Degreed allows a range of at most 7 days and does not say whether ``end_date`` is inclusive; public clients
+    send ``start..start+6`` (tap-degreed). A window of 7 calendar days counted inclusively is accepted under either
+    reading, and sharing the boundary day reads every day under either; the caller drops repeats by id.
     """
     if end < start:
         raise ValueError(f"end {end} is before start {start}")
+    if days < 2:
+        raise ValueError(f"a window needs at least 2 days to share its boundary day, got {days}")
     windows = []
     cursor = start
     while True:
-        stop = min(end, cursor + timedelta(days=days))
+        stop = min(end, cursor + timedelta(days=days - 1))
         windows.append((cursor, stop))
         if stop >= end:
             return windows
@@ -587,7 +591,15 @@ class DegreedClient:
             if not next_link or next_link in seen_links:
                 return items
             seen_links.add(next_link)
-            payload = self._send("GET", self._same_host(next_link), endpoint=endpoint, lane=LANE_READS)
+            try:
+                payload = self._send("GET", self._same_host(next_link), endpoint=endpoint, lane=LANE_READS)
+            except (BadRequestError, NotFoundError) as exc:
+                # How Degreed answers an expired cursor is not documented (spec §4.1): the snapshot lives 2 minutes
+                # without a `next` request. The first page was accepted, so a 400 or 404 on a follow-up page means
+                # the cursor is gone, whatever its code: read the chain again.
+                raise CursorExpiredError(f"the page after {len(items)} records was refused ({exc}); the cursor "
+                                         "has most likely expired", api=API_NAME, endpoint=endpoint,
+                                         status=exc.status, detail=exc.detail) from exc
 
     def _same_host(self, link: str) -> str:
         """Keep paging on the configured API host, so the bearer token never goes anywhere else."""
@@ -691,6 +703,12 @@ class DegreedClient:
     def iter_completions(self, start: date, end: date) -> Iterator[DegreedCompletion]:
         """Completions dated ``start``..``end`` (inclusive), read in windows of at most 7 days."""
         for resource in self._windowed(f"{V2}/completions", "GET /api/v2/completions", start, end):
+            yield DegreedCompletion.from_resource(resource)
+
+    def iter_user_completions_all(self, user_id: str) -> Iterator[DegreedCompletion]:
+        """Every completion of one learner (Degreed user id), without a date filter, page by page."""
+        path = f"{V2}/users/{quote(user_id, safe='')}/completions"
+        for resource in self._read_chain(path, endpoint="GET /api/v2/users/{id}/completions"):
             yield DegreedCompletion.from_resource(resource)
 
     def iter_user_completions(self, user_id: str, start: date, end: date) -> Iterator[DegreedCompletion]:

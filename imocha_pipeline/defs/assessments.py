@@ -31,6 +31,7 @@ from imocha_pipeline.sync.assessments import (
 )
 from imocha_pipeline.sync.diff import WRITE_ACTIONS, summarise
 from imocha_pipeline.sync.entities import ASSESSMENTS
+from imocha_pipeline.sync.identities import DegreedDirectory
 from imocha_pipeline.sync.ledger import Ledger
 from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS, AssessmentMapping
 from imocha_pipeline.sync.outstanding import Scope
@@ -232,7 +233,8 @@ def assessment_sync_apply(context: dg.AssetExecutionContext, staging_db: Staging
                          metadata={"plan_id": plan.plan_id, "verdict": plan.verdict, "writes": 0})
     metrics = RequestMetrics()
     ledger = Ledger(engine, ENTITY)
-    writer = AssessmentWriter(degreed.client(metrics=metrics))
+    client = degreed.client(metrics=metrics)
+    writer = AssessmentWriter(client, DegreedDirectory(engine, client))
     result = deliver_all(context, engine, [(ASSESSMENTS, writer, Scope(plan_id=plan.plan_id))],
                          run_id=context.run.run_id, dry_run=sync_settings.is_dry_run(),
                          per_minute=degreed.resolved().rate_limit_per_minute, metrics=metrics,

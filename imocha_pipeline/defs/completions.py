@@ -26,6 +26,7 @@ from imocha_pipeline.sync.completions import COMPLETION, SKILL_RATING, extract_c
 from imocha_pipeline.sync.delivery import validate_payloads
 from imocha_pipeline.sync.diff import WRITE_ACTIONS
 from imocha_pipeline.sync.entities import ATTEMPT_ENTITIES
+from imocha_pipeline.sync.identities import DegreedDirectory
 from imocha_pipeline.sync.outstanding import Scope, outstanding
 from imocha_pipeline.sync.progress import eta_minutes, format_duration, plan_eta_line
 from imocha_pipeline.sync.skill_mapping import stage_skill_mapping
@@ -159,9 +160,11 @@ def completion_sync_apply(context: dg.AssetExecutionContext, staging_db: Staging
     outstanding, so a retry of this step (any run id) or the catch-up job sends it."""
     metrics = RequestMetrics()
     client = degreed.client(metrics=metrics)
+    engine = staging_db.engine()
+    directory = DegreedDirectory(engine, client)
     scope = Scope(days=tuple(partition_days(context)))
-    return deliver_all(context, staging_db.engine(),
-                       [(entity, writer_for(entity, client), scope) for entity in ATTEMPT_ENTITIES],
+    return deliver_all(context, engine,
+                       [(entity, writer_for(entity, client, directory), scope) for entity in ATTEMPT_ENTITIES],
                        run_id=context.run.run_id, dry_run=sync_settings.is_dry_run(),
                        per_minute=degreed.resolved().rate_limit_per_minute, metrics=metrics,
                        extra={"days": scope.describe()})
@@ -182,7 +185,9 @@ def completion_catch_up(context: dg.AssetExecutionContext, staging_db: StagingDa
                          days[-1])
     metrics = RequestMetrics()
     client = degreed.client(metrics=metrics)
-    return deliver_all(context, engine, [(entity, writer_for(entity, client), Scope()) for entity in ATTEMPT_ENTITIES],
+    directory = DegreedDirectory(engine, client)
+    return deliver_all(context, engine,
+                       [(entity, writer_for(entity, client, directory), Scope()) for entity in ATTEMPT_ENTITIES],
                        run_id=run_id, dry_run=sync_settings.is_dry_run(),
                        per_minute=degreed.resolved().rate_limit_per_minute, metrics=metrics,
                        extra={"days_planned": len(days)})

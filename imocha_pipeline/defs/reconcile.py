@@ -18,6 +18,7 @@ from imocha_pipeline.sync.completion_plan import COMPLETION_PAYLOAD, SKILL_RATIN
 from imocha_pipeline.sync.completions import COMPLETION, COMPLETION_FIELDS, SKILL_RATING, SKILL_RATING_FIELDS
 from imocha_pipeline.sync.delivery import deliver
 from imocha_pipeline.sync.entities import ATTEMPT_ENTITIES
+from imocha_pipeline.sync.identities import DegreedDirectory
 from imocha_pipeline.sync.ledger import Ledger
 from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS
 from imocha_pipeline.sync.outstanding import Scope, outstanding
@@ -53,7 +54,8 @@ def degreed_completions(context: dg.AssetExecutionContext, degreed: DegreedResou
     started = staging.utcnow()
     end = started.date() + timedelta(days=1)
     start = end - timedelta(days=reconcile_days())
-    rows = snapshot_completions(degreed.client(metrics=metrics), start, end, started)
+    client = degreed.client(metrics=metrics)
+    rows = snapshot_completions(client, start, end, started, DegreedDirectory(staging_db.engine(), client))
     _, count = stage_full_extract(staging_db.engine(), staging.degreed_completions, rows, "snapshot_at", started)
     context.log.info("Degreed holds %d completions between %s and %s", count, start, end)
     return dg.MaterializeResult(metadata={"dagster/row_count": count, "window": f"{start}..{end}",
@@ -66,7 +68,8 @@ def degreed_skill_ratings(context: dg.AssetExecutionContext, degreed: DegreedRes
     """Skill ratings Degreed holds for our provider."""
     metrics = RequestMetrics()
     started = staging.utcnow()
-    rows = snapshot_skill_ratings(degreed.client(metrics=metrics), started)
+    client = degreed.client(metrics=metrics)
+    rows = snapshot_skill_ratings(client, started, DegreedDirectory(staging_db.engine(), client))
     _, count = stage_full_extract(staging_db.engine(), staging.degreed_skill_ratings, rows, "snapshot_at", started)
     return dg.MaterializeResult(metadata={"dagster/row_count": count,
                                           **request_metadata(metrics, "degreed_requests")})
@@ -115,9 +118,10 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
     metrics = RequestMetrics()
     client = degreed.client(metrics=metrics)
     repaired: set[tuple[str, str]] = set()
-    writers = {ASSESSMENT: (AssessmentWriter(client), DESIRED_ASSESSMENT_FIELDS),
-               COMPLETION: (CompletionWriter(client), (*COMPLETION_FIELDS, *COMPLETION_PAYLOAD)),
-               SKILL_RATING: (SkillRatingWriter(client), (*SKILL_RATING_FIELDS, *SKILL_RATING_PAYLOAD))}
+    directory = DegreedDirectory(engine, client)
+    writers = {ASSESSMENT: (AssessmentWriter(client, directory), DESIRED_ASSESSMENT_FIELDS),
+               COMPLETION: (CompletionWriter(client, directory), (*COMPLETION_FIELDS, *COMPLETION_PAYLOAD)),
+               SKILL_RATING: (SkillRatingWriter(client, directory), (*SKILL_RATING_FIELDS, *SKILL_RATING_PAYLOAD))}
     for entity, (writer, fields) in writers.items():
         missing = [d for d in drift if d.entity == entity and d.kind == MISSING]
         if not missing:
@@ -132,7 +136,7 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
     for entity in ATTEMPT_ENTITIES:
         if not any(d.entity == entity.name and d.kind == NEVER_DELIVERED for d in drift):
             continue
-        delivery = deliver(engine, entity, writer_for(entity, client), Scope(), run_id)
+        delivery = deliver(engine, entity, writer_for(entity, client, directory), Scope(), run_id)
         acknowledged_now = acknowledged(engine, entity.name)
         fixed = set(acknowledged_now[acknowledged_now["run_id"] == run_id]["record_key"])
         repaired |= {(entity.name, key) for key in fixed}

@@ -13,8 +13,71 @@ assessment created less than that many seconds ago (by the simulator's clock, th
 /api/v2/content/assessments`` or ``add_assessment``) is left out of every listing of
 ``GET /api/v2/content/assessments`` (the paged list and the ``filter[external_id]`` lookup) and of
 ``GET /api/v2/content``, while ``GET .../{id}`` finds it at once and a create with the same external id
-still answers 409 naming it. It makes the "409 on create, yet the lookup finds nothing" path reachable in
-tests. Negative values are refused.
+still answers 409 (naming it when ``conflict_body="error_with_id"``). It makes the "409 on create, yet the
+lookup finds nothing" path reachable in tests. Negative values are refused.
+
+Every setting below is a ``DegreedSimSettings`` field: a constructor argument, ``configure(...)`` and
+``PUT /_sandbox/settings``; ``GET /_sandbox/settings`` reads them. The ``DEFAULT_*`` constants hold the
+defaults of the first four (today's answers; see the note at the constants for flipping them).
+
+``read_shape`` — "echo" (default) | "documented". What a completion or skill rating answer carries. "echo"
+echoes what was posted: ``user-id`` (the email), ``user-identifier-type``, ``content-id`` (the external
+id), ``content-id-type``, ``content-type``, ``percentile``, ``provider-code`` and the rest. "documented" is
+spec §8.3 (captured real answers): a completion (list items of ``GET /api/v2/completions`` and
+``GET /api/v2/users/{id}/completions``, ``GET /api/v2/completions/{id}``, the POST/PATCH answer) has ONLY
+``employee-id``, ``completed-at``, ``added-at``, ``points-earned`` (a decimal string, "0.0643720"),
+``is-verified``, ``rating``, ``access-method``; learner, content and provider come only as Degreed ids in
+``relationships`` (``user``/``users``, ``content``/``content``, ``provider``/``providers``), and the two
+list answers add ``included``: one content summary per referenced content item (``type: "content"``,
+``id``, attributes ``content-type``, ``url``, ``title``, ``provider``, ``content-duration``,
+``content-duration-type``, ``is-internal``). A skill rating (§9.2) has ``employee-id``, ``skill-name``,
+``rating``, ``rating-type``, ``certifiable-skill-guid``, ``rated-at`` and the user as a relationship.
+Timestamps in that shape are .NET style: no zone, 0-7 fraction digits without trailing zeros
+("2021-11-11T20:56:41.093"; ``format_dotnet_timestamp``). Content answers are the same in both shapes
+(§7.6 documents ``external-id`` on content), and ``state()`` always holds the whole truth (``user_email``,
+``content_external_id``, ``percentile`` ...), whatever the API shows.
+
+``relationships_style`` — "object" (default; JSON:API) | "array" (``[{"content": {"data": ...}},
+{"provider": ...}, {"user": ...}]``, as captured in §3/§8.3). Applies to content, completions and skill
+ratings in both read shapes.
+
+``conflict_body`` — "error_with_id" (default) | "error_without_id" | "empty". The body of every 409: content
+created or PATCHed onto an external id or url already in use, and a duplicate completion under
+``completion_duplicates="409"``. "empty" is ``{}`` (edX's only public fixture, §8.4); "error_without_id" is a
+JSON:API error (code "conflict", status 409, title "Conflict") whose detail and source do not name the
+existing record; "error_with_id" names its Degreed id in ``detail`` and ``source``.
+
+``cursor_expiry`` — "code" (default) | "bare_400" | "not_found". The answer to a ``next=`` cursor whose
+snapshot expired (idle longer than ``cursor_idle_seconds``, or expired with ``expire_cursors`` /
+``schedule_cursor_expiry``), or that was never issued: "code" is a 400 with code "cursor-expired", "bare_400"
+a generic 400 bad-request ("Invalid request.", nothing about cursors), "not_found" a 404 not-found error.
+
+``token_requests_count`` — False (default) | True. [A] Degreed does not say whether the token endpoint counts
+against the per-client limit. When True, ``POST /oauth/token`` naming a known client id is charged to that
+client (and refused with 429 over budget) and its answers carry the rate-limit headers; when False it is
+free and answers without them.
+
+Rate limit (not variants): every ``/api/v2`` answer carries ``X-Rate-Limit-Limit``,
+``X-Rate-Limit-Remaining`` and ``X-Rate-Limit-Reset`` — errors, 401s, unknown paths, and the 429 and 503
+answers injected through ``/_sandbox/faults`` too (``SimulatorMiddleware``'s ``fault_answer`` hook), and every
+429 adds ``Retry-After`` and says "Maximum N requests allowed per 1m." with the limit in force at that moment.
+``rate_window`` "fixed" opens a window at a client's first request and resets it 60 s later (so up to twice
+the limit can fall in one rolling minute); "sliding" accepts a request only while fewer than the limit were
+accepted in the 60 s before it, so no rolling minute ever holds more. ``max_requests_in_any_minute(client)``
+(HTTP: ``GET /_sandbox/rate-limit/max-in-any-minute/{client_id}``) reports the most requests accepted from a
+client in any rolling 60 s, for tests and benchmarks.
+
+Content urls (not a variant): a create or PATCH whose ``url`` equals another content item's url answers 409,
+like a duplicate external id. The url is compared as an exact string against every content item of the
+organisation — every provider's, obsolete ones included (a retired item is still a resource: it can be
+read by id and revived, and completions point at it) — [A] where Degreed draws the line is not documented.
+``add_assessment``/``update_assessment`` (control methods) bypass both checks on purpose.
+
+Date filters (not a variant): ``filter[start_date]``/``filter[end_date]`` are calendar days, both included,
+at most ``max_date_range_days`` (7) of them: 2024-05-01..2024-05-07 is allowed, 2024-05-01..2024-05-08 (8
+days) is a 400. ``GET /api/v2/completions`` without filters reads the last 7 days up to today [A];
+``GET /api/v2/users/{id}/completions``, ``GET /api/v2/users/{id}/skill-ratings`` and
+``GET /api/v2/skill-ratings`` without filters list everything (paged with ``limit``/``next``).
 
 State lives in memory behind one lock: request handlers run on uvicorn's event loop while tests call the
 control methods from their own threads. Every control method also has an HTTP twin under ``/_sandbox/``.
@@ -23,6 +86,7 @@ control methods from their own threads. Every control method also has an HTTP tw
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import re
@@ -31,6 +95,7 @@ import string
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -63,6 +128,23 @@ OTHER_PROVIDER_CODE = "ACMELEARN"
 ORG_CODE_HEADER = "x-degreed-organization-code"
 MAX_PAGE_LIMIT = 1000
 
+# Defaults of the settings that choose between today's answers and the documented ones. They keep today's
+# behaviour while the client learns the documented shapes; flipping to the documented answers means setting
+# DEFAULT_READ_SHAPE = "documented", DEFAULT_RELATIONSHIPS_STYLE = "array", DEFAULT_CONFLICT_BODY = "empty"
+# (and, if wanted, DEFAULT_CURSOR_EXPIRY = "bare_400" or "not_found"). Constructor and settings use these.
+DEFAULT_READ_SHAPE = "documented"
+DEFAULT_RELATIONSHIPS_STYLE = "array"
+DEFAULT_CONFLICT_BODY = "empty"
+DEFAULT_CURSOR_EXPIRY = "code"
+
+# Spec §8.3 and §9.2: the only attributes a documented completion / skill rating answer carries.
+DOCUMENTED_COMPLETION_ATTRIBUTES = ("employee-id", "completed-at", "added-at", "points-earned", "is-verified",
+                                    "rating", "access-method")
+DOCUMENTED_CONTENT_SUMMARY_ATTRIBUTES = ("content-type", "url", "title", "provider", "content-duration",
+                                         "content-duration-type", "is-internal")
+DOCUMENTED_SKILL_RATING_ATTRIBUTES = ("employee-id", "skill-name", "rating", "rating-type",
+                                      "certifiable-skill-guid", "rated-at")
+
 # The resources a scope family guards: GET needs ``<family>:read`` (or ``:write``), anything else ``:write``.
 READ_ONLY_FAMILIES = {"providers"}
 ERROR_TITLES = {
@@ -85,6 +167,7 @@ _TIMESTAMP = re.compile(
     r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,7}))?)?(Z|[+-]\d{2}:?\d{2})?$"
 )
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+SERVICE_UNAVAILABLE = "The service is temporarily unavailable."
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -122,11 +205,20 @@ class DegreedSimSettings:
     completion_date_field: str = "completed-at"  # which field filter[start_date]/[end_date] apply to
     cursor_idle_seconds: float = 120.0
     default_page_limit: int = 100
-    max_date_range_days: int = 7
+    max_date_range_days: int = 7  # calendar days a date filter may cover, both ends inclusive
     # "object" (JSON:API) or "array" (a list of single-key objects, as in captured samples)
-    relationships_style: str = "object"
+    relationships_style: str = DEFAULT_RELATIONSHIPS_STYLE
     # Seconds after its creation during which an assessment is missing from list/search results (0 = none).
     content_listing_lag_seconds: float = 0.0
+    # "documented": completions and skill ratings answer with the spec's §8.3/§9.2 attributes only;
+    # "echo": they echo everything that was posted (user email, external content id, percentile, ...).
+    read_shape: str = DEFAULT_READ_SHAPE
+    # Body of a 409 on create/update: "empty" ({}), "error_without_id" or "error_with_id" (names the record).
+    conflict_body: str = DEFAULT_CONFLICT_BODY
+    # Answer to a next= cursor whose snapshot expired: "code" (400 cursor-expired), "bare_400", "not_found".
+    cursor_expiry: str = DEFAULT_CURSOR_EXPIRY
+    # [A] Whether POST /oauth/token is charged to the client's per-minute budget.
+    token_requests_count: bool = False
 
     CHOICES = {
         "rate_window": ("fixed", "sliding"),
@@ -134,6 +226,9 @@ class DegreedSimSettings:
         "skill_rating_duplicates": ("upsert", "always-new"),
         "completion_date_field": ("completed-at", "added-at"),
         "relationships_style": ("object", "array"),
+        "read_shape": ("documented", "echo"),
+        "conflict_body": ("empty", "error_without_id", "error_with_id"),
+        "cursor_expiry": ("code", "bare_400", "not_found"),
     }
 
     def validate(self) -> None:
@@ -142,6 +237,12 @@ class DegreedSimSettings:
                 raise ValueError(f"setting {name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.rate_limit_per_minute < 1:
             raise ValueError("setting rate_limit_per_minute must be at least 1")
+        if isinstance(self.max_date_range_days, bool) or not isinstance(self.max_date_range_days, int) \
+                or self.max_date_range_days < 1:
+            raise ValueError(f"setting max_date_range_days must be a whole number of days, 1 or more, "
+                             f"got {self.max_date_range_days!r}")
+        if not isinstance(self.token_requests_count, bool):
+            raise ValueError(f"setting token_requests_count must be true or false, got {self.token_requests_count!r}")
         if not 1 <= self.default_page_limit <= MAX_PAGE_LIMIT:
             raise ValueError(f"setting default_page_limit must be within 1..{MAX_PAGE_LIMIT}")
         if self.token_ttl_seconds < 1 or self.cursor_idle_seconds <= 0:
@@ -236,6 +337,8 @@ class _Snapshot:
     path: str
     items: list[dict[str, Any]]
     last_used: float
+    # For each item, the resources it brings into ``included`` (None: the list answers without ``included``).
+    included: list[list[dict[str, Any]]] | None = None
 
 
 @dataclass
@@ -250,7 +353,7 @@ class _Problem(Exception):
     """An API error answer in JSON:API form."""
 
     def __init__(self, status: int, detail: str, *, code: str | None = None, source: str | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, body: dict[str, Any] | None = None):
         super().__init__(detail)
         self.status = status
         self.code = code or ERROR_TITLES.get(status, ("error", "Error"))[0]
@@ -258,6 +361,7 @@ class _Problem(Exception):
         self.detail = detail
         self.source = source
         self.headers = headers or {}
+        self.body = body  # answer this body instead of the JSON:API error (e.g. the bare {} of a 409)
 
 
 @dataclass
@@ -296,6 +400,20 @@ def format_degreed_timestamp(value: datetime | None) -> str | None:
     value = value.astimezone(UTC) if value.tzinfo else value
     text = value.strftime("%Y-%m-%dT%H:%M:%S")
     return f"{text}.{value.microsecond:06d}0" if value.microsecond else text
+
+
+def format_dotnet_timestamp(value: datetime | None) -> str | None:
+    """The documented read shape: UTC without a zone, 0-7 fraction digits with trailing zeros dropped.
+
+    This is how .NET writes ``DateTime`` values (``yyyy-MM-ddTHH:mm:ss.FFFFFFF``) and matches every sample in
+    the spec: ``2021-11-11T00:00:00``, ``2021-11-11T20:56:41.093``, ``2021-10-19T10:01:40.2467123``.
+    """
+    if value is None:
+        return None
+    value = value.astimezone(UTC) if value.tzinfo else value
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{value.microsecond:06d}".rstrip("0")
+    return f"{text}.{fraction}" if fraction else text
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -363,6 +481,20 @@ class _RateLimiter:
         limit = self.settings.rate_limit_per_minute
         return _RateDecision(True, limit, now + self.PERIOD)
 
+    def peek(self, client_id: str | None, now: float) -> _RateDecision:
+        """The client's budget as it stands, without charging anything (for answers that cost nothing)."""
+        limit = self.settings.rate_limit_per_minute
+        if client_id is None:
+            return self.idle(now)
+        if self.settings.rate_window == "sliding":
+            stamps = [stamp for stamp in self._sliding.get(client_id, ()) if stamp > now - self.PERIOD]
+            reset_at = stamps[0] + self.PERIOD if stamps else now + self.PERIOD
+            return _RateDecision(len(stamps) < limit, max(0, limit - len(stamps)), reset_at)
+        start, used = self._fixed.get(client_id, (now, 0))
+        if now >= start + self.PERIOD:
+            start, used = now, 0
+        return _RateDecision(used < limit, max(0, limit - used), start + self.PERIOD)
+
     def _check_fixed(self, client_id: str, now: float) -> _RateDecision:
         limit = self.settings.rate_limit_per_minute
         start, used = self._fixed.get(client_id, (now, 0))
@@ -416,8 +548,12 @@ class DegreedSimulator:
         cursor_idle_seconds: float = 120.0,
         default_page_limit: int = 100,
         max_date_range_days: int = 7,
-        relationships_style: str = "object",
+        relationships_style: str = DEFAULT_RELATIONSHIPS_STYLE,
         content_listing_lag_seconds: float = 0.0,
+        read_shape: str = DEFAULT_READ_SHAPE,
+        conflict_body: str = DEFAULT_CONFLICT_BODY,
+        cursor_expiry: str = DEFAULT_CURSOR_EXPIRY,
+        token_requests_count: bool = False,
         provider_code: str = "IMOCHA",
         provider_name: str = "iMocha",
         other_provider_assessments: int = 2,
@@ -430,7 +566,8 @@ class DegreedSimulator:
             skill_rating_duplicates=skill_rating_duplicates, completion_date_field=completion_date_field,
             cursor_idle_seconds=cursor_idle_seconds, default_page_limit=default_page_limit,
             max_date_range_days=max_date_range_days, relationships_style=relationships_style,
-            content_listing_lag_seconds=content_listing_lag_seconds,
+            content_listing_lag_seconds=content_listing_lag_seconds, read_shape=read_shape,
+            conflict_body=conflict_body, cursor_expiry=cursor_expiry, token_requests_count=token_requests_count,
         )
         self.settings.validate()
         self.world = world
@@ -448,6 +585,8 @@ class DegreedSimulator:
         self._tokens: dict[str, _Token] = {}
         self._issued: list[str] = []
         self._limiter = _RateLimiter(self.settings)
+        # Simulator-clock times of every request charged to each client (kept across rate-limit resets).
+        self._accepted: dict[str, list[float]] = {}
         self._snapshots: dict[str, _Snapshot] = {}
         self._cursors: dict[str, tuple[str, int]] = {}
         self._forced_cursor_skip = 0
@@ -460,13 +599,14 @@ class DegreedSimulator:
         self._seed(world, provider_code, provider_name, other_provider_assessments)
         self.log: RequestLog = _RedactingRequestLog()
         self.faults = FaultInjector()
+        # The fixed fault bodies are only a fallback: ``_fault_answer`` builds each injected 429/503 when it
+        # is sent, with the rate-limit headers and the live limit in the 429 detail.
         self.app = SimulatorMiddleware(
             self._build_app(), self.log, self.faults,
-            error_body_5xx=json_bytes(self._error_body(
-                _Problem(503, "The service is temporarily unavailable."))),
-            error_body_429=json_bytes(self._error_body(_Problem(
-                429, f"Maximum {rate_limit_per_minute} requests allowed per 1m."))),
+            error_body_5xx=json_bytes(self._error_body(_Problem(503, SERVICE_UNAVAILABLE))),
+            error_body_429=json_bytes(self._error_body(self._quota_problem(0))),
             client_of=self._client_of,
+            fault_answer=self._fault_answer,
         )
 
     # -- seeding --------------------------------------------------------------------------------------
@@ -537,9 +677,27 @@ class DegreedSimulator:
             return asdict(self.settings)
 
     def reset_rate_limits(self) -> None:
-        """Forget every client's used budget."""
+        """Forget every client's used budget (``max_requests_in_any_minute`` keeps its history)."""
         with self._lock:
             self._limiter.reset()
+
+    def max_requests_in_any_minute(self, client_id: str, since: float | None = None) -> int:
+        """The most requests accepted from ``client_id`` within any rolling 60 s, by the simulator's clock.
+
+        Counts what the rate limiter charged: every API request with a live token that was not refused
+        with 429 (whatever it answered), plus token requests when ``token_requests_count`` is on. Not counted:
+        429 refusals, 401s, and injected faults (they never reach the simulator). A window is half-open,
+        ``[t, t + 60)``, as in the sliding limiter: requests at t and t + 60 are never in the same minute.
+        ``since`` (epoch seconds) ignores requests accepted before it.
+        """
+        with self._lock:
+            times = sorted(t for t in self._accepted.get(client_id, ()) if since is None or t >= since)
+        best, first = 0, 0
+        for last, moment in enumerate(times):
+            while times[first] <= moment - _RateLimiter.PERIOD:
+                first += 1
+            best = max(best, last - first + 1)
+        return best
 
     def add_client(self, client_id: str, spec: ApiClientSpec) -> None:
         """Create or replace an API key (also un-revokes it)."""
@@ -828,6 +986,8 @@ class DegreedSimulator:
         }
 
     def _completion_resource(self, record: SimCompletion, base: str) -> dict[str, Any]:
+        if self.settings.read_shape == "documented":
+            return self._documented_completion(record, base)
         user = self.users.get(record.user_id)
         return {
             "type": "completions",
@@ -856,7 +1016,51 @@ class DegreedSimulator:
             }),
         }
 
+    def _documented_completion(self, record: SimCompletion, base: str) -> dict[str, Any]:
+        """Spec §8.3: only Degreed's own attributes; learner, content and provider by Degreed id."""
+        user = self.users.get(record.user_id)
+        attributes = {
+            "employee-id": user.employee_id if user else record.employee_id,
+            "completed-at": format_dotnet_timestamp(record.completed_at),
+            "added-at": format_dotnet_timestamp(record.added_at),
+            "points-earned": _points_earned(record.id),
+            "is-verified": record.is_verified,
+            "rating": 0,
+            "access-method": None,
+        }
+        return {
+            "type": "completions",
+            "id": record.id,
+            "attributes": {name: attributes[name] for name in DOCUMENTED_COMPLETION_ATTRIBUTES},
+            "links": {"self": f"{base}{API_PREFIX}/completions/{record.id}"},
+            "relationships": self._relationships({
+                "content": {"id": record.content_id, "type": "content"},
+                "provider": self._provider_ref(record.provider_code),
+                "user": {"id": record.user_id, "type": "users"},
+            }),
+        }
+
+    def _content_summary(self, content_id: str) -> list[dict[str, Any]]:
+        """The ``included`` entry for one referenced content item (none when it no longer exists)."""
+        record = self.assessments.get(content_id)
+        if record is None:
+            return []
+        provider = next((p for p in self.providers.values() if p.code == record.provider_code), None)
+        attributes = {
+            "content-type": "Assessment",
+            "url": record.url,
+            "title": record.title,
+            "provider": provider.name if provider else None,
+            "content-duration": record.duration,
+            "content-duration-type": record.duration_type,
+            "is-internal": record.provider_code is None,
+        }
+        return [{"type": "content", "id": record.id,
+                 "attributes": {name: attributes[name] for name in DOCUMENTED_CONTENT_SUMMARY_ATTRIBUTES}}]
+
     def _skill_rating_resource(self, record: SimSkillRating, base: str) -> dict[str, Any]:
+        if self.settings.read_shape == "documented":
+            return self._documented_skill_rating(record, base)
         user = self.users.get(record.user_id)
         return {
             "type": "skill-ratings",
@@ -873,6 +1077,25 @@ class DegreedSimulator:
                 "created-at": format_degreed_timestamp(record.created_at),
                 "modified-at": format_degreed_timestamp(record.modified_at),
             },
+            "links": {"self": f"{base}{API_PREFIX}/skill-ratings/{record.id}"},
+            "relationships": self._relationships({"user": {"id": record.user_id, "type": "users"}}),
+        }
+
+    def _documented_skill_rating(self, record: SimSkillRating, base: str) -> dict[str, Any]:
+        """Spec §9.2: the rated user's employee id, the skill by name, the rating; the user by Degreed id."""
+        user = self.users.get(record.user_id)
+        attributes = {
+            "employee-id": user.employee_id if user else record.employee_id,
+            "skill-name": record.skill_name,
+            "rating": record.rating,
+            "rating-type": record.rating_type,
+            "certifiable-skill-guid": None,
+            "rated-at": format_dotnet_timestamp(record.rated_at),
+        }
+        return {
+            "type": "skill-ratings",
+            "id": record.id,
+            "attributes": {name: attributes[name] for name in DOCUMENTED_SKILL_RATING_ATTRIBUTES},
             "links": {"self": f"{base}{API_PREFIX}/skill-ratings/{record.id}"},
             "relationships": self._relationships({"user": {"id": record.user_id, "type": "users"}}),
         }
@@ -910,6 +1133,8 @@ class DegreedSimulator:
         }
 
     def _error_body(self, problem: _Problem) -> dict[str, Any]:
+        if problem.body is not None:
+            return problem.body
         error_id = str(uuid.UUID(int=self._aux_rng.getrandbits(128), version=4))
         return {"errors": [{"id": error_id, "code": problem.code, "status": problem.status,
                             "title": problem.title, "detail": problem.detail, "source": problem.source}]}
@@ -979,12 +1204,9 @@ class DegreedSimulator:
         if token is None:
             detail = "The access token is missing, invalid, expired or revoked."
             return self._problem_response(_Problem(401, detail), self._limiter.idle(now))
-        decision = self._limiter.check(token.client_id, now)
+        decision = self._charge(token.client_id, now)
         if not decision.allowed:
-            problem = _Problem(
-                429, f"Maximum {self.settings.rate_limit_per_minute} requests allowed per 1m.",
-                headers={"Retry-After": str(decision.retry_after)})
-            return self._problem_response(problem, decision)
+            return self._problem_response(self._quota_problem(decision.retry_after), decision)
         try:
             client = self._clients[token.client_id]
             self._check_org_code(request, client)
@@ -998,9 +1220,52 @@ class DegreedSimulator:
             status, payload = handler(ctx)
         except _Problem as problem:
             return self._problem_response(problem, decision)
+        except Exception:  # a simulator bug still answers like Degreed would: a JSON:API 500 with headers
+            logging.getLogger(__name__).exception("Degreed simulator failed on %s %s", method, request.url.path)
+            return self._problem_response(_Problem(500, "An unexpected error occurred."), decision)
         response = Response(status_code=status) if payload is None else _json(status, payload)
         response.headers.update(_rate_headers(decision))
         return response
+
+    def _charge(self, client_id: str, now: float) -> _RateDecision:
+        """Ask the limiter for one request of ``client_id``; remember the time when it is accepted."""
+        decision = self._limiter.check(client_id, now)
+        if decision.allowed:
+            self._accepted.setdefault(client_id, []).append(now)
+        return decision
+
+    def _quota_problem(self, retry_after: int) -> _Problem:
+        """The 429 answer, worded with the limit in force now."""
+        return _Problem(429, f"Maximum {self.settings.rate_limit_per_minute} requests allowed per 1m.",
+                        headers={"Retry-After": str(retry_after)})
+
+    def _fault_answer(self, kind: str, scope: dict[str, Any], client: str | None,
+                      config: FaultConfig) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """Body and headers of an injected 429 or 503 (``SimulatorMiddleware``'s ``fault_answer`` hook).
+
+        API answers carry the rate-limit headers like every other answer: an injected 429 says no budget is
+        left until ``retry_after_seconds`` from now; an injected 503 shows the client's budget as it stands
+        (a faulted request never reaches the limiter, so it is not charged). Token answers carry them only
+        when ``token_requests_count`` is on. The 429 body names the live ``rate_limit_per_minute``.
+        """
+        with self._lock:
+            now = self._clock()
+            path = scope.get("path", "")
+            if path == TOKEN_PATH:
+                with_rate = self.settings.token_requests_count
+                client = client if client in self._clients else None
+            else:
+                with_rate = path.startswith(API_PREFIX)
+            if kind == "rate_429":
+                retry_after = max(0, int(config.retry_after_seconds))
+                problem = self._quota_problem(retry_after)
+                decision = _RateDecision(False, 0, now + retry_after, retry_after)
+            else:
+                problem = _Problem(503, SERVICE_UNAVAILABLE)
+                decision = self._limiter.peek(client, now)
+            headers = {**(_rate_headers(decision) if with_rate else {}), **problem.headers}
+            body = json_bytes(self._error_body(problem))
+        return body, [(name.lower().encode(), value.encode()) for name, value in headers.items()]
 
     def _problem_response(self, problem: _Problem, decision: _RateDecision) -> Response:
         response = _json(problem.status, self._error_body(problem))
@@ -1074,9 +1339,20 @@ class DegreedSimulator:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         value = {name: values[0] for name, values in form.items() if values}
         with self._lock:
+            decision = None
+            client_id = value.get("client_id", "")
+            if self.settings.token_requests_count and client_id in self._clients:
+                # [A] The token request is charged to the client it names, whatever the outcome.
+                decision = self._charge(client_id, self._clock())
+                if not decision.allowed:
+                    response = self._problem_response(self._quota_problem(decision.retry_after), decision)
+                    response.headers["Cache-Control"] = "no-store"
+                    return response
             status, payload = self._issue_token(value)
         response = _json(status, payload)
         response.headers["Cache-Control"] = "no-store"
+        if decision is not None:
+            response.headers.update(_rate_headers(decision))
         return response
 
     def _issue_token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -1104,8 +1380,14 @@ class DegreedSimulator:
 
     # -- paging and filters ---------------------------------------------------------------------------
 
-    def _page(self, ctx: _Ctx, build: Callable[[], list[dict[str, Any]]]) -> tuple[int, dict[str, Any]]:
-        """Serve one page of a snapshotted list; ``build`` runs only for the first page of a chain."""
+    def _page(self, ctx: _Ctx, build: Callable[[], list[Any]], *,
+              with_included: bool = False) -> tuple[int, dict[str, Any]]:
+        """Serve one page of a snapshotted list; ``build`` runs only for the first page of a chain.
+
+        With ``with_included``, ``build`` returns ``(resource, included resources)`` pairs and every page of
+        the chain answers with ``included``: the distinct included resources of that page's items, frozen
+        with the snapshot like the items themselves.
+        """
         limit = _parse_limit(ctx.query.get("limit"), self.settings.default_page_limit)
         now = self._clock()
         path = ctx.request.url.path
@@ -1114,7 +1396,10 @@ class DegreedSimulator:
             snapshot, offset = self._resume(cursor, path, now)
         else:
             self._drop_idle_snapshots(now)
-            snapshot, offset = _Snapshot(self._new_id(12, self._aux_rng), path, build(), now), 0
+            built = build()
+            items = [item for item, _ in built] if with_included else built
+            included = [extra for _, extra in built] if with_included else None
+            snapshot, offset = _Snapshot(self._new_id(12, self._aux_rng), path, items, now, included), 0
             self._snapshots[snapshot.id] = snapshot
         snapshot.last_used = now
         page = snapshot.items[offset: offset + limit]
@@ -1123,11 +1408,28 @@ class DegreedSimulator:
             next_cursor = self._new_id(10, self._aux_rng)
             self._cursors[next_cursor] = (snapshot.id, offset + len(page))
             links["next"] = f"{ctx.base}{path}?limit={limit}&next={next_cursor}"
-        return 200, {"links": links, "data": page}
+        payload: dict[str, Any] = {"links": links, "data": page}
+        if snapshot.included is not None:
+            seen: set[tuple[str, str]] = set()
+            payload["included"] = []
+            for extras in snapshot.included[offset: offset + len(page)]:
+                for extra in extras:
+                    if (extra["type"], extra["id"]) not in seen:
+                        seen.add((extra["type"], extra["id"]))
+                        payload["included"].append(extra)
+        return 200, payload
+
+    def _cursor_expired(self) -> _Problem:
+        """The answer to a cursor whose snapshot is gone, as ``cursor_expiry`` says."""
+        if self.settings.cursor_expiry == "bare_400":
+            return _Problem(400, "Invalid request.")
+        if self.settings.cursor_expiry == "not_found":
+            return _Problem(404, "The requested resource was not found.")
+        return _Problem(400, "The paging cursor has expired; start again from the first page.",
+                        code="cursor-expired", source="next")
 
     def _resume(self, cursor: str, path: str, now: float) -> tuple[_Snapshot, int]:
-        expired = _Problem(400, "The paging cursor has expired; start again from the first page.",
-                           code="cursor-expired", source="next")
+        expired = self._cursor_expired()
         if self._forced_cursor_skip > 0:
             self._forced_cursor_skip -= 1
         elif self._forced_cursor_count > 0:
@@ -1159,19 +1461,22 @@ class DegreedSimulator:
             gone = set(idle)
             self._cursors = {k: v for k, v in self._cursors.items() if v[0] not in gone}
 
-    def _date_range(self, ctx: _Ctx, *, default_days: int | None) -> tuple[date, date] | None:
-        """Read filter[start_date]/filter[end_date] (inclusive days, at most ``max_date_range_days`` apart).
+    def _date_range(self, ctx: _Ctx, *, default_window: bool) -> tuple[date, date] | None:
+        """Read filter[start_date]/filter[end_date]: calendar days, both ends inclusive, at most
+        ``max_date_range_days`` of them (7: 2024-05-01..2024-05-07 is allowed, ..2024-05-08 is not).
 
-        With neither given, ``default_days`` picks the most recent window ([A]: Degreed's default for
-        completions is not documented) or, when None, no filter at all.
+        With only one end given the window runs ``max_date_range_days`` days from it. With neither,
+        ``default_window`` picks the most recent ``max_date_range_days`` days up to today ([A]: Degreed's
+        default for completions is not documented); without it there is no date filter at all.
         """
         raw_start, raw_end = ctx.query.get("filter[start_date]"), ctx.query.get("filter[end_date]")
+        days = self.settings.max_date_range_days
+        span = timedelta(days=days - 1)  # end - start of the longest allowed window
         if raw_start is None and raw_end is None:
-            if default_days is None:
+            if not default_window:
                 return None
             today = ctx.now.date()
-            return today - timedelta(days=default_days), today
-        span = timedelta(days=self.settings.max_date_range_days)
+            return today - span, today
         start = _parse_day(raw_start, "filter[start_date]") if raw_start is not None else None
         end = _parse_day(raw_end, "filter[end_date]") if raw_end is not None else None
         start = start or end - span
@@ -1179,9 +1484,12 @@ class DegreedSimulator:
         if end < start:
             raise _Problem(400, "filter[end_date] must not be before filter[start_date].",
                            source="filter[end_date]")
-        if end - start > span:
-            raise _Problem(400, f"The date range cannot exceed {self.settings.max_date_range_days} days.",
-                           source="filter[start_date]")
+        covered = (end - start).days + 1
+        if covered > days:
+            raise _Problem(
+                400, f"The date range cannot exceed {days} days: filter[start_date] {start.isoformat()} to "
+                     f"filter[end_date] {end.isoformat()} covers {covered} days (both dates are included).",
+                source="filter[end_date]")
         return start, end
 
     def _visible(self, ctx: _Ctx, provider_code: str | None) -> bool:
@@ -1221,6 +1529,7 @@ class DegreedSimulator:
         if code is not None and not any(p.code == code for p in self.providers.values()):
             raise _Problem(400, f"Unknown provider-code: {code}", source="provider-code")
         self._ensure_unique_external_id(attrs["external-id"], code, None)
+        self._ensure_unique_url(attrs["url"], None)
         record = SimAssessment(id="", external_id="", title="", url="", provider_code=code,
                                created_at=ctx.now, modified_at=ctx.now)
         self._apply_assessment_attributes(record, attrs)
@@ -1228,11 +1537,30 @@ class DegreedSimulator:
         self.assessments[record.id] = record
         return 201, {"data": self._assessment_resource(record, ctx.base)}
 
+    def _conflict(self, with_id: str, without_id: str, existing_id: str, source: str | None) -> _Problem:
+        """A 409 shaped by ``conflict_body``: ``{}``, an error without the existing id, or one naming it."""
+        style = self.settings.conflict_body
+        if style == "empty":
+            return _Problem(409, without_id, body={})
+        if style == "error_without_id":
+            return _Problem(409, without_id, source=source)
+        return _Problem(409, with_id, source=existing_id)
+
     def _ensure_unique_external_id(self, external_id: str, code: str | None, own_id: str | None) -> None:
         for other in self.assessments.values():
             if other.id != own_id and other.external_id == external_id and other.provider_code == code:
-                raise _Problem(409, f"Content with external-id {external_id} already exists: {other.id}",
-                               source=other.id)
+                raise self._conflict(f"Content with external-id {external_id} already exists: {other.id}",
+                                     "Content with the same external-id already exists.", other.id,
+                                     "external-id")
+
+    def _ensure_unique_url(self, url: Any, own_id: str | None) -> None:
+        """No two content items of the organisation share a url (spec §6: 409 for "same ExternalID or URL
+        used for multiple resources"): every provider's items count, obsolete ones included, compared as
+        exact strings."""
+        for other in self.assessments.values():
+            if other.id != own_id and other.url == url:
+                raise self._conflict(f"Content with url {url} already exists: {other.id}",
+                                     "Content with the same url already exists.", other.id, "url")
 
     def _get_assessment(self, ctx: _Ctx):
         record = self._visible_assessment(ctx, ctx.path_param("id"))
@@ -1252,6 +1580,8 @@ class DegreedSimulator:
             code = requested_code
         if "external-id" in attrs or code != record.provider_code:
             self._ensure_unique_external_id(attrs.get("external-id", record.external_id), code, record.id)
+        if "url" in attrs:
+            self._ensure_unique_url(attrs["url"], record.id)
         scratch = SimAssessment(**asdict(record))
         self._apply_assessment_attributes(scratch, attrs)  # validate everything before changing anything
         self._apply_assessment_attributes(record, attrs)
@@ -1326,8 +1656,9 @@ class DegreedSimulator:
                          if c.user_id == user.id and c.content_id == content.id), None)
         if existing is not None:
             if self.settings.completion_duplicates == "409":
-                raise _Problem(409, f"A completion for this user and content already exists: {existing.id}",
-                               source=existing.id)
+                raise self._conflict(f"A completion for this user and content already exists: {existing.id}",
+                                     "A completion for this user and content already exists.", existing.id,
+                                     None)
             existing.completed_at = completed_at
             if "percentile" in attrs:
                 existing.percentile = percentile
@@ -1371,8 +1702,10 @@ class DegreedSimulator:
         return 204, None
 
     def _completion_list(self, ctx: _Ctx, user_id: str | None):
-        window = self._date_range(ctx, default_days=self.settings.max_date_range_days)
+        # The organisation-wide list falls back to the latest window; one learner's list to all of it.
+        window = self._date_range(ctx, default_window=user_id is None)
         by_added = self.settings.completion_date_field == "added-at"
+        documented = self.settings.read_shape == "documented"
 
         def build():
             chosen = []
@@ -1380,12 +1713,15 @@ class DegreedSimulator:
                 moment = record.added_at if by_added else record.completed_at
                 if (self._visible(ctx, record.provider_code)
                         and (user_id is None or record.user_id == user_id)
-                        and window[0] <= moment.date() <= window[1]):
+                        and (window is None or window[0] <= moment.date() <= window[1])):
                     chosen.append(record)
             chosen.sort(key=lambda c: (c.added_at if by_added else c.completed_at, c.id))
+            if documented:
+                return [(self._completion_resource(c, ctx.base), self._content_summary(c.content_id))
+                        for c in chosen]
             return [self._completion_resource(c, ctx.base) for c in chosen]
 
-        return self._page(ctx, build)
+        return self._page(ctx, build, with_included=documented)
 
     def _list_completions(self, ctx: _Ctx):
         return self._completion_list(ctx, None)
@@ -1446,7 +1782,7 @@ class DegreedSimulator:
         return 204, None
 
     def _skill_rating_list(self, ctx: _Ctx, user_id: str | None):
-        window = self._date_range(ctx, default_days=None)
+        window = self._date_range(ctx, default_window=False)
 
         def build():
             chosen = [r for r in self.skill_ratings.values()
@@ -1512,6 +1848,11 @@ class DegreedSimulator:
                 r.path_params["client_id"], ApiClientSpec(b["secret"], frozenset(b.get("scopes", ())),
                                                           b.get("provider_code")))),
             ("POST", "/rate-limit/reset", lambda r, b: self.reset_rate_limits()),
+            ("GET", "/rate-limit/max-in-any-minute/{client_id}", lambda r, b: {
+                "client_id": r.path_params["client_id"],
+                "max_requests_in_any_minute": self.max_requests_in_any_minute(
+                    r.path_params["client_id"],
+                    float(r.query_params["since"]) if r.query_params.get("since") else None)}),
             ("POST", "/cursors/expire", lambda r, b: self.expire_cursors()),
             ("POST", "/cursors/schedule-expiry", lambda r, b: self.schedule_cursor_expiry(**b)),
             ("POST", "/assessments", lambda r, b: self.add_assessment(**b)),
@@ -1644,6 +1985,11 @@ def _duration_minutes(duration: float | None, duration_type: str | None) -> floa
     if duration is None or duration_type not in factors:
         return None
     return round(duration * factors[duration_type], 2)
+
+
+def _points_earned(record_id: str) -> str:
+    """A stable decimal string in Degreed's form (``"0.0643720"``), derived from the record id."""
+    return f"{zlib.crc32(record_id.encode()) % 1_000_000 / 10_000_000:.7f}"
 
 
 def _kebab(values: dict[str, Any]) -> dict[str, Any]:

@@ -155,16 +155,27 @@ class SimulatorMiddleware:
     """ASGI middleware: logs API requests and injects the configured faults.
 
     ``client_of(scope, body)`` lets a simulator name the API client for the log (e.g. Degreed's client id).
+    ``fault_answer(kind, scope, client, config)`` lets a simulator build the answer to an injected
+    ``"error_5xx"`` (503) or ``"rate_429"`` (429) itself, at the moment it is sent: it returns
+    ``(body, headers)`` (headers as ``(bytes, bytes)`` pairs, ``Retry-After`` included; the content type and
+    length are added here) or None for the fixed ``error_body_5xx``/``error_body_429`` answer. Degreed uses it
+    to put its rate-limit headers on fault answers and to word the 429 body with the live limit.
     """
 
     def __init__(self, app, log: RequestLog, faults: FaultInjector, error_body_5xx: bytes,
-                 error_body_429: bytes, client_of=None):
+                 error_body_429: bytes, client_of=None, fault_answer=None):
         self.app = app
         self.log = log
         self.faults = faults
         self.error_body_5xx = error_body_5xx
         self.error_body_429 = error_body_429
         self.client_of = client_of
+        self.fault_answer = fault_answer
+
+    def _fault_answer(self, kind: str, scope, client: str | None, cfg: FaultConfig,
+                      body: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        answer = self.fault_answer(kind, scope, client, cfg) if self.fault_answer is not None else None
+        return answer if answer is not None else (body, headers)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"].startswith(CONTROL_PREFIX):
@@ -185,13 +196,16 @@ class SimulatorMiddleware:
                          client=client, body=logged_body)
 
         if fault == "error_5xx":
+            answer, headers = self._fault_answer(fault, scope, client, cfg, self.error_body_5xx, [])
             record(503)
-            await _send_simple(send, 503, self.error_body_5xx)
+            await _send_simple(send, 503, answer, headers)
             return
         if fault == "rate_429":
+            answer, headers = self._fault_answer(
+                fault, scope, client, cfg, self.error_body_429,
+                [(b"retry-after", str(cfg.retry_after_seconds).encode())])
             record(429)
-            await _send_simple(send, 429, self.error_body_429,
-                               [(b"retry-after", str(cfg.retry_after_seconds).encode())])
+            await _send_simple(send, 429, answer, headers)
             return
         if fault == "drop":
             record(0)

@@ -3,7 +3,9 @@
 Records are matched by their Degreed id (the ledger keeps it for every acknowledged write), so learner
 identifiers (email or employee id) need no guessing. Kinds of drift:
 - ``missing_in_degreed``: we wrote it and Degreed acknowledged it, but it is gone: repaired by sending it again;
-- ``changed_in_degreed``: someone edited our record in Degreed: reported (the ledger's values are ours);
+- ``changed_in_degreed``: someone edited our record in Degreed: reported (the ledger's values are ours). Only
+  fields Degreed returns are compared: in its documented read shape a completion carries ``completed-at`` but no
+  ``percentile``, a skill rating its ``rating``; a field it does not return is never drift;
 - ``unknown_to_us``: our provider's record that no run of ours wrote: reported;
 - ``never_delivered``: a staged latest attempt whose completion or skill rating Degreed never acknowledged
   (a run that failed and was not retried, a write that kept failing): sent (``sync/delivery.py``). Records that
@@ -19,6 +21,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline.sync import staging
+from imocha_pipeline.sync.identities import DegreedDirectory
 from imocha_pipeline.sync.ledger import ACKNOWLEDGED, Ledger
 from imocha_pipeline.sync.values import same_value
 
@@ -37,21 +40,52 @@ class DriftRow:
     detail: str
 
 
-def snapshot_completions(client, start: date, end: date, snapshot_at: datetime) -> list[dict]:
+def snapshot_completions(client, start: date, end: date, snapshot_at: datetime,
+                         directory: DegreedDirectory | None = None) -> list[dict]:
+    """Degreed's completions of the window, each with the learner's email and our external id mapped from the
+    Degreed ids its answer carries (``directory``), or as Degreed echoed them when it does."""
+    found = list(client.iter_completions(start, end))
+    emails = directory.emails(c.degreed_user_id for c in found) if directory else {}
     return [
-        {"degreed_id": c.id, "user_id": c.user_id, "employee_id": c.employee_id, "content_id": c.content_id,
+        {"degreed_id": c.id, "user_id": emails.get(c.degreed_user_id) or _echoed(c.user_id, c.degreed_user_id),
+         "employee_id": c.employee_id,
+         "content_id": _external_id(c, directory),
          "completed_at": c.completed_at, "percentile": c.percentile, "added_at": c.added_at,
-         "snapshot_at": snapshot_at}
-        for c in client.iter_completions(start, end)
+         "snapshot_at": snapshot_at, "degreed_user_id": c.degreed_user_id, "degreed_content_id": c.degreed_content_id}
+        for c in found
     ]
 
 
-def snapshot_skill_ratings(client, snapshot_at: datetime) -> list[dict]:
+def snapshot_skill_ratings(client, snapshot_at: datetime, directory: DegreedDirectory | None = None) -> list[dict]:
+    found = list(client.iter_skill_ratings())
+    user_ids = [_first_user(r) for r in found]
+    emails = directory.emails(i for i in user_ids if i) if directory else {}
     return [
-        {"degreed_id": r.id, "user_id": r.user_id, "employee_id": r.employee_id, "skill_name": r.skill_name,
-         "rating": r.rating, "rating_type": r.rating_type, "rated_at": r.rated_at, "snapshot_at": snapshot_at}
-        for r in client.iter_skill_ratings()
+        {"degreed_id": r.id, "user_id": emails.get(user) or _echoed(r.user_id, user), "employee_id": r.employee_id,
+         "skill_name": r.skill_name, "rating": r.rating, "rating_type": r.rating_type, "rated_at": r.rated_at,
+         "snapshot_at": snapshot_at, "degreed_user_id": user}
+        for r, user in zip(found, user_ids, strict=True)
     ]
+
+
+def _first_user(rating) -> str | None:
+    from imocha_pipeline.clients.degreed import relationship_ids
+
+    ids = relationship_ids(rating.raw, "user")
+    return ids[0] if ids else None
+
+
+def _external_id(completion, directory: DegreedDirectory | None) -> str | None:
+    """Our external id of a completion's content: as Degreed echoed it, else mapped from its Degreed id."""
+    echoed = _echoed(completion.content_id, completion.degreed_content_id)
+    if echoed or directory is None or not completion.degreed_content_id:
+        return echoed
+    return directory.external_id(completion.degreed_content_id)
+
+
+def _echoed(value: str | None, degreed_id: str | None) -> str | None:
+    """A value Degreed echoed (email, external id), not the Degreed id the parser falls back to."""
+    return value if value and value != degreed_id else None
 
 
 def _utc_text(value) -> str | None:
@@ -82,6 +116,8 @@ def find_drift(entity: str, ledger_rows: pd.DataFrame, snapshot: pd.DataFrame, c
         changes = []
         for ours_field, theirs in compare.items():
             mine, current = payload.get(ours_field), found.get(theirs)
+            if current is None or (not isinstance(current, str) and pd.isna(current)):
+                continue  # Degreed does not return this field (e.g. a completion's percentile): nothing to see
             if theirs.endswith("_at"):
                 mine, current = _utc_text(mine), _utc_text(current)
             if not same_value(mine, current):

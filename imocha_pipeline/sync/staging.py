@@ -164,9 +164,13 @@ degreed_completions = sa.Table(
     sa.Column("employee_id", sa.Text),
     sa.Column("content_id", sa.Text, index=True),
     _ts("completed_at"),
-    sa.Column("percentile", sa.Float),
+    sa.Column("percentile", sa.Float),  # NULL where Degreed does not return it (its documented read shape)
     _ts("added_at"),
     _ts("snapshot_at", nullable=False),
+    # The learner and the content as Degreed names them (its read answers carry only these ids); user_id and
+    # content_id above are our email and external id, mapped through degreed_users and the content snapshot.
+    sa.Column("degreed_user_id", sa.String(64)),
+    sa.Column("degreed_content_id", sa.String(64)),
 )
 
 degreed_skill_ratings = sa.Table(
@@ -180,6 +184,18 @@ degreed_skill_ratings = sa.Table(
     sa.Column("rating_type", sa.Text),
     _ts("rated_at"),
     _ts("snapshot_at", nullable=False),
+    sa.Column("degreed_user_id", sa.String(64)),
+)
+
+# Degreed's learners as its users endpoint answered (read API answers name learners only by Degreed id): the
+# mapping Degreed user id <-> email / employee id, refreshed on a miss (``sync/identities.py``).
+degreed_users = sa.Table(
+    "degreed_users",
+    metadata,
+    sa.Column("degreed_id", sa.String(64), primary_key=True),
+    sa.Column("email", sa.Text, index=True),  # organization-email, lower-case
+    sa.Column("employee_id", sa.Text, index=True),
+    _ts("fetched_at", nullable=False),
 )
 
 sync_ledger = sa.Table(

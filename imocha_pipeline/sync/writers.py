@@ -1,13 +1,21 @@
-"""Entity writers: the Degreed calls behind the generic apply loop, one class per entity."""
+"""Entity writers: the Degreed calls behind the generic apply loop, one class per entity.
+
+Records are identified the way the real API allows (``sync/identities.py``): a learner's Degreed id through the
+users endpoint, our content's Degreed id through the content snapshot or a look-up by external id; a learner's
+existing completion or rating through that learner's own list. A 409 on create is resolved by such a look-up,
+never by reading the 409's body (the only public one is ``{}``); the body's id is used only when the look-up
+cannot see the record yet (Degreed's listings lag behind its writes).
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from imocha_pipeline.clients.degreed import DegreedClient
-from imocha_pipeline.clients.errors import ConflictError, DuplicateCompletionError
+from imocha_pipeline.clients.errors import BadRequestError, ConflictError, DuplicateCompletionError, NotFoundError
 from imocha_pipeline.sync.apply import WriteOutcome
+from imocha_pipeline.sync.identities import DegreedDirectory
 from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS
 from imocha_pipeline.sync.values import same_value
 
@@ -23,16 +31,26 @@ ASSESSMENT_ATTRIBUTES = {
 }
 
 
+class UnresolvedConflictError(BadRequestError):
+    """Degreed answered 409 but no record of ours can be found: another record holds the external id or the URL
+    (or Degreed does not list the record yet). The record waits in the quarantine and is tried again later."""
+
+
 def assessment_fields(record: Any) -> dict[str, Any]:
     """Our field values as read back from a ``DegreedAssessment``."""
     return {name: getattr(record, name, None) for name in DESIRED_ASSESSMENT_FIELDS}
 
 
+def _existing_assessment(found) -> dict[str, Any]:
+    return {"degreed_id": found.id, "obsolete": bool(found.obsolete), **assessment_fields(found)}
+
+
 class AssessmentWriter:
     """Creates, patches and retires Degreed Assessment content keyed by external id."""
 
-    def __init__(self, client: DegreedClient):
+    def __init__(self, client: DegreedClient, directory: DegreedDirectory | None = None):
         self.client = client
+        self.directory = directory or DegreedDirectory(None, client)
 
     @staticmethod
     def attributes(record: dict[str, Any], fields: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -43,14 +61,16 @@ class AssessmentWriter:
         try:
             created = self.client.create_assessment(attributes)
         except ConflictError as exc:
-            # Someone (or an earlier run that never heard back) created it already: adopt it. A search may not
-            # list it yet (Degreed's listings lag behind writes): then read it by the id the 409 named.
+            # Someone (or an earlier run that never heard back) created it already: adopt it.
             existing = self.find_existing(record)
             if existing is None and exc.existing_id:
-                found = self.client.get_assessment(exc.existing_id)
-                existing = {"degreed_id": found.id, "obsolete": bool(found.obsolete), **assessment_fields(found)}
+                existing = self._by_id(exc.existing_id, record["record_key"])
             if existing is None:
-                raise
+                raise UnresolvedConflictError(
+                    f"Degreed answered 409 (conflict) to creating {record['record_key']}, and has no content with "
+                    "that external id that we can see: another content item may use the same launch URL, or "
+                    "Degreed does not list the new content yet; tried again later",
+                    api=exc.api, endpoint=exc.endpoint, status=409, detail=exc.detail) from exc
             changed = [n for n in DESIRED_ASSESSMENT_FIELDS if not same_value(existing.get(n), record.get(n))]
             if existing.get("obsolete"):
                 changed.append("obsolete")
@@ -74,20 +94,44 @@ class AssessmentWriter:
 
     def find_existing(self, record: dict[str, Any]) -> dict[str, Any] | None:
         found = self.client.find_assessment(record["record_key"])
-        if found is None:
+        return _existing_assessment(found) if found is not None else None
+
+    def _by_id(self, degreed_id: str, external_id: str) -> dict[str, Any] | None:
+        """Content by the id a 409 seemed to name, if it really is ours (the body is not documented)."""
+        try:
+            found = self.client.get_assessment(degreed_id)
+        except NotFoundError:
             return None
-        return {"degreed_id": found.id, "obsolete": bool(found.obsolete), **assessment_fields(found)}
+        return _existing_assessment(found) if found.external_id == external_id else None
 
 
 def _moment(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
-class CompletionWriter:
-    """Posts completions; a completion Degreed already has (409 or an update answer) counts as delivered."""
+class _LearnerRecords:
+    """A learner's own records in Degreed, found through the directory (no field Degreed does not return)."""
 
-    def __init__(self, client: DegreedClient):
+    def __init__(self, client: DegreedClient, directory: DegreedDirectory | None = None):
         self.client = client
+        self.directory = directory or DegreedDirectory(None, client)
+
+    def learner(self, record: dict[str, Any]) -> str:
+        return self.directory.user_id(record["user_id"], record.get("user_identifier_type") or "Email")
+
+    def listed(self, record: dict[str, Any], read) -> list:
+        """``read(degreed user id)`` for the record's learner; a cached id Degreed no longer knows is looked up
+        again once."""
+        user = self.learner(record)
+        try:
+            return list(read(user))
+        except NotFoundError:
+            self.directory.forget_user(user)
+            return list(read(self.learner(record)))
+
+
+class CompletionWriter(_LearnerRecords):
+    """Posts completions; a completion Degreed already has (409 or an update answer) counts as delivered."""
 
     def create(self, record: dict[str, Any]) -> WriteOutcome:
         try:
@@ -98,13 +142,18 @@ class CompletionWriter:
                 content_type=record.get("content_type") or "Assessment",
             )
         except DuplicateCompletionError as exc:
-            if not exc.existing_id:
-                raise
             # Already there (an earlier send, or a retake under Degreed's one-per-learner-and-content rule):
-            # bring it to this attempt's values.
-            self.client.update_completion(exc.existing_id, completed_at=_moment(record["completed_at"]),
+            # find it in the learner's completions and bring it to this attempt's values.
+            existing = self.find_existing(record)
+            existing_id = existing["degreed_id"] if existing else exc.existing_id
+            if not existing_id:
+                raise UnresolvedConflictError(
+                    f"Degreed answered 409 (conflict) to the completion {record['record_key']}, and the learner's "
+                    "completions list shows none of this content yet; tried again later",
+                    api=exc.api, endpoint=exc.endpoint, status=409, detail=exc.detail) from exc
+            self.client.update_completion(existing_id, completed_at=_moment(record["completed_at"]),
                                           percentile=record.get("percentile"))
-            return WriteOutcome(exc.existing_id, "adopted")
+            return WriteOutcome(existing_id, "adopted")
         return WriteOutcome(created.id, "create")
 
     def update(self, degreed_id: str, record: dict[str, Any], changed_fields: list[str]) -> WriteOutcome:
@@ -121,36 +170,38 @@ class CompletionWriter:
         raise NotImplementedError("completions are never retired")
 
     def find_existing(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """The learner's completion of this content around the attempt's date, if Degreed has it.
-
-        Read before re-sending a create whose earlier send is unresolved (a crash, a lost answer). A completion
-        Degreed holds under another date is not found here; the create then answers 409 (or updates it) and
-        is adopted.
-        """
-        user = self.client.get_user(record["user_id"], _identifier(record))
-        when = _moment(record["completed_at"])
-        if when is None:
-            return None
-        for completion in self.client.iter_user_completions(user.id, when.date() - timedelta(days=1),
-                                                            when.date() + timedelta(days=1)):
-            if completion.content_id == record["content_id"]:
+        """The learner's completion of this content, if Degreed has it: read from the learner's completions
+        (Degreed names the content by its Degreed id), before re-sending a create whose earlier send is
+        unresolved or after a 409. ``percentile`` is None where Degreed does not return it."""
+        content = self.directory.content_id(record["content_id"])
+        for completion in self.listed(record, self.client.iter_user_completions_all):
+            same = (content is not None and completion.degreed_content_id == content) or \
+                completion.content_id == record["content_id"]
+            if same:
                 return {"degreed_id": completion.id, "completed_at": _text_time(completion.completed_at),
                         "percentile": completion.percentile}
         return None
 
 
-class SkillRatingWriter:
+class SkillRatingWriter(_LearnerRecords):
     """Posts skill ratings (level 1-8); a later attempt's rating replaces the earlier one."""
 
-    def __init__(self, client: DegreedClient):
-        self.client = client
-
     def create(self, record: dict[str, Any]) -> WriteOutcome:
-        created = self.client.create_skill_rating(
-            record["user_id"], record["skill_name"], int(record["rating"]),
-            rating_type=record.get("rating_type") or "Evaluation", rated_at=_moment(record.get("rated_at")),
-            user_identifier_type=record["user_identifier_type"],
-        )
+        try:
+            created = self.client.create_skill_rating(
+                record["user_id"], record["skill_name"], int(record["rating"]),
+                rating_type=record.get("rating_type") or "Evaluation", rated_at=_moment(record.get("rated_at")),
+                user_identifier_type=record["user_identifier_type"],
+            )
+        except ConflictError as exc:
+            existing = self.find_existing(record)
+            if existing is None:
+                raise UnresolvedConflictError(
+                    f"Degreed answered 409 (conflict) to the skill rating {record['record_key']}, and the learner's "
+                    "ratings show none of this skill yet; tried again later",
+                    api=exc.api, endpoint=exc.endpoint, status=409, detail=exc.detail) from exc
+            self.update(existing["degreed_id"], record, ["rating", "rated_at"])
+            return WriteOutcome(existing["degreed_id"], "adopted")
         return WriteOutcome(created.id, "create")
 
     def update(self, degreed_id: str, record: dict[str, Any], changed_fields: list[str]) -> WriteOutcome:
@@ -169,26 +220,20 @@ class SkillRatingWriter:
     def find_existing(self, record: dict[str, Any]) -> dict[str, Any] | None:
         """The learner's rating of this skill (and rating type), if Degreed has it: read before re-sending a
         create whose earlier send is unresolved, so a rating is never posted twice."""
-        user = self.client.get_user(record["user_id"], _identifier(record))
         skill = str(record["skill_name"]).strip().casefold()
         kind = str(record.get("rating_type") or "Evaluation").casefold()
-        for rating in self.client.iter_user_skill_ratings(user.id):
+        for rating in self.listed(record, self.client.iter_user_skill_ratings):
             if (rating.skill_name or "").strip().casefold() == skill and (rating.rating_type or "").casefold() == kind:
                 return {"degreed_id": rating.id, "rating": rating.rating, "rated_at": _text_time(rating.rated_at)}
         return None
-
-
-def _identifier(record: dict[str, Any]) -> str:
-    """How ``get_user`` looks a learner up for a record's ``user_identifier_type``."""
-    return "employee-id" if record.get("user_identifier_type") == "EmployeeId" else "email"
 
 
 def _text_time(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
-def writer_for(entity, client: DegreedClient):
+def writer_for(entity, client: DegreedClient, directory: DegreedDirectory | None = None):
     """The writer of an entity (an ``EntityDef`` or its name)."""
     name = getattr(entity, "name", entity)
     writers = {"assessment": AssessmentWriter, "completion": CompletionWriter, "skill_rating": SkillRatingWriter}
-    return writers[name](client)
+    return writers[name](client, directory)
