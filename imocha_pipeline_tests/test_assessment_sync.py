@@ -316,3 +316,19 @@ def test_a_test_named_with_markup_reaches_degreed_under_its_plain_text_title(san
     assert plan[f"imocha-{marked}"]["reason"] == (
         "not in Degreed yet; title sent as plain text: HTML tags removed from the iMocha name '<b>SQL</b> Basics'")
     assert plan[f"imocha-{hostile}"]["reason"] == "not in Degreed yet"
+
+
+def test_a_launch_template_without_a_per_test_part_is_quarantined_before_degreed_refuses_it(sandbox, sqlite_url,
+                                                                                            instance):
+    """Degreed answers 409 to a second content item with the same URL; a template that gives every test the same
+    link is caught by validation: every such test quarantined with the reason, the blocking check stops the plan,
+    and nothing is sent."""
+    mark = sandbox.degreed.log.last_seq
+    result = run_sync(sandbox, sqlite_url, instance, launch_url_template="https://lms.example.com/imocha")
+    assert not result.success
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "desired_assessments_valid")
+    assert not check.passed
+    reasons = open_quarantine(sqlite_url)
+    assert len(reasons) == len(sandbox.world.tests)
+    assert all("url must be unique" in reason for reason in reasons.values()), reasons
+    assert writes(sandbox, mark) == []

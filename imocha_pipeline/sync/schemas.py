@@ -40,7 +40,9 @@ class DesiredAssessmentModel(pa.DataFrameModel):
     external_id: Series[str] = pa.Field(str_matches=r"^\S+-\d+$", unique=True)
     title: Series[str] = pa.Field(str_length={"min_value": 1, "max_value": 255}, str_matches=PLAIN_TEXT_PATTERN)
     summary: Series[str] = pa.Field(nullable=True, str_length={"max_value": 2000})
-    url: Series[str] = pa.Field(str_matches=URL_PATTERN, str_length={"max_value": 2000})
+    # Degreed refuses a second content item with the same URL (409, spec §6): a launch template without a per-test
+    # part would send the same link for every test.
+    url: Series[str] = pa.Field(str_matches=URL_PATTERN, str_length={"max_value": 2000}, unique=True)
     duration: Series[float] = pa.Field(ge=1, le=MAX_ASSESSMENT_MINUTES)
     duration_type: Series[str] = pa.Field(isin=["Minutes"])
     content_type: Series[str] = pa.Field(isin=["Assessment"])
