@@ -96,7 +96,7 @@ def callbacks_replay(since_hours: float, dry_run: bool) -> None:
     """Ask iMocha to send again the final callbacks that never reached the inbox."""
     from datetime import timedelta
 
-    from imocha_pipeline.clients.imocha import ImochaClient
+    from imocha_pipeline.clients.shared_budget import shared_imocha_client
     from imocha_pipeline.settings import ImochaSettings, MissingSettingError, staging_db_url
     from imocha_pipeline.sync.callbacks import replay_missed_callbacks
     from imocha_pipeline.sync.staging import get_engine
@@ -105,7 +105,8 @@ def callbacks_replay(since_hours: float, dry_run: bool) -> None:
         cfg = ImochaSettings.from_env()
     except MissingSettingError as exc:
         raise click.ClickException(str(exc)) from exc
-    report = replay_missed_callbacks(ImochaClient(cfg.base_url, cfg.api_key), get_engine(staging_db_url()),
+    url = staging_db_url()
+    report = replay_missed_callbacks(shared_imocha_client(cfg.base_url, cfg.api_key, url), get_engine(url),
                                      since=timedelta(hours=since_hours), dry_run=dry_run)
     click.echo(report.summary())
 

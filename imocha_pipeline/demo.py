@@ -10,8 +10,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from imocha_pipeline import settings
 from imocha_pipeline.clients.degreed import DegreedClient
 from imocha_pipeline.clients.imocha import ImochaClient
+from imocha_pipeline.clients.shared_budget import shared_degreed_client, shared_imocha_client
 from imocha_pipeline.definitions import build_definitions
 from imocha_pipeline.defs.resources import resources_from_settings
 from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
@@ -23,10 +25,28 @@ def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
     return {key: value.value for key, value in events[-1].metadata.items()} if events else {}
 
 
-def show_sandbox(box: Sandbox, echo: Callable[[str], None]) -> None:
-    """Run both clients against the sandbox and print what they fetched."""
+def sandbox_clients(box: Sandbox, staging_url: str) -> tuple[ImochaClient, DegreedClient]:
+    """The demo's own clients, drawing from the shared budgets in the demo's staging database like the runs'."""
     env = box.env()
-    imocha = ImochaClient(env["IMOCHA_BASE_URL"], env["IMOCHA_API_KEY"])
+    degreed = settings.DegreedSettings(
+        client_id=env["DEGREED_CLIENT_ID"], client_secret=env["DEGREED_CLIENT_SECRET"],
+        api_base_url=env["DEGREED_API_BASE_URL"], token_url=env["DEGREED_TOKEN_URL"],
+        rate_limit_per_minute=int(env.get("DEGREED_RATE_LIMIT_PER_MINUTE") or box.config.degreed_rate_limit))
+    return (shared_imocha_client(env["IMOCHA_BASE_URL"], env["IMOCHA_API_KEY"], staging_url),
+            shared_degreed_client(degreed, staging_url))
+
+
+def show_sandbox(box: Sandbox, echo: Callable[[str], None], staging_url: str) -> None:
+    """Run both clients against the sandbox and print what they fetched."""
+    imocha, degreed = sandbox_clients(box, staging_url)
+    try:
+        _show(imocha, degreed, echo)
+    finally:
+        imocha.close()
+        degreed.close()
+
+
+def _show(imocha: ImochaClient, degreed: DegreedClient, echo: Callable[[str], None]) -> None:
     tests = imocha.list_tests()
     echo(f"iMocha: {len(tests)} tests, e.g.")
     for test in tests[:3]:
@@ -42,8 +62,6 @@ def show_sandbox(box: Sandbox, echo: Callable[[str], None]) -> None:
         skills = ", ".join(f"{s.qb_name} {s.percent:.0f}%" for s in (report.skills or []) if s.percent is not None)
         echo(f"  latest: {report.candidate_email} scored {report.score_percentage}% on {report.test_name!r} "
              f"({report.status}); skills: {skills}")
-    degreed = DegreedClient(env["DEGREED_API_BASE_URL"], env["DEGREED_TOKEN_URL"], env["DEGREED_CLIENT_ID"],
-                            env["DEGREED_CLIENT_SECRET"])
     providers = degreed.list_providers()
     echo(f"Degreed: provider(s) visible: {', '.join(p.name for p in providers)}; "
          f"{sum(1 for _ in degreed.iter_assessments())} assessments before the sync")
@@ -102,7 +120,7 @@ def run_demo(seed: int = 7, workdir: str = ".imocha_demo", echo: Callable[[str],
             dg.DagsterInstance.local_temp(str(folder / "dagster_home")) as instance:
         echo(f"Sandbox: iMocha simulator at {box.imocha_url}, Degreed simulator at {box.degreed_url} "
              f"({box.config.degreed_rate_limit} requests/min)")
-        show_sandbox(box, echo)
+        show_sandbox(box, echo, staging_url)
         defs = build_definitions(resources_from_settings(box.env(), staging_url))
 
         echo("\n1. assessment_sync_job ...")

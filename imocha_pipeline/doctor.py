@@ -5,12 +5,12 @@ One line per check, each failure with a fix hint; the exit status is non-zero if
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from imocha_pipeline import settings
 from imocha_pipeline.clients.errors import ApiError, ApiTransportError, AuthError
-from imocha_pipeline.clients.http import ApiSession
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 
@@ -98,8 +98,32 @@ def check_imocha(cfg: settings.ImochaSettings, make_client: Callable) -> list[Ch
     return [Check(PASS, "iMocha API", f"the key answers at {cfg.base_url}")]
 
 
-def run_doctor(make_degreed_client: Callable, make_imocha_client: Callable) -> list[Check]:
-    """All checks, in the order a person would fix them."""
+def check_staging_database(staging_url: str | None = "") -> tuple[Check, str | None]:
+    """Open the staging database, where the shared rate budgets live (``""``: the one the pipeline uses,
+    IMOCHA_PIPELINE_STAGING_DB_URL or the default file). Returns the check and where the doctor's own API
+    calls keep their budget: that database, or None (this process only) when it cannot be opened."""
+    from imocha_pipeline.sync.schema import SchemaOutOfDate
+    from imocha_pipeline.sync.staging import describe_url, get_engine
+
+    url = staging_url if staging_url is not None else ""
+    url = url or settings.staging_db_url()
+    where = describe_url(url)
+    try:
+        get_engine(url)
+    except SchemaOutOfDate as exc:
+        return Check(FAIL, "Staging database", f"{where}: {exc}",
+                     "run `imocha-pipeline db upgrade` (the checks below kept their own rate budget)"), None
+    except Exception as exc:  # any failure to open it is the finding
+        first_line = (str(exc).splitlines() or [""])[0]
+        return Check(FAIL, "Staging database", f"cannot open {where}: {type(exc).__name__}: {first_line}",
+                     "check IMOCHA_PIPELINE_STAGING_DB_URL (the checks below kept their own rate budget)"), None
+    return Check(PASS, "Staging database", f"{where} opens; it holds the shared rate budgets"), url
+
+
+def run_doctor(make_degreed_client: Callable, make_imocha_client: Callable,
+               staging_url: str | None = "") -> list[Check]:
+    """All checks, in the order a person would fix them. The clients are made with the staging database
+    holding the shared rate budgets (``staging_url=``): the doctor's calls count like any other."""
     checks: list[Check] = []
     try:
         degreed_cfg = settings.DegreedSettings.from_env()
@@ -114,33 +138,31 @@ def run_doctor(make_degreed_client: Callable, make_imocha_client: Callable) -> l
     except settings.MissingSettingError as exc:
         checks.append(Check(FAIL, "iMocha settings", str(exc), f"export {exc.setting}=..."))
         imocha_cfg = None
+    staging_check, budget_url = check_staging_database(staging_url)
+    checks.append(staging_check)
     provider_code = settings.optional("DEGREED_PROVIDER_CODE", "IMOCHA")
     if degreed_cfg is not None:
-        checks += check_degreed(degreed_cfg, provider_code, make_degreed_client)
+        checks += check_degreed(degreed_cfg, provider_code,
+                                functools.partial(make_degreed_client, staging_url=budget_url))
     if imocha_cfg is not None:
-        checks += check_imocha(imocha_cfg, make_imocha_client)
+        checks += check_imocha(imocha_cfg, functools.partial(make_imocha_client, staging_url=budget_url))
     return checks
 
 
 def doctor_clients(max_attempts: int = 2, timeout: float = 10.0) -> tuple[Callable, Callable]:
-    """Client factories that fail fast (few retries, short timeouts): doctor answers in seconds."""
-    from imocha_pipeline.clients.degreed import DegreedClient
-    from imocha_pipeline.clients.imocha import ImochaClient
+    """Client factories that fail fast (few retries, short timeouts): doctor answers in seconds. Their calls
+    draw from the shared budgets in the staging database at the factories' ``staging_url`` (``""``: the
+    pipeline's; None: this process only), so a doctor run next to a sync never pushes a client id over its
+    limit."""
+    from imocha_pipeline.clients.shared_budget import shared_degreed_client, shared_imocha_client
 
-    def degreed(cfg: settings.DegreedSettings, scopes: tuple[str, ...]):
-        def session(base_url: str, name: str) -> ApiSession:
-            return ApiSession(base_url, api_name=name, max_attempts=max_attempts, connect_timeout=timeout,
-                              read_timeout=timeout, secrets=[cfg.client_secret])
+    options = {"max_attempts": max_attempts, "connect_timeout": timeout, "read_timeout": timeout}
 
-        return DegreedClient(cfg.api_base_url, cfg.token_url, cfg.client_id, cfg.client_secret, scopes=scopes,
-                             organization_code=cfg.organization_code or None,
-                             session=session(cfg.api_base_url, "Degreed"),
-                             token_session=session(cfg.token_url, "Degreed token"))
+    def degreed(cfg: settings.DegreedSettings, scopes: tuple[str, ...], staging_url: str | None = ""):
+        return shared_degreed_client(cfg, staging_url, scopes=scopes, session_options=options,
+                                     api_names=("Degreed", "Degreed token"))
 
-    def imocha(cfg: settings.ImochaSettings):
-        return ImochaClient(cfg.base_url, cfg.api_key,
-                            session=ApiSession(cfg.base_url, api_name="iMocha", max_attempts=max_attempts,
-                                               connect_timeout=timeout, read_timeout=timeout,
-                                               secrets=[cfg.api_key]))
+    def imocha(cfg: settings.ImochaSettings, staging_url: str | None = ""):
+        return shared_imocha_client(cfg.base_url, cfg.api_key, staging_url, session_options=options)
 
     return degreed, imocha

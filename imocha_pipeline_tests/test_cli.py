@@ -20,6 +20,7 @@ from imocha_pipeline.cli import main
 from imocha_pipeline.sandbox.degreed_sim import DEFAULT_CLIENT_SECRET, ApiClientSpec
 from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
 from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
+from imocha_pipeline.sync.staging import dispose_engine
 
 BIN = Path(sys.executable).parent
 IMOCHA_401 = {"statusCode": 401, "message": "Access denied due to invalid subscription key. Make sure to provide "
@@ -76,6 +77,16 @@ def test_sandbox_command_prints_exports_and_serves_documented_answers():
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
+
+
+@pytest.fixture(autouse=True)
+def _staging_in_tmp(tmp_path, monkeypatch):
+    """Commands open the staging database (the shared rate budgets live there): a fresh one per test, never a file
+    left in the working directory."""
+    url = f"sqlite:///{tmp_path / 'staging.sqlite'}"
+    monkeypatch.setenv("IMOCHA_PIPELINE_STAGING_DB_URL", url)
+    yield
+    dispose_engine(url)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -44,11 +45,15 @@ async def empty(request):
     return PlainTextResponse("", media_type="application/json")
 
 
+async def whoami(request):
+    return JSONResponse({"authorization": request.headers.get("authorization")})
+
+
 @pytest.fixture
 def server():
     app = Starlette(routes=[Route("/echo", echo, methods=["GET", "POST"]), Route("/html", html),
                             Route("/truncated", truncated), Route("/empty", empty),
-                            Route("/leaky", leaky)])
+                            Route("/leaky", leaky), Route("/whoami", whoami)])
     log, faults = RequestLog(), FaultInjector()
     thread = ServerThread(SimulatorMiddleware(app, log, faults, b'{"message":"boom"}', b'{"message":"slow down"}'))
     thread.start()
@@ -197,3 +202,79 @@ def test_header_parsers():
     assert parse_reset("not a date") is None
     future = (datetime.now(UTC) + timedelta(seconds=100)).strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert 95 < parse_retry_after(future) <= 100
+
+
+# -- the rate budget's slot marks the send ------------------------------------------------------------------
+
+
+class RecordingBudget:
+    """A rate budget that records the wall-clock moment each slot is taken; ``waits`` makes the first takes
+    wait that long (a budget with no free slot)."""
+
+    def __init__(self, waits: tuple[float, ...] = ()):
+        self.taken: list[float] = []
+        self._waits = list(waits)
+
+    def acquire(self, lane: str) -> None:
+        if self._waits:
+            time.sleep(self._waits.pop(0))
+        self.taken.append(time.time())
+
+    def observe(self, status, headers) -> None:
+        return None
+
+
+class Tokens:
+    """Auth headers that hand out ``values`` in turn (the last one stays), each after ``delay`` seconds."""
+
+    def __init__(self, *values: str, delay: float = 0.0):
+        self.values = list(values)
+        self.delay = delay
+        self.ready: list[float] = []
+
+    def __call__(self) -> dict[str, str]:
+        time.sleep(self.delay)
+        value = self.values.pop(0) if len(self.values) > 1 else self.values[0]
+        self.ready.append(time.time())
+        return {"Authorization": f"Bearer {value}"}
+
+
+def test_the_slot_is_taken_once_slow_auth_headers_are_ready(server):
+    """Auth headers that take long (a token being fetched) come before the slot, so the budget records when
+    the server sees the request; a slot taken first would be 1.5 s older than the send."""
+    thread, log, _ = server
+    budget, tokens = RecordingBudget(), Tokens("t1", delay=1.5)
+    session, _ = make_session(thread.url, rate_budget=budget)
+    session.auth_headers = tokens
+    assert session.request("GET", "/whoami").json() == {"authorization": "Bearer t1"}
+    [slot], [seen] = budget.taken, [entry.ts for entry in log.entries()]
+    assert slot >= tokens.ready[0], "the slot was taken before the auth headers were ready"
+    assert 0 <= seen - slot < 0.5, f"the server saw the request {seen - slot:.2f} s after its slot"
+
+
+def test_a_long_wait_for_a_slot_asks_for_the_auth_headers_again(server):
+    """A slot that took long to come: the token may have been renewed meanwhile. New headers mean the slot
+    predates them; it stays unused and the request takes another one, then goes with the new token."""
+    thread, log, _ = server
+    budget, tokens = RecordingBudget(waits=(0.4,)), Tokens("old", "new")
+    session, _ = make_session(thread.url, rate_budget=budget, auth_recheck_seconds=0.2)
+    session.auth_headers = tokens
+    assert session.request("GET", "/whoami").json() == {"authorization": "Bearer new"}
+    assert len(tokens.ready) == 2, "asked again after the long wait (the second slot came at once)"
+    assert len(budget.taken) == 2 and budget.taken[1] >= tokens.ready[1]
+    assert len(log.entries()) == 1, "the unused slot sent nothing"
+
+    # A short wait: the headers are not asked for again and one slot is enough.
+    budget.taken.clear()
+    tokens.ready.clear()
+    assert session.request("GET", "/whoami").json() == {"authorization": "Bearer new"}
+    assert len(tokens.ready) == 1 and len(budget.taken) == 1
+
+
+def test_auth_headers_that_keep_changing_stop_taking_slots(server):
+    thread, _log, _ = server
+    budget = RecordingBudget(waits=(0.3,) * 10)
+    session, _ = make_session(thread.url, rate_budget=budget, auth_recheck_seconds=0.1)
+    session.auth_headers = Tokens(*[f"t{i}" for i in range(10)])
+    assert session.request("GET", "/whoami").status_code == 200
+    assert len(budget.taken) == 4, "at most 3 rechecks, then the request goes with its slot's headers"

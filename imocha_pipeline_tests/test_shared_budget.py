@@ -10,20 +10,30 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
 
+from imocha_pipeline import settings
+from imocha_pipeline.cli import main
 from imocha_pipeline.clients.degreed import DegreedClient
 from imocha_pipeline.clients.errors import RateLimitedError
 from imocha_pipeline.clients.http import ApiSession, LocalRateBudget, Unlimited
 from imocha_pipeline.clients.shared_budget import (
     IMOCHA_RATE_LIMIT_SETTING,
+    TOKEN_REQUESTS_COUNT_SETTING,
     SharedRateBudget,
     degreed_budget_name,
     imocha_rate_budget,
+    shared_degreed_client,
+    token_requests_count,
 )
-from imocha_pipeline.defs.resources import _rate_budget
+from imocha_pipeline.defs.resources import DegreedResource, _rate_budget
+from imocha_pipeline.demo import show_sandbox
 from imocha_pipeline.sandbox import degreed_sim
 from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
-from imocha_pipeline.sync.staging import create_engine, get_engine
+from imocha_pipeline.sandbox.server import FaultConfig
+from imocha_pipeline.sync.completion_sensor import PollSettings, tick_client
+from imocha_pipeline.sync.staging import create_engine, dispose_engine, get_engine, rate_budget
 
 TOKEN_PATH = "/oauth/token"
 
@@ -353,3 +363,163 @@ def test_resource_budget_is_shared_through_the_staging_database(sqlite_url):
     assert isinstance(budget, SharedRateBudget) and budget.name == "degreed:client-a"
     assert "database" in repr(budget)
     assert "process" in repr(_rate_budget("client-a", 70))
+
+
+
+# -- the slot marks the send; token requests ----------------------------------------------------------------
+
+
+STAGING_SETTING = "IMOCHA_PIPELINE_STAGING_DB_URL"
+
+
+def recorded_sends(url: str, name: str) -> list[float]:
+    """The send times a budget row holds (epoch seconds on SQLite)."""
+    with get_engine(url).connect() as conn:
+        row = conn.execute(sa.select(rate_budget.c.sent).where(rate_budget.c.name == name)).one_or_none()
+    return sorted(row.sent or []) if row is not None else []
+
+
+def degreed_settings(sandbox: Sandbox) -> settings.DegreedSettings:
+    env = sandbox.env()
+    return settings.DegreedSettings(client_id=env["DEGREED_CLIENT_ID"], client_secret=env["DEGREED_CLIENT_SECRET"],
+                                    api_base_url=env["DEGREED_API_BASE_URL"], token_url=env["DEGREED_TOKEN_URL"],
+                                    rate_limit_per_minute=int(env["DEGREED_RATE_LIMIT_PER_MINUTE"]))
+
+
+@pytest.fixture
+def small_sandbox():
+    with Sandbox(SandboxConfig(seed=3, tests=3, learners=3, attempts=3, degreed_rate_limit=6000)) as sandbox:
+        yield sandbox
+
+
+def test_the_slot_is_recorded_after_a_slow_token_fetch(small_sandbox, sqlite_url, monkeypatch):
+    """The token answer takes 2 s: the API request's slot is recorded after it, when the request is sent."""
+    monkeypatch.delenv(TOKEN_REQUESTS_COUNT_SETTING, raising=False)
+    sandbox = small_sandbox
+    sandbox.degreed.faults.set(FaultConfig(path_prefix=TOKEN_PATH, timeout_next=1, timeout_seconds=2.0))
+    client = shared_degreed_client(degreed_settings(sandbox), sqlite_url)
+    client.list_providers()
+    client.close()
+    [token] = [entry for entry in sandbox.degreed.log.entries() if entry.path == TOKEN_PATH]
+    [api] = _api_answers(sandbox)
+    [slot] = recorded_sends(sqlite_url, degreed_budget_name(client.client_id))
+    assert slot >= token.ts - 0.05, f"the slot was taken {token.ts - slot:.2f} s before the token was answered"
+    assert 0 <= api.ts - slot < 0.5, f"the request reached Degreed {api.ts - slot:.2f} s after its slot"
+
+
+@pytest.mark.parametrize("counted", [False, True])
+def test_token_requests_take_a_slot_when_they_count(small_sandbox, sqlite_url, monkeypatch, counted):
+    """DEGREED_TOKEN_REQUESTS_COUNT: a token request takes a slot of the client's shared budget (here through
+    the jobs' DegreedResource), as a server that charges token requests counts them."""
+    monkeypatch.setenv(TOKEN_REQUESTS_COUNT_SETTING, "true" if counted else "false")
+    sandbox = small_sandbox
+    sandbox.degreed.configure(token_requests_count=counted)
+    env = sandbox.env()
+    resource = DegreedResource(client_id=env["DEGREED_CLIENT_ID"], client_secret=env["DEGREED_CLIENT_SECRET"],
+                               api_base_url=env["DEGREED_API_BASE_URL"], token_url=env["DEGREED_TOKEN_URL"],
+                               rate_limit_per_minute=6000, staging_db_url=sqlite_url)
+    client = resource.client()
+    client.list_providers()
+    client.list_providers()
+    client.close()
+    sends = recorded_sends(sqlite_url, degreed_budget_name(env["DEGREED_CLIENT_ID"]))
+    assert len(sends) == (3 if counted else 2)
+    assert sandbox.degreed.max_requests_in_any_minute(env["DEGREED_CLIENT_ID"]) == len(sends)
+
+
+def test_token_requests_count_setting(monkeypatch):
+    monkeypatch.delenv(TOKEN_REQUESTS_COUNT_SETTING, raising=False)
+    assert token_requests_count() is False
+    for value, expected in (("1", True), ("TRUE", True), ("on", True), ("0", False), ("no", False)):
+        monkeypatch.setenv(TOKEN_REQUESTS_COUNT_SETTING, value)
+        assert token_requests_count() is expected
+    monkeypatch.setenv(TOKEN_REQUESTS_COUNT_SETTING, "sometimes")
+    with pytest.raises(settings.InvalidSettingError, match=TOKEN_REQUESTS_COUNT_SETTING):
+        token_requests_count()
+
+
+# -- every command and sensor draws from the shared budgets -------------------------------------------------
+
+
+def _imocha_requests(sandbox: Sandbox) -> int:
+    return len(sandbox.imocha.log.entries())
+
+
+def test_the_polling_sensor_client_draws_from_the_imocha_budget(small_sandbox, sqlite_url, monkeypatch):
+    """tick_client as the sensor calls it (base URL, key, settings): its budget is the staging database's."""
+    monkeypatch.setenv(IMOCHA_RATE_LIMIT_SETTING, "5")
+    monkeypatch.setenv(STAGING_SETTING, sqlite_url)
+    sandbox = small_sandbox
+    client = tick_client(sandbox.imocha_url, sandbox.env()["IMOCHA_API_KEY"], PollSettings.from_env())
+    client.ping()
+    now = datetime.now(UTC)
+    client.list_attempts(now - timedelta(days=3), now)
+    client.close()
+    sent = _imocha_requests(sandbox)
+    assert sent >= 2
+    assert len(recorded_sends(sqlite_url, "imocha")) == sent
+    assert imocha_rate_budget(get_engine(sqlite_url), 5).status()["free"] == 5 - sent
+
+
+def test_callback_replay_draws_from_the_imocha_budget(small_sandbox, sqlite_url, monkeypatch):
+    monkeypatch.delenv(TOKEN_REQUESTS_COUNT_SETTING, raising=False)
+    sandbox = small_sandbox
+    env = sandbox.env() | {STAGING_SETTING: sqlite_url, IMOCHA_RATE_LIMIT_SETTING: "50"}
+    result = CliRunner().invoke(main, ["callbacks", "replay", "--since", "720"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "had no final callback" in result.output
+    sent = _imocha_requests(sandbox)
+    assert sent >= 2, "Retrieve Invites (7-day windows), then Process Callbacks"
+    assert len(recorded_sends(sqlite_url, "imocha")) == sent
+
+
+def test_doctor_draws_from_the_shared_budgets(small_sandbox, sqlite_url, monkeypatch):
+    monkeypatch.delenv(TOKEN_REQUESTS_COUNT_SETTING, raising=False)
+    sandbox = small_sandbox
+    env = sandbox.env() | {STAGING_SETTING: sqlite_url, IMOCHA_RATE_LIMIT_SETTING: "50"}
+    result = CliRunner().invoke(main, ["doctor"], env=env)
+    assert result.exit_code == 0, result.output
+    degreed_calls = _api_answers(sandbox)
+    assert degreed_calls, "the provider check reads Degreed"
+    assert len(recorded_sends(sqlite_url, degreed_budget_name(env["DEGREED_CLIENT_ID"]))) == len(degreed_calls)
+    assert len(recorded_sends(sqlite_url, "imocha")) == _imocha_requests(sandbox) == 1
+    assert "PASS  Staging database:" in result.output
+
+
+def test_doctor_without_a_staging_setting_uses_the_pipelines_default_database(small_sandbox, tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.delenv(STAGING_SETTING, raising=False)
+    monkeypatch.delenv(TOKEN_REQUESTS_COUNT_SETTING, raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    default_url = settings.default_staging_db_url()
+    assert str(tmp_path) in default_url
+    sandbox = small_sandbox
+    try:
+        result = CliRunner().invoke(main, ["doctor"], env=sandbox.env())
+        assert result.exit_code == 0, result.output
+        sends = recorded_sends(default_url, degreed_budget_name(sandbox.env()["DEGREED_CLIENT_ID"]))
+        assert len(sends) == len(_api_answers(sandbox)) >= 1
+    finally:
+        dispose_engine(default_url)
+
+
+def test_doctor_reports_a_staging_database_it_cannot_open(small_sandbox, tmp_path, monkeypatch):
+    sandbox = small_sandbox
+    env = sandbox.env() | {STAGING_SETTING: f"sqlite:///{tmp_path / 'missing' / 'dir' / 'staging.sqlite'}"}
+    result = CliRunner().invoke(main, ["doctor"], env=env)
+    assert result.exit_code == 1
+    assert "FAIL  Staging database: cannot open" in result.output
+    assert "fix: check IMOCHA_PIPELINE_STAGING_DB_URL" in result.output
+    assert "PASS  Degreed token" in result.output and "PASS  iMocha API" in result.output
+
+
+def test_the_demo_clients_draw_from_the_shared_budgets(small_sandbox, sqlite_url, monkeypatch):
+    monkeypatch.setenv(IMOCHA_RATE_LIMIT_SETTING, "500")
+    monkeypatch.delenv(TOKEN_REQUESTS_COUNT_SETTING, raising=False)
+    sandbox = small_sandbox
+    lines: list[str] = []
+    show_sandbox(sandbox, lines.append, sqlite_url)
+    assert any(line.startswith("Degreed: provider(s) visible") for line in lines)
+    client_id = sandbox.env()["DEGREED_CLIENT_ID"]
+    assert len(recorded_sends(sqlite_url, degreed_budget_name(client_id))) == len(_api_answers(sandbox)) >= 2
+    assert len(recorded_sends(sqlite_url, "imocha")) == _imocha_requests(sandbox) >= 3

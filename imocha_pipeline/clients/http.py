@@ -2,8 +2,9 @@
 
 ``ApiSession`` wraps a ``requests.Session`` with: connection reuse, connect/read timeouts, retries
 with exponential backoff and jitter on 5xx and broken connections, ``Retry-After`` honoured on 429,
-a pluggable rate budget drawn on before every attempt, request counts by endpoint and outcome, and
-redaction of secrets from everything it logs or raises.
+a pluggable rate budget drawn on by every attempt once it is ready to be sent (auth headers, and so
+any token fetch, first), request counts by endpoint and outcome, and redaction of secrets from
+everything it logs or raises.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ TRANSPORT_ERRORS = (
     requests.exceptions.ContentDecodingError,
 )
 
+
+AUTH_RECHECK_SECONDS = 1.0
+"""A wait for a rate-budget slot this long or longer makes the session ask for the auth headers again."""
+MAX_AUTH_RECHECKS = 3
 
 READ_TIMEOUT_SETTING = "IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS"
 DEFAULT_READ_TIMEOUT_SECONDS = 30.0
@@ -231,7 +236,9 @@ class Redactor:
 class ApiSession:
     """HTTP session for one API with retries, backoff, rate budget, metrics and secret redaction.
 
-    ``auth_headers`` is called before every attempt, so a refreshed token is used on retries.
+    ``auth_headers`` is called before every attempt, so a refreshed token is used on retries; it is called
+    before the attempt takes its slot of ``rate_budget``, so a token fetch never sits between the slot and
+    the send (see ``_ready_to_send``).
     ``request`` returns the response for any final status (2xx-4xx except 429); after the last retry it
     raises ``ApiTransportError``, ``ServerError`` or ``RateLimitedError``.
     """
@@ -254,6 +261,7 @@ class ApiSession:
         metrics: RequestMetrics | None = None,
         pool_size: int = 16,
         sleep: Callable[[float], None] = time.sleep,
+        auth_recheck_seconds: float = AUTH_RECHECK_SECONDS,
     ):
         self.base_url = base_url.rstrip("/") + "/"
         self.api_name = api_name
@@ -263,6 +271,7 @@ class ApiSession:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.max_retry_after = max_retry_after
+        self.auth_recheck_seconds = auth_recheck_seconds
         self.rate_budget: RateBudget = rate_budget or Unlimited()
         self.redact = Redactor(secrets)
         self.metrics = metrics or RequestMetrics()
@@ -289,6 +298,31 @@ class ApiSession:
 
     def close(self) -> None:
         self._session.close()
+
+    def _ready_to_send(self, headers: Mapping[str, str] | None, lane: str) -> dict[str, str]:
+        """The headers of the next attempt, auth included, with a slot of the rate budget taken for it.
+
+        The auth headers come first: getting them may mean fetching a token, a request of its own that can
+        take up to the read timeout. The slot is taken only when the request is ready to go, so the budget
+        records the moment it is really sent (a slot taken before a slow token fetch is recorded long before
+        the send, and lets one request too many into the server's rolling minute). When taking the slot
+        waited ``auth_recheck_seconds`` or more, the auth headers are asked for again (cheap while the token
+        holds); if they changed (the token was renewed meanwhile, perhaps fetched just now), the slot no
+        longer marks the send: it stays unused, which only errs on the safe side, and another one is taken
+        (at most ``MAX_AUTH_RECHECKS`` times; the request then goes with the headers its slot was taken for).
+        """
+        auth = dict(self.auth_headers()) if self.auth_headers else {}
+        for recheck in range(MAX_AUTH_RECHECKS + 1):
+            waiting_since = time.monotonic()
+            self.rate_budget.acquire(lane)
+            if (not self.auth_headers or recheck == MAX_AUTH_RECHECKS
+                    or time.monotonic() - waiting_since < self.auth_recheck_seconds):
+                break
+            fresh = dict(self.auth_headers())
+            if fresh == auth:
+                break
+            auth = fresh
+        return {**(headers or {}), **auth}
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with equal jitter: half fixed, half random."""
@@ -319,10 +353,7 @@ class ApiSession:
         attempts = self.max_attempts if retry else 1
         last_problem = ""
         for attempt in range(attempts):
-            self.rate_budget.acquire(lane)
-            merged = dict(headers or {})
-            if self.auth_headers:
-                merged.update(self.auth_headers())
+            merged = self._ready_to_send(headers, lane)
             started = time.monotonic()
             try:
                 response = self._session.request(method, url, params=params, json=json_body, data=data,

@@ -16,12 +16,21 @@ The rules:
   server's time. When ``Remaining`` says fewer requests are left than the budget counts (another tool uses
   the same key, or the real limit is lower), the difference is booked as sends by someone else that free
   up at ``X-Rate-Limit-Reset``.
-- **Lanes.** ``lanes`` lists lanes from highest priority down (default completions, content, reads; any
-  other lane ranks below them). A taker that must wait registers interest (refreshed every wake-up,
-  forgotten ``3 × HEARTBEAT`` seconds after its last one); a taker that got a slot stays registered for
-  ``linger`` seconds, since it usually comes straight back. When no more than ``reserve`` slots are free,
+- **Lanes.** ``lanes`` lists lanes from highest priority down (default auth, completions, content, reads;
+  any other lane ranks below them; ``auth`` is a token request when they count, see below: one token
+  unblocks every request waiting for it). A taker that must wait registers interest (refreshed every
+  wake-up, forgotten ``3 × HEARTBEAT`` seconds after its last one); a taker that got a slot stays registered
+  for ``linger`` seconds, since it usually comes straight back. When no more than ``reserve`` slots are free,
   a taker only gets one if no taker of a higher lane is registered: the last free slots go to the higher
   lanes. With more free slots everyone proceeds, so priority costs nothing while the budget is ample.
+- **A slot marks the send.** ``ApiSession`` takes a slot when its request is ready to go: auth headers
+  (and so any token fetch) first, never between the slot and the send.
+- **Token requests [assumption].** Whether Degreed's token endpoint counts against the 70 a minute is not
+  documented (specs/degreed-api.md §2, §5). ``DEGREED_TOKEN_REQUESTS_COUNT`` (default false) says it does:
+  each token request then takes a slot of the client's budget in lane ``auth``.
+
+Every client of every command, sensor and job is built by ``shared_degreed_client`` / ``shared_imocha_client``
+(below): the one place that wires a client to the budget of its API and client id in a staging database.
 
 All takers of one budget must use the same ``per_minute`` and ``window``. Times in the row are seconds on
 the budget's clock: the database server's clock on PostgreSQL (hosts may disagree, the database is the one
@@ -45,13 +54,26 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from imocha_pipeline import settings
-from imocha_pipeline.clients.http import RateBudget, Unlimited, parse_reset, pause_from_headers
-from imocha_pipeline.sync.staging import rate_budget, upsert, utcnow
+from imocha_pipeline.clients.degreed import API_NAME as DEGREED_API_NAME
+from imocha_pipeline.clients.degreed import DegreedClient
+from imocha_pipeline.clients.http import (
+    ApiSession,
+    RateBudget,
+    RequestMetrics,
+    Unlimited,
+    parse_reset,
+    pause_from_headers,
+)
+from imocha_pipeline.clients.imocha import API_NAME as IMOCHA_API_NAME
+from imocha_pipeline.clients.imocha import ImochaClient
+from imocha_pipeline.sync.staging import get_engine, rate_budget, upsert, utcnow
 
-DEFAULT_LANES = ("completions", "content", "reads")
+LANE_AUTH = "auth"
+DEFAULT_LANES = (LANE_AUTH, "completions", "content", "reads")
 DEFAULT_MARGIN_SECONDS = 1.0
 DEFAULT_LINGER_SECONDS = 2.0
 IMOCHA_RATE_LIMIT_SETTING = "IMOCHA_RATE_LIMIT_PER_MINUTE"
+TOKEN_REQUESTS_COUNT_SETTING = "DEGREED_TOKEN_REQUESTS_COUNT"
 MIN_WAIT_SECONDS = 0.01
 
 T = TypeVar("T")
@@ -326,3 +348,113 @@ def imocha_rate_budget(engine: Engine | None = None, per_minute: int | None = No
     if per_minute <= 0:
         return Unlimited()
     return SharedRateBudget(engine, name, per_minute)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Clients with the shared budget: every construction of an iMocha or Degreed client goes through these
+# ---------------------------------------------------------------------------------------------------------
+
+_shared: dict[tuple[str | None, str, int], SharedRateBudget] = {}
+_shared_lock = threading.Lock()
+
+
+def _staging(staging_url: str | None) -> str | None:
+    """``""``: the pipeline's staging database (IMOCHA_PIPELINE_STAGING_DB_URL, else the default file);
+    None: no database, the budget is shared by this process only (tests)."""
+    if staging_url is None:
+        return None
+    return staging_url or settings.staging_db_url()
+
+
+def _shared_budget(staging_url: str | None, name: str, per_minute: int) -> SharedRateBudget:
+    """One budget object per (database, name, limit) in this process, so every client built here shares it
+    (the only sharing there is without a database)."""
+    url = _staging(staging_url)
+    with _shared_lock:
+        key = (url, name, per_minute)
+        if key not in _shared:
+            _shared[key] = SharedRateBudget(get_engine(url) if url else None, name, per_minute)
+        return _shared[key]
+
+
+def shared_degreed_budget(client_id: str, per_minute: int = settings.DEGREED_DEFAULT_RATE_LIMIT_PER_MINUTE,
+                          staging_url: str | None = "") -> SharedRateBudget:
+    """The Degreed budget of ``client_id``, kept in the staging database at ``staging_url`` (``""``: the
+    pipeline's; None: this process only)."""
+    return _shared_budget(staging_url, degreed_budget_name(client_id), per_minute)
+
+
+def shared_imocha_budget(staging_url: str | None = "", per_minute: int | None = None) -> RateBudget:
+    """iMocha's budget (``IMOCHA_RATE_LIMIT_PER_MINUTE``) in the staging database at ``staging_url``;
+    unlimited, and no database opened, while the setting is unset or 0."""
+    if per_minute is None:
+        per_minute = settings.optional_int(IMOCHA_RATE_LIMIT_SETTING, 0)
+    if per_minute <= 0:
+        return Unlimited()
+    return _shared_budget(staging_url, "imocha", per_minute)
+
+
+def token_requests_count() -> bool:
+    """``DEGREED_TOKEN_REQUESTS_COUNT``: whether a Degreed token request draws a slot of the client's budget.
+
+    **Assumption**, to be confirmed against the tenant: Degreed documents 70 requests a minute per API client
+    (specs/degreed-api.md §5) but not whether ``POST /oauth/token`` is one of them (§2). Default false: a
+    token request (one per token lifetime and process, and one per scope in ``doctor``) goes outside the
+    budget. True: it takes a slot in lane ``auth`` of the same shared budget, before any other lane.
+    """
+    raw = settings.optional(TOKEN_REQUESTS_COUNT_SETTING, "0").lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise settings.InvalidSettingError(
+        TOKEN_REQUESTS_COUNT_SETTING, f"setting {TOKEN_REQUESTS_COUNT_SETTING} must be true or false, got {raw!r}")
+
+
+def shared_degreed_client(
+    cfg: settings.DegreedSettings,
+    staging_url: str | None = "",
+    *,
+    metrics: RequestMetrics | None = None,
+    session_options: Mapping[str, Any] | None = None,
+    api_names: tuple[str, str] = (DEGREED_API_NAME, f"{DEGREED_API_NAME}-oauth"),
+    **client_options: Any,
+) -> DegreedClient:
+    """A Degreed client drawing from the shared budget of ``cfg.client_id`` in the staging database at
+    ``staging_url`` (``""``: the pipeline's, IMOCHA_PIPELINE_STAGING_DB_URL or the default file; None: this
+    process only). Token requests draw from it too when ``DEGREED_TOKEN_REQUESTS_COUNT`` is on.
+
+    ``session_options`` go to both ``ApiSession``s (API and token host; e.g. ``doctor``'s short timeouts),
+    ``api_names`` names them in errors and metrics; ``client_options`` go to ``DegreedClient``.
+    """
+    budget = shared_degreed_budget(cfg.client_id, cfg.rate_limit_per_minute, staging_url)
+    options = dict(session_options or {})
+    session = ApiSession(cfg.api_base_url, api_name=api_names[0], rate_budget=budget, metrics=metrics,
+                         secrets=[cfg.client_secret], **options)
+    token_session = ApiSession(cfg.token_url, api_name=api_names[1],
+                               rate_budget=budget if token_requests_count() else Unlimited(),
+                               metrics=session.metrics, secrets=[cfg.client_secret], **options)
+    client_options.setdefault("organization_code", cfg.organization_code or None)
+    return DegreedClient(cfg.api_base_url, cfg.token_url, cfg.client_id, cfg.client_secret, session=session,
+                         token_session=token_session, **client_options)
+
+
+def shared_imocha_client(
+    base_url: str,
+    api_key: str,
+    staging_url: str | None = "",
+    *,
+    metrics: RequestMetrics | None = None,
+    session_options: Mapping[str, Any] | None = None,
+    **client_options: Any,
+) -> ImochaClient:
+    """An iMocha client drawing from iMocha's shared budget (``IMOCHA_RATE_LIMIT_PER_MINUTE``) in the staging
+    database at ``staging_url`` (``""``: the pipeline's; None: this process only).
+
+    ``session_options`` go to its ``ApiSession`` (timeouts, retries); ``client_options`` to ``ImochaClient``.
+    """
+    root = base_url.rstrip("/")
+    root = root[: -len("/v3")] if root.endswith("/v3") else root
+    session = ApiSession(root, api_name=IMOCHA_API_NAME, rate_budget=shared_imocha_budget(staging_url),
+                         metrics=metrics, secrets=[api_key], **dict(session_options or {}))
+    return ImochaClient(root, api_key, session=session, **client_options)

@@ -7,7 +7,6 @@ left empty fall back to the environment and then to DESIGN.md's defaults when th
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 
 import dagster as dg
@@ -18,24 +17,16 @@ from imocha_pipeline import settings
 from imocha_pipeline.clients.degreed import DegreedClient
 from imocha_pipeline.clients.http import RateBudget, RequestMetrics
 from imocha_pipeline.clients.imocha import ImochaClient
-from imocha_pipeline.clients.shared_budget import degreed_rate_budget, imocha_rate_budget
+from imocha_pipeline.clients.shared_budget import shared_degreed_budget, shared_degreed_client, shared_imocha_client
 from imocha_pipeline.sync.completions import CompletionMapping
 from imocha_pipeline.sync.mapping import AssessmentMapping
 from imocha_pipeline.sync.staging import describe_url, get_engine
-
-_budgets: dict[tuple[str | None, str, int], RateBudget] = {}
-_budgets_lock = threading.Lock()
 
 
 def _rate_budget(client_id: str, per_minute: int, staging_url: str | None = None) -> RateBudget:
     """The Degreed budget for a client id: shared by every process through the staging database at
     ``staging_url``; without one, shared by every client built in this process."""
-    with _budgets_lock:
-        key = (staging_url, client_id, per_minute)
-        if key not in _budgets:
-            engine = get_engine(staging_url) if staging_url else None
-            _budgets[key] = degreed_rate_budget(client_id, per_minute, engine)
-        return _budgets[key]
+    return shared_degreed_budget(client_id, per_minute, staging_url or None)
 
 
 class ImochaResource(dg.ConfigurableResource):
@@ -53,9 +44,8 @@ class ImochaResource(dg.ConfigurableResource):
         return self.base_url or settings.optional("IMOCHA_BASE_URL", settings.IMOCHA_DEFAULT_BASE_URL)
 
     def client(self, metrics: RequestMetrics | None = None) -> ImochaClient:
-        budget = imocha_rate_budget(get_engine(self.staging_db_url or settings.staging_db_url()))
-        return ImochaClient(self.resolved_base_url(), self.api_key, page_size=self.page_size,
-                            attempts_window_days=self.attempts_window_days, metrics=metrics, rate_budget=budget)
+        return shared_imocha_client(self.resolved_base_url(), self.api_key, self.staging_db_url, metrics=metrics,
+                                    page_size=self.page_size, attempts_window_days=self.attempts_window_days)
 
 
 class DegreedResource(dg.ConfigurableResource):
@@ -89,13 +79,7 @@ class DegreedResource(dg.ConfigurableResource):
         )
 
     def client(self, metrics: RequestMetrics | None = None) -> DegreedClient:
-        cfg = self.resolved()
-        return DegreedClient(
-            cfg.api_base_url, cfg.token_url, cfg.client_id, cfg.client_secret,
-            rate_budget=_rate_budget(cfg.client_id, cfg.rate_limit_per_minute,
-                                     self.staging_db_url or settings.staging_db_url()),
-            organization_code=cfg.organization_code or None, metrics=metrics,
-        )
+        return shared_degreed_client(self.resolved(), self.staging_db_url, metrics=metrics)
 
 
 class StagingDatabaseResource(dg.ConfigurableResource):

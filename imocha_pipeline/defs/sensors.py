@@ -122,7 +122,8 @@ def imocha_completions_sensor(
     context: dg.SensorEvaluationContext, imocha: ImochaResource, staging_db: StagingDatabaseResource
 ) -> dg.SensorResult:
     settings = PollSettings.from_env()
-    client = tick_client(imocha.resolved_base_url(), imocha.api_key, settings)
+    client = tick_client(imocha.resolved_base_url(), imocha.api_key, settings,
+                         staging_url=imocha.staging_db_url or staging_db.resolved_url())
     try:
         outcome = poll_completions(client, staging_db.engine(), context.cursor, settings=settings,
                                    earliest=completion_partitions.start,

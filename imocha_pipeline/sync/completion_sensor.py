@@ -63,8 +63,7 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from imocha_pipeline.clients.http import ApiSession
-from imocha_pipeline.clients.imocha import API_NAME, ImochaAttempt, ImochaClient, format_utc, parse_timestamp
+from imocha_pipeline.clients.imocha import ImochaAttempt, ImochaClient, format_utc, parse_timestamp
 from imocha_pipeline.settings import optional
 from imocha_pipeline.sync import staging
 from imocha_pipeline.sync.completions import staged_invitation_ids
@@ -143,17 +142,19 @@ class PollSettings:
         return min(timedelta(seconds=min(seconds, self.retry_max.total_seconds())), self.retry_max)
 
 
-def tick_client(base_url: str, api_key: str, settings: PollSettings) -> ImochaClient:
+def tick_client(base_url: str, api_key: str, settings: PollSettings, staging_url: str | None = "") -> ImochaClient:
     """An iMocha client sized for a sensor tick: a short read timeout and few, short retries.
 
     Dagster cancels a tick after 60 s (``DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS``); a failed call fails
-    the tick, its cursor is discarded, and the next tick simply tries again.
+    the tick, its cursor is discarded, and the next tick simply tries again. Its calls draw from iMocha's
+    shared budget (``IMOCHA_RATE_LIMIT_PER_MINUTE``) in the staging database at ``staging_url`` (default:
+    the pipeline's, IMOCHA_PIPELINE_STAGING_DB_URL), like every other iMocha call.
     """
-    root = base_url.rstrip("/")
-    root = root[: -len("/v3")] if root.endswith("/v3") else root
-    session = ApiSession(root, api_name=API_NAME, connect_timeout=5.0, read_timeout=settings.read_timeout_seconds,
-                         max_attempts=2, backoff_max=2.0, max_retry_after=5.0, secrets=[api_key])
-    return ImochaClient(root, api_key, session=session)
+    from imocha_pipeline.clients.shared_budget import shared_imocha_client
+
+    return shared_imocha_client(base_url, api_key, staging_url, session_options={
+        "connect_timeout": 5.0, "read_timeout": settings.read_timeout_seconds, "max_attempts": 2,
+        "backoff_max": 2.0, "max_retry_after": 5.0})
 
 
 # ---------------------------------------------------------------- cursor
