@@ -15,6 +15,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/dagster/app
 COPY pyproject.toml README.md ./
 COPY imocha_pipeline ./imocha_pipeline
+# The simulators: `imocha-pipeline sandbox` and `demo` work in the image too.
+COPY imocha_sandbox ./imocha_sandbox
 COPY deploy ./deploy
 RUN sh deploy/install.sh /opt/dagster/app \
     && rm -rf /root/.cache/pip \

@@ -99,10 +99,10 @@ def _reset_peak() -> bool:
 
 
 def _run_pandas(desired: pd.DataFrame, actual: pd.DataFrame) -> dict[str, int]:
-    from imocha_pipeline.sync.completions import COMPLETION_SPEC
-    from imocha_pipeline.sync.diff import plan
+    from imocha_pipeline.sync.completions.entity import COMPLETIONS
+    from imocha_pipeline.sync.core.diff import plan
 
-    result = plan(desired, actual, COMPLETION_SPEC)
+    result = plan(desired, actual, COMPLETIONS)
     return {k: int(v) for k, v in result["action"].value_counts().items()}
 
 
@@ -124,7 +124,7 @@ def worker(engine: str, data: str, repeat: int) -> dict:
     if engine == "duckdb":
         import duckdb
     else:
-        import imocha_pipeline.sync.diff  # noqa: F401
+        import imocha_pipeline.sync.core.diff  # noqa: F401
     run(desired.head(1000), actual.head(1000))  # warm up (first-call imports and caches), before the peak reset
     gc.collect()
     base_kb = _rss_kb("VmRSS")

@@ -41,7 +41,7 @@ class Row:
 
 
 def _pg_available(url: str) -> bool:
-    from imocha_pipeline.sync.staging import normalise_url
+    from imocha_pipeline.staging import normalise_url
 
     try:
         engine = sa.create_engine(normalise_url(url), connect_args={"connect_timeout": 3})
@@ -73,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from dataclasses import replace
 
-    from imocha_pipeline.sandbox.runtime import SandboxConfig
-    from imocha_pipeline_tests.drills import convergence, scenarios
-    from imocha_pipeline_tests.drills.harness import Drill, scan_for_secrets
-    from imocha_pipeline_tests.drills.proxy import proxied_postgres_schema
+    from imocha_drills import convergence, scenarios
+    from imocha_drills.harness import Drill, scan_for_secrets
+    from imocha_drills.proxy import proxied_postgres_schema
+    from imocha_sandbox.runtime import SandboxConfig
 
     only = {int(x) for x in args.only.split(",") if x.strip()}
     size = SandboxConfig(tests=args.tests, learners=args.learners, attempts=args.attempts, seed=args.seed,

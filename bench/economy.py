@@ -29,7 +29,7 @@ from typing import Any
 
 from bench.report import Result, quiet_warnings, ratio_text
 from bench.sandbox_proc import SandboxProcess
-from imocha_pipeline.sandbox.runtime import SandboxConfig
+from imocha_sandbox.runtime import SandboxConfig
 
 DEGREED_PAGE = 1000
 IMOCHA_TEST_PAGE = 100
@@ -80,7 +80,7 @@ class Scenario:
 
     def close(self) -> None:
         self._instance_cm.__exit__(None, None, None)
-        from imocha_pipeline.sync.staging import dispose_engine
+        from imocha_pipeline.staging import dispose_engine
 
         dispose_engine(self.staging_url)
 

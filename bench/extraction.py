@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.report import Result, ratio_text
 from bench.sandbox_proc import SandboxProcess
-from imocha_pipeline.sandbox.runtime import SandboxConfig
+from imocha_sandbox.runtime import SandboxConfig
 
 TARGET_RATIO = 1.25
 
@@ -27,8 +27,8 @@ TARGET_RATIO = 1.25
 def run(reports: int = 1000, latency_ms: float = 100.0, parallelism: int | None = None, log=print) -> list[Result]:
     from imocha_pipeline.clients.http import RequestMetrics
     from imocha_pipeline.defs.resources import ImochaResource
-    from imocha_pipeline.sync.completions import extract_completions
-    from imocha_pipeline.sync.staging import dispose_engine, get_engine
+    from imocha_pipeline.staging import dispose_engine, get_engine
+    from imocha_pipeline.sync.completions.extract import extract_completions
 
     name = "5. extraction"
     world = SandboxConfig(seed=5, tests=20, learners=max(40, reports // 5), attempts=reports, history_days=14)

@@ -32,7 +32,7 @@ from typing import Any
 
 from bench.report import Result, percentile, quiet_warnings
 from bench.sandbox_proc import SandboxProcess
-from imocha_pipeline.sandbox.runtime import SandboxConfig
+from imocha_sandbox.runtime import SandboxConfig
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -306,7 +306,7 @@ def _run_breakdown(phase: dict[str, Any]) -> str:
 
 def run(count: int = 50, spacing: float = 3.0, modes: tuple[str, ...] = ("polling", "callbacks"),
         rate_limit: int = 600, log=print) -> list[Result]:
-    from imocha_pipeline.sync.staging import dispose_engine
+    from imocha_pipeline.staging import dispose_engine
 
     quiet_warnings()
     world = SandboxConfig(seed=31, tests=10, learners=max(20, (2 * count + 20) // 10 + 1), attempts=0,

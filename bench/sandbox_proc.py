@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
+from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 
 def _serve(config: dict[str, Any], conn) -> None:

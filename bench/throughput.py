@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.report import Result, quiet_warnings, ratio_text
 from bench.sandbox_proc import SandboxProcess
-from imocha_pipeline.sandbox.runtime import SandboxConfig
+from imocha_sandbox.runtime import SandboxConfig
 
 WINDOW = 60.0
 TARGET_SINGLE = 0.95
@@ -56,7 +56,7 @@ def busiest_window(times: list[float], window: float = WINDOW) -> int:
 
 def completion_rows(learners: list[dict], tests: list[dict], count: int, offset: int = 0) -> list[dict[str, Any]]:
     """``count`` create rows of a completion plan, each a distinct (learner, assessment) pair."""
-    from imocha_pipeline.sync.completions import completion_key
+    from imocha_pipeline.sync.completions.records import completion_key
 
     pairs = [(learner, test) for test in tests for learner in learners]
     if count > len(pairs):
@@ -82,13 +82,12 @@ def apply_writes(env: dict[str, str], staging_url: str, rows: list[dict[str, Any
     import pandas as pd
 
     from imocha_pipeline.defs.resources import DegreedResource
-    from imocha_pipeline.sync.apply import apply_plan
-    from imocha_pipeline.sync.completion_plan import COMPLETION_PAYLOAD
-    from imocha_pipeline.sync.completions import COMPLETION, COMPLETION_FIELDS
-    from imocha_pipeline.sync.ledger import Ledger
-    from imocha_pipeline.sync.quarantine import Quarantine
-    from imocha_pipeline.sync.staging import get_engine
-    from imocha_pipeline.sync.writers import CompletionWriter
+    from imocha_pipeline.staging import get_engine
+    from imocha_pipeline.sync.completions.records import COMPLETION, COMPLETION_FIELDS, COMPLETION_PAYLOAD
+    from imocha_pipeline.sync.completions.writers import CompletionWriter
+    from imocha_pipeline.sync.core.apply import apply_plan
+    from imocha_pipeline.sync.core.ledger import Ledger
+    from imocha_pipeline.sync.core.quarantine import Quarantine
 
     quiet_warnings()
     engine = get_engine(staging_url)
@@ -181,7 +180,7 @@ def run_shared(writes: int = 1000, limit: int = 600, processes: int = 2, log=pri
     log(f"[shared] {processes} processes, one client id, {writes} completions in all at {limit}/min ...")
     with SandboxProcess(world) as box, tempfile.TemporaryDirectory(prefix="bench-shared-") as folder:
         staging_url = f"sqlite:///{Path(folder) / 'staging.sqlite'}"
-        from imocha_pipeline.sync.staging import dispose_engine, get_engine
+        from imocha_pipeline.staging import dispose_engine, get_engine
 
         get_engine(staging_url)  # tables exist before the processes race
         dispose_engine(staging_url)

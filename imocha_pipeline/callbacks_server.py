@@ -34,8 +34,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from imocha_pipeline import settings
-from imocha_pipeline.sync.callbacks import CallbackPayloadError, parse_callback, store_callback
-from imocha_pipeline.sync.staging import describe_url, get_engine
+from imocha_pipeline.staging import describe_url, get_engine
+from imocha_pipeline.sync.triggers.callbacks import CallbackPayloadError, parse_callback, store_callback
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from imocha_pipeline.sandbox.runtime import DEFAULT_DEGREED_PORT, DEFAULT_IMOCHA_PORT, Sandbox, SandboxConfig
+from imocha_sandbox.runtime import DEFAULT_DEGREED_PORT, DEFAULT_IMOCHA_PORT, Sandbox, SandboxConfig
 
 
 @click.group()
@@ -98,8 +98,8 @@ def callbacks_replay(since_hours: float, dry_run: bool) -> None:
 
     from imocha_pipeline.clients.shared_budget import shared_imocha_client
     from imocha_pipeline.settings import ImochaSettings, MissingSettingError, staging_db_url
-    from imocha_pipeline.sync.callbacks import replay_missed_callbacks
-    from imocha_pipeline.sync.staging import get_engine
+    from imocha_pipeline.staging import get_engine
+    from imocha_pipeline.sync.triggers.callbacks import replay_missed_callbacks
 
     try:
         cfg = ImochaSettings.from_env()
@@ -128,8 +128,8 @@ _URL_HELP = "SQLAlchemy URL of the staging database (default: IMOCHA_PIPELINE_ST
 def db_upgrade(url: str | None, revision: str, as_sql: bool, from_revision: str | None) -> None:
     """Create the staging tables and views, or upgrade them to this version's schema revision."""
     from imocha_pipeline.settings import staging_db_url
-    from imocha_pipeline.sync import schema
-    from imocha_pipeline.sync.staging import describe_url
+    from imocha_pipeline.staging import describe_url
+    from imocha_pipeline.staging import versions as schema
 
     url = url or staging_db_url()
     if as_sql:
@@ -152,8 +152,8 @@ def db_upgrade(url: str | None, revision: str, as_sql: bool, from_revision: str 
 def db_current(url: str | None) -> None:
     """Show the staging database's schema revision; exit 1 when the pipeline would refuse it."""
     from imocha_pipeline.settings import staging_db_url
-    from imocha_pipeline.sync import schema
-    from imocha_pipeline.sync.staging import create_engine, describe_url
+    from imocha_pipeline.staging import create_engine, describe_url
+    from imocha_pipeline.staging import versions as schema
 
     url = url or staging_db_url()
     engine = create_engine(url)

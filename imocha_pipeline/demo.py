@@ -10,14 +10,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from imocha_pipeline import settings
+from imocha_pipeline import settings, staging
 from imocha_pipeline.clients.degreed import DegreedClient
 from imocha_pipeline.clients.imocha import ImochaClient
 from imocha_pipeline.clients.shared_budget import shared_degreed_client, shared_imocha_client
 from imocha_pipeline.definitions import build_definitions
 from imocha_pipeline.defs.resources import resources_from_settings
-from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
-from imocha_pipeline.sync import staging
+from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 
 def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:

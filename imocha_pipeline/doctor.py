@@ -102,8 +102,8 @@ def check_staging_database(staging_url: str | None = "") -> tuple[Check, str | N
     """Open the staging database, where the shared rate budgets live (``""``: the one the pipeline uses,
     IMOCHA_PIPELINE_STAGING_DB_URL or the default file). Returns the check and where the doctor's own API
     calls keep their budget: that database, or None (this process only) when it cannot be opened."""
-    from imocha_pipeline.sync.schema import SchemaOutOfDate
-    from imocha_pipeline.sync.staging import describe_url, get_engine
+    from imocha_pipeline.staging import describe_url, get_engine
+    from imocha_pipeline.staging.versions import SchemaOutOfDate
 
     url = staging_url if staging_url is not None else ""
     url = url or settings.staging_db_url()

@@ -8,7 +8,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from imocha_pipeline.sync.staging import dispose_engine, normalise_url
+from imocha_pipeline.staging import dispose_engine, normalise_url
 
 PG_URL = os.environ.get("IMOCHA_PIPELINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -12,11 +12,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from imocha_pipeline import staging
 from imocha_pipeline.definitions import build_definitions
 from imocha_pipeline.defs.resources import resources_from_settings
-from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
-from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.skill_mapping import stage_skill_mapping
+from imocha_pipeline.sync.completions.skill_mapping import stage_skill_mapping
+from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "analyst-queries.md"
 QUERY = re.compile(r"<!-- check: (\w+) -->\s*```sql\n(.*?)```", re.S)

@@ -7,10 +7,10 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from imocha_pipeline import staging
 from imocha_pipeline.definitions import build_definitions
 from imocha_pipeline.defs.resources import SyncSettingsResource, resources_from_settings
-from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
-from imocha_pipeline.sync import staging
+from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
 CONTENT_PATH = "/api/v2/content/assessments"
@@ -281,7 +281,7 @@ def test_a_test_detail_that_keeps_failing_is_read_again_after_the_others(sandbox
     """Six refusals in a row (429, Retry-After 0) use up the HTTP layer's attempts for one test's detail: the
     test is read again after the others and the run creates every assessment; a second failure of the same
     read ends the run with the client's error."""
-    from imocha_pipeline.sandbox.server import FaultConfig
+    from imocha_sandbox.server import FaultConfig
 
     unlucky = sandbox.world.tests[3].test_id
     sandbox.imocha.faults.set(FaultConfig(rate_429_next=6, retry_after_seconds=0, path_prefix=f"/v3/tests/{unlucky}",

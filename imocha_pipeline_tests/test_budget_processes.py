@@ -25,8 +25,8 @@ import pytest
 
 from imocha_pipeline import settings
 from imocha_pipeline.clients.shared_budget import TOKEN_REQUESTS_COUNT_SETTING, shared_degreed_client
-from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
-from imocha_pipeline.sync.staging import get_engine
+from imocha_pipeline.staging import get_engine
+from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 TOKEN_PATH = "/oauth/token"
 LIMIT = 70

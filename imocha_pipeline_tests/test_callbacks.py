@@ -11,15 +11,13 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from imocha_pipeline import staging
 from imocha_pipeline.callbacks_server import callback_path, callback_token_from_env, create_app
 from imocha_pipeline.clients.imocha import ImochaClient
 from imocha_pipeline.defs.resources import StagingDatabaseResource
 from imocha_pipeline.defs.sensors import TRIGGER_TAG, imocha_callbacks_sensor
-from imocha_pipeline.sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox, SandboxConfig
-from imocha_pipeline.sandbox.server import ServerThread
 from imocha_pipeline.settings import MissingSettingError
-from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.callbacks import (
+from imocha_pipeline.sync.triggers.callbacks import (
     MAX_PAGES_PER_TICK,
     RUN_KEY_PREFIX,
     CallbackSettings,
@@ -29,7 +27,9 @@ from imocha_pipeline.sync.callbacks import (
     replay_missed_callbacks,
     store_callback,
 )
-from imocha_pipeline.sync.completion_sensor import UnfinishedRun, poll_completions, run_key_for
+from imocha_pipeline.sync.triggers.polling import UnfinishedRun, poll_completions, run_key_for
+from imocha_sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox, SandboxConfig
+from imocha_sandbox.server import ServerThread
 
 TOKEN = "s3cret-callback-token-0123456789"
 SPEC_COMPLETE = {  # spec §8.2, verbatim

@@ -17,10 +17,10 @@ import requests
 from click.testing import CliRunner
 
 from imocha_pipeline.cli import main
-from imocha_pipeline.sandbox.degreed_sim import DEFAULT_CLIENT_SECRET, ApiClientSpec
-from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
 from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
-from imocha_pipeline.sync.staging import dispose_engine
+from imocha_pipeline.staging import dispose_engine
+from imocha_sandbox.degreed_sim import DEFAULT_CLIENT_SECRET, ApiClientSpec
+from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 BIN = Path(sys.executable).parent
 IMOCHA_401 = {"statusCode": 401, "message": "Access denied due to invalid subscription key. Make sure to provide "

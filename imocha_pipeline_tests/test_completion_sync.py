@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from imocha_pipeline import staging
 from imocha_pipeline.definitions import build_definitions
 from imocha_pipeline.defs.resources import SyncSettingsResource, resources_from_settings
-from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
-from imocha_pipeline.sync import staging
+from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
 
@@ -282,7 +282,7 @@ def test_a_write_that_cannot_reach_degreed_gets_one_more_try_at_the_end_of_the_r
     use up the HTTP layer's attempts for the first completion, which the end-of-run try then delivers; with 18
     both completions miss the first pass and the first one its second try too: it is recorded as failed, the
     other delivered, and the next run sends the failed one. Nothing is ever created twice."""
-    from imocha_pipeline.sandbox.server import FaultConfig
+    from imocha_sandbox.server import FaultConfig
 
     config = SandboxConfig(seed=26, tests=1, learners=3, attempts=0, degreed_rate_limit=6000)
     with Sandbox(config) as sandbox:
@@ -317,7 +317,7 @@ def test_an_unlucky_report_is_read_again_after_the_others_and_an_outage_stops_th
     """iMocha refuses the next six report reads (429, Retry-After 0): that report is read again after the
     others and the run syncs everything. Then iMocha refuses every report read: the run fails with the
     client's error after a bounded number of reads, instead of trying every queued report."""
-    from imocha_pipeline.sandbox.server import FaultConfig
+    from imocha_sandbox.server import FaultConfig
 
     config = SandboxConfig(seed=27, tests=2, learners=12, attempts=120, degreed_rate_limit=6000)
     with Sandbox(config) as sandbox:
@@ -367,7 +367,7 @@ def test_the_sync_and_the_reconcile_converge_with_every_shape_degreed_may_answer
     """Each combination of read shape, relationships form and 409 body: first sync, a retake that Degreed answers
     with 409 (one completion per learner and content), a lost answer resolved by reading the learner's list, then a
     reconcile that finds no drift for what we wrote and the date a person moved."""
-    from imocha_pipeline.sandbox.server import FaultConfig
+    from imocha_sandbox.server import FaultConfig
 
     monkeypatch.setenv("IMOCHA_PIPELINE_WAITING_RETRY_SECONDS", "0")
     config = SandboxConfig(seed=28, tests=2, learners=4, attempts=0, degreed_rate_limit=6000)

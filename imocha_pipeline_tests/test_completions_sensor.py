@@ -9,13 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import pytest
 
+from imocha_pipeline import staging
 from imocha_pipeline.clients.imocha import ImochaClient, format_utc, parse_timestamp
 from imocha_pipeline.defs.resources import ImochaResource, StagingDatabaseResource
 from imocha_pipeline.defs.sensors import TRIGGER_TAG, imocha_completions_sensor
-from imocha_pipeline.sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox, SandboxConfig
-from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.callbacks import CallbackSettings
-from imocha_pipeline.sync.completion_sensor import (
+from imocha_pipeline.sync.triggers.callbacks import CallbackSettings
+from imocha_pipeline.sync.triggers.polling import (
     PendingAttempt,
     PollCursor,
     PollSettings,
@@ -25,6 +24,7 @@ from imocha_pipeline.sync.completion_sensor import (
     run_key_for,
 )
 from imocha_pipeline_tests.test_callbacks import queued_run, report
+from imocha_sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox, SandboxConfig
 
 NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 LOOKBACK = timedelta(days=2)

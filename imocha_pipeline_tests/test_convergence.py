@@ -10,20 +10,15 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from imocha_pipeline import staging
 from imocha_pipeline.definitions import build_definitions
 from imocha_pipeline.defs.resources import resources_from_settings
-from imocha_pipeline.sync import staging
+from imocha_pipeline.sync.catch_up import catch_up_work
+from imocha_pipeline.sync.core.ledger import SUPERSEDED, Ledger, Source
+from imocha_pipeline.sync.core.outstanding import NOT_DUE_ASSESSMENT, NOT_DUE_LEARNER, Scope, outstanding
+from imocha_pipeline.sync.core.plan_store import stage_latest
+from imocha_pipeline.sync.core.quarantine import WAITING_FOR_LEARNER, Entry, Quarantine
 from imocha_pipeline.sync.entities import ATTEMPT_ENTITIES, COMPLETIONS, SKILL_RATINGS
-from imocha_pipeline.sync.ledger import SUPERSEDED, Ledger, Source
-from imocha_pipeline.sync.outstanding import (
-    NOT_DUE_ASSESSMENT,
-    NOT_DUE_LEARNER,
-    Scope,
-    catch_up_work,
-    outstanding,
-)
-from imocha_pipeline.sync.plan_store import stage_latest
-from imocha_pipeline.sync.quarantine import WAITING_FOR_LEARNER, Entry, Quarantine
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 DAY = T0.date()

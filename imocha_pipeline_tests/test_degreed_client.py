@@ -32,15 +32,15 @@ from imocha_pipeline.clients.errors import (
     NotFoundError,
 )
 from imocha_pipeline.clients.http import ApiSession, LocalRateBudget, Unlimited
-from imocha_pipeline.sandbox.degreed_sim import (
+from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
+from imocha_sandbox.degreed_sim import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     ApiClientSpec,
     DegreedSimulator,
 )
-from imocha_pipeline.sandbox.seed import generate_world
-from imocha_pipeline.sandbox.server import FaultConfig, ServerThread
-from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
+from imocha_sandbox.seed import generate_world
+from imocha_sandbox.server import FaultConfig, ServerThread
 
 ORG_ID, ORG_SECRET = "org-admin", "org-secret-5678"
 COMPLETIONS_PATH = "/api/v2/completions"
@@ -410,7 +410,8 @@ def test_429_storms_and_5xx_bursts_still_give_exactly_the_right_data(sim_server,
 def test_lost_answer_on_create_surfaces_the_existing_record(sim_server, world):
     """A create whose answer is lost is not posted again blindly (it may have landed: drill 2 saw a rating
     posted twice); the caller is told, and reading Degreed surfaces the record that landed exactly once."""
-    from imocha_pipeline.sync.writers import AssessmentWriter, CompletionWriter
+    from imocha_pipeline.sync.assessments.writer import AssessmentWriter
+    from imocha_pipeline.sync.completions.writers import CompletionWriter
 
     sim, base = sim_server()
     client = make_client(base)

@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from imocha_pipeline.sandbox.degreed_sim import (
+from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
+from imocha_sandbox.degreed_sim import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     DEFAULT_CONFLICT_BODY,
@@ -30,9 +31,8 @@ from imocha_pipeline.sandbox.degreed_sim import (
     format_degreed_timestamp,
     parse_timestamp,
 )
-from imocha_pipeline.sandbox.seed import generate_world
-from imocha_pipeline.sandbox.server import ServerThread
-from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
+from imocha_sandbox.seed import generate_world
+from imocha_sandbox.server import ServerThread
 
 ALL_SCOPES = frozenset(DEGREED_REQUIRED_SCOPES) | {"users:write"}
 ORG_ID, ORG_SECRET = "org-admin", "org-secret-1234"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
+from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # What the Dockerfile copies into the image (its build context, less .dockerignore).
-BUILD_CONTEXT = ("pyproject.toml", "README.md", "imocha_pipeline", "deploy")
+BUILD_CONTEXT = ("pyproject.toml", "README.md", "imocha_pipeline", "imocha_sandbox", "deploy")
 
 
 def free_port() -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from imocha_pipeline.sync.diff import CREATE, RETIRE, UNCHANGED, UPDATE, EntitySpec, payload_hash, plan, summarise
+from imocha_pipeline.sync.core.diff import CREATE, RETIRE, UNCHANGED, UPDATE, payload_hash, plan, summarise
+from imocha_pipeline.sync.core.entity import EntitySpec
 
 SPEC = EntitySpec("assessment", "external_id", ("title", "url", "duration"), retire_missing=True)
 

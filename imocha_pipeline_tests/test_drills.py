@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from imocha_pipeline.sandbox.runtime import SandboxConfig
-from imocha_pipeline_tests.drills import convergence, scenarios
-from imocha_pipeline_tests.drills.catalogue import TRANSPORT_KINDS
-from imocha_pipeline_tests.drills.harness import Drill, scan_for_secrets
-from imocha_pipeline_tests.drills.proxy import proxied_postgres_schema
+from imocha_drills import convergence, scenarios
+from imocha_drills.catalogue import TRANSPORT_KINDS
+from imocha_drills.harness import Drill, scan_for_secrets
+from imocha_drills.proxy import proxied_postgres_schema
+from imocha_sandbox.runtime import SandboxConfig
 
 SMALL = SandboxConfig(tests=3, learners=10, attempts=16, seed=501, history_days=4)
 TINY = SandboxConfig(tests=3, learners=6, attempts=8, seed=502, history_days=3)
@@ -74,7 +74,7 @@ def test_drill3_token_expiry_is_transparent_and_revocation_stops_cleanly(make_dr
     assert facts["revoked_run_failed"]
     (message,) = facts["revoked_failures"]
     assert message.startswith("completion_sync_apply: ApplyAborted: ")
-    assert "imocha_pipeline.sync.apply.ApplyAborted: Degreed refused our credentials; stopping" in message
+    assert "imocha_pipeline.sync.core.apply.ApplyAborted: Degreed refused our credentials; stopping" in message
     assert "Degreed refused a token for client 'imocha-sandbox'" in message and "revoked" in message
     assert facts["sending_after_revocation"] == [], "no row is left 'sending' with a live claim"
     assert facts["ledger_acknowledged"] == facts["degreed_holds"], "ledger and Degreed agree"
@@ -109,7 +109,7 @@ def test_drill6_postgres_lost_mid_run_fails_cleanly_and_the_next_run_completes(m
         facts = outcome.facts
         assert facts["failed_run"]
         (message,) = facts["failures"]
-        assert "imocha_pipeline.sync.apply.StagingDatabaseError: lost the staging database" in message, message
+        assert "imocha_pipeline.sync.core.apply.StagingDatabaseError: lost the staging database" in message, message
         assert "the next run reads Degreed before sending it again" in message
         assert all(facts["recovery_success"]) and facts["created_twice"] == []
         assert_exact(outcome)

@@ -19,7 +19,7 @@ from imocha_pipeline.clients.errors import (
     ServerError,
 )
 from imocha_pipeline.clients.http import ApiSession, LocalRateBudget, parse_reset, parse_retry_after, pause_from_headers
-from imocha_pipeline.sandbox.server import FaultConfig, FaultInjector, RequestLog, ServerThread, SimulatorMiddleware
+from imocha_sandbox.server import FaultConfig, FaultInjector, RequestLog, ServerThread, SimulatorMiddleware
 
 SECRET = "s3cr3t-value-that-must-not-leak"
 

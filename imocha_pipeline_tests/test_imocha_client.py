@@ -33,9 +33,9 @@ from imocha_pipeline.clients.imocha import (
     TestListProblem,
     normalize_status,
 )
-from imocha_pipeline.sandbox.imocha_sim import ImochaSimulator
-from imocha_pipeline.sandbox.seed import generate_world
-from imocha_pipeline.sandbox.server import FaultConfig, ServerThread
+from imocha_sandbox.imocha_sim import ImochaSimulator
+from imocha_sandbox.seed import generate_world
+from imocha_sandbox.server import FaultConfig, ServerThread
 
 KEY = "client-secret-key-7f3a9c"
 NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from imocha_pipeline.sandbox.imocha_sim import (
+from imocha_sandbox.imocha_sim import (
     BAD_DATES_BODY,
     CANCEL_WRONG_STATE_BODY,
     DROP,
@@ -23,8 +23,8 @@ from imocha_pipeline.sandbox.imocha_sim import (
     ImochaSimulator,
     SimulatorError,
 )
-from imocha_pipeline.sandbox.seed import generate_world
-from imocha_pipeline.sandbox.server import FaultConfig, ServerThread
+from imocha_sandbox.seed import generate_world
+from imocha_sandbox.server import FaultConfig, ServerThread
 
 KEY = "sim-test-key-4242"
 NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)

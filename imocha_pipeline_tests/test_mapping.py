@@ -12,10 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imocha_pipeline.sync.completions import CompletionMapping, exact, parse_bands
-from imocha_pipeline.sync.mapping import AssessmentMapping, TemplateError, desired_assessments, plain_text_title
-from imocha_pipeline.sync.schemas import DesiredAssessmentModel
-from imocha_pipeline.sync.validation import split_valid
+from imocha_pipeline.sync.assessments.mapping import (
+    AssessmentMapping,
+    TemplateError,
+    desired_assessments,
+    plain_text_title,
+)
+from imocha_pipeline.sync.assessments.models import DesiredAssessmentModel
+from imocha_pipeline.sync.completions.mapping import CompletionMapping, exact, parse_bands
+from imocha_pipeline.sync.core.validation import split_valid
 
 AWKWARD = ["Java L2 — Collections & Streams", "Cloud Security (AWS)? Core", "商务英语 Business English",
            "Kubernetes Basics #1", "a=b&c=d", "  spaced  name  "]

@@ -15,10 +15,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 
+from imocha_pipeline import staging
 from imocha_pipeline.cli import main
 from imocha_pipeline.definitions import build_definitions
 from imocha_pipeline.defs.resources import resources_from_settings
-from imocha_pipeline.sync import schema, staging
+from imocha_pipeline.staging import versions as schema
 
 VIEWS = {"v_sync_status", "v_open_quarantine", "v_skill_ratings_current", "v_drift_last_reconcile",
          "v_unmapped_skills"}
@@ -297,7 +298,8 @@ def test_models_and_migrated_schema_agree(staging_url):
 
 FIRST_USE = """
 import pathlib, sys, time
-from imocha_pipeline.sync import schema, staging
+from imocha_pipeline import staging
+from imocha_pipeline.staging import versions as schema
 url, ready, go = sys.argv[1:4]
 pathlib.Path(ready).touch()
 while not pathlib.Path(go).exists():

@@ -24,8 +24,8 @@ from dagster._core.instance.config import dagster_instance_config
 
 from imocha_pipeline.definitions import build_definitions
 from imocha_pipeline.defs.resources import resources_from_settings
-from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
-from imocha_pipeline.sync.staging import dispose_engine, normalise_url
+from imocha_pipeline.staging import dispose_engine, normalise_url
+from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_INSTANCE = REPO / "deploy" / "dagster.yaml"

@@ -7,8 +7,8 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from imocha_pipeline.sync.apply import ApplyResult, WriteOutcome, apply_plan
-from imocha_pipeline.sync.progress import (
+from imocha_pipeline.sync.core.apply import ApplyResult, WriteOutcome, apply_plan
+from imocha_pipeline.sync.core.progress import (
     ProgressLog,
     eta_minutes,
     format_duration,
@@ -132,9 +132,9 @@ class _Writer:
 
 
 def test_apply_plan_reports_every_record_whatever_its_outcome(sqlite_url):
-    from imocha_pipeline.sync import staging
-    from imocha_pipeline.sync.ledger import Ledger
-    from imocha_pipeline.sync.quarantine import Quarantine
+    from imocha_pipeline import staging
+    from imocha_pipeline.sync.core.ledger import Ledger
+    from imocha_pipeline.sync.core.quarantine import Quarantine
 
     engine = staging.get_engine(sqlite_url)
     plan = pd.DataFrame([{"record_key": f"k{i}", "action": "create", "title": f"t{i}", "payload_hash": str(i),

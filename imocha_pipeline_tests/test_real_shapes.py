@@ -14,12 +14,12 @@ from urllib.parse import urlsplit
 import pandas as pd
 import pytest
 
+from imocha_pipeline import staging
 from imocha_pipeline.clients.degreed import DegreedClient, DegreedCompletion, DegreedUser
 from imocha_pipeline.clients.errors import ConflictError, LearnerNotFoundError
-from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.identities import DegreedDirectory
+from imocha_pipeline.sync.completions.writers import CompletionWriter
+from imocha_pipeline.sync.core.identities import DegreedDirectory
 from imocha_pipeline.sync.reconcile import CHANGED, find_drift, snapshot_completions
-from imocha_pipeline.sync.writers import CompletionWriter
 
 FIXTURES = Path(__file__).with_name("fixtures") / "degreed"
 

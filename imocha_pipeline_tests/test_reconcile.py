@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
+from imocha_pipeline import staging
 from imocha_pipeline.definitions import build_definitions
 from imocha_pipeline.defs.resources import resources_from_settings
-from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
-from imocha_pipeline.sync import staging
+from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_reconcile_restores_a_deleted_completion_and_reports_an_edited_one(synce
 def test_a_staged_attempt_degreed_never_acknowledged_is_never_delivered_drift_and_is_sent(synced, sqlite_url):
     """The truth side: a retake whose run failed on Degreed writes (and was never retried) is drift, compared
     with the staged attempts rather than with the ledger, and the reconcile sends it."""
-    from imocha_pipeline.sandbox.server import FaultConfig
+    from imocha_sandbox.server import FaultConfig
 
     box, defs, instance, learners = synced
     test = box.world.tests[0]

@@ -8,8 +8,8 @@ import pytest
 from imocha_pipeline import settings
 from imocha_pipeline.clients.errors import AuthError
 from imocha_pipeline.defs.resources import DegreedResource
-from imocha_pipeline.sandbox.degreed_sim import ApiClientSpec
-from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
+from imocha_sandbox.degreed_sim import ApiClientSpec
+from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 # specs/degreed-api.md §1, copied by hand (the CA betatest API host is an assumption there, marked [A]).
 SPEC_TABLE = {

@@ -29,11 +29,11 @@ from imocha_pipeline.clients.shared_budget import (
 )
 from imocha_pipeline.defs.resources import DegreedResource, _rate_budget
 from imocha_pipeline.demo import show_sandbox
-from imocha_pipeline.sandbox import degreed_sim
-from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
-from imocha_pipeline.sandbox.server import FaultConfig
-from imocha_pipeline.sync.completion_sensor import PollSettings, tick_client
-from imocha_pipeline.sync.staging import create_engine, dispose_engine, get_engine, rate_budget
+from imocha_pipeline.staging import create_engine, dispose_engine, get_engine, rate_budget
+from imocha_pipeline.sync.triggers.polling import PollSettings, tick_client
+from imocha_sandbox import degreed_sim
+from imocha_sandbox.runtime import Sandbox, SandboxConfig
+from imocha_sandbox.server import FaultConfig
 
 TOKEN_PATH = "/oauth/token"
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.ledger import ACKNOWLEDGED, FAILED, SENDING, Ledger
-from imocha_pipeline.sync.quarantine import OPEN, RESOLVED, VALIDATION, WAITING_FOR_LEARNER, Entry, Quarantine
+from imocha_pipeline import staging
+from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED, FAILED, SENDING, Ledger
+from imocha_pipeline.sync.core.quarantine import OPEN, RESOLVED, VALIDATION, WAITING_FOR_LEARNER, Entry, Quarantine
 
 
 def test_tables_are_created_on_first_use(staging_url):

@@ -20,8 +20,8 @@ import yaml
 
 from imocha_pipeline.definitions import build_definitions
 from imocha_pipeline.defs.resources import resources_from_settings
-from imocha_pipeline.sandbox.runtime import Sandbox, SandboxConfig
-from imocha_pipeline.sync.staging import dispose_engine
+from imocha_pipeline.staging import dispose_engine
+from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

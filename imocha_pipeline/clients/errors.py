@@ -89,3 +89,8 @@ class CursorExpiredError(BadRequestError):
 
 class PayloadError(ApiError):
     """The API answered, but the body is not what the contract says (HTML, truncated JSON, wrong shape)."""
+
+
+class UnresolvedConflictError(BadRequestError):
+    """Degreed answered 409 but no record of ours can be found: another record holds the external id or the URL
+    (or Degreed does not list the record yet). The record waits in the quarantine and is tried again later."""

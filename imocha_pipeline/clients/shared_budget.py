@@ -66,7 +66,7 @@ from imocha_pipeline.clients.http import (
 )
 from imocha_pipeline.clients.imocha import API_NAME as IMOCHA_API_NAME
 from imocha_pipeline.clients.imocha import ImochaClient
-from imocha_pipeline.sync.staging import get_engine, rate_budget, upsert, utcnow
+from imocha_pipeline.staging import get_engine, rate_budget, upsert, utcnow
 
 LANE_AUTH = "auth"
 DEFAULT_LANES = (LANE_AUTH, "completions", "content", "reads")

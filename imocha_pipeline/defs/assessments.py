@@ -5,6 +5,7 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+from imocha_pipeline import staging
 from imocha_pipeline.clients.http import RequestMetrics
 from imocha_pipeline.clients.imocha import TestListProblem
 from imocha_pipeline.defs.delivery_step import deliver_all
@@ -15,8 +16,10 @@ from imocha_pipeline.defs.resources import (
     StagingDatabaseResource,
     SyncSettingsResource,
 )
-from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.assessments import (
+from imocha_pipeline.sync.assessments.approval import current_plan, extract_counts, record_extract_count, record_plan
+from imocha_pipeline.sync.assessments.mapping import DESIRED_ASSESSMENT_FIELDS, AssessmentMapping
+from imocha_pipeline.sync.assessments.models import DesiredAssessmentModel
+from imocha_pipeline.sync.assessments.steps import (
     ENTITY,
     LIST_ENTRY_KEY_PREFIX,
     active_ours_in_degreed,
@@ -29,18 +32,15 @@ from imocha_pipeline.sync.assessments import (
     snapshot_degreed_assessments,
     stage_full_extract,
 )
-from imocha_pipeline.sync.diff import WRITE_ACTIONS, summarise
+from imocha_pipeline.sync.assessments.writer import AssessmentWriter
+from imocha_pipeline.sync.core.diff import WRITE_ACTIONS, summarise
+from imocha_pipeline.sync.core.identities import DegreedDirectory
+from imocha_pipeline.sync.core.ledger import Ledger
+from imocha_pipeline.sync.core.outstanding import Scope
+from imocha_pipeline.sync.core.progress import eta_minutes, format_duration, plan_eta_line
+from imocha_pipeline.sync.core.quarantine import VALIDATION, Quarantine
+from imocha_pipeline.sync.core.validation import SchemaProblem, split_valid
 from imocha_pipeline.sync.entities import ASSESSMENTS
-from imocha_pipeline.sync.identities import DegreedDirectory
-from imocha_pipeline.sync.ledger import Ledger
-from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS, AssessmentMapping
-from imocha_pipeline.sync.outstanding import Scope
-from imocha_pipeline.sync.plan_approval import current_plan, extract_counts, record_extract_count, record_plan
-from imocha_pipeline.sync.progress import eta_minutes, format_duration, plan_eta_line
-from imocha_pipeline.sync.quarantine import VALIDATION, Quarantine
-from imocha_pipeline.sync.schemas import DesiredAssessmentModel
-from imocha_pipeline.sync.validation import SchemaProblem, split_valid
-from imocha_pipeline.sync.writers import AssessmentWriter
 
 PLAN_GUARD_CHECK = "assessment_plan_guard"
 DESIRED_VALID_CHECK = "desired_assessments_valid"
@@ -50,13 +50,13 @@ DESIRED_VALID_CHECK = "desired_assessments_valid"
 def imocha_assessments(context: dg.AssetExecutionContext, imocha: ImochaResource,
                        staging_db: StagingDatabaseResource) -> dg.MaterializeResult:
     """Every test in the iMocha account with its details and active public test link (table imocha_assessments)."""
+    engine = staging_db.engine()  # a staging database that cannot take the result stops the run before any call
     metrics = RequestMetrics()
     started = staging.utcnow()
     problems: list[tuple[int, str]] = []
     unattributed: list[TestListProblem] = []
     rows = extract_assessments(imocha.client(metrics=metrics), started, imocha.max_parallel_requests, problems,
                                unattributed)
-    engine = staging_db.engine()
     if problems:
         quarantine_unreadable_tests(engine, problems, AssessmentMapping.from_env().external_id_prefix,
                                     context.run.run_id)
@@ -86,10 +86,11 @@ def imocha_assessments(context: dg.AssetExecutionContext, imocha: ImochaResource
 def degreed_assessments(context: dg.AssetExecutionContext, degreed: DegreedResource,
                         staging_db: StagingDatabaseResource) -> dg.MaterializeResult:
     """What Degreed really holds: every Assessment content item our API key sees, read in pages of 1000."""
+    engine = staging_db.engine()
     metrics = RequestMetrics()
     started = staging.utcnow()
     rows = snapshot_degreed_assessments(degreed.client(metrics=metrics), started)
-    _, current = stage_full_extract(staging_db.engine(), staging.degreed_assessments, rows, "snapshot_at", started)
+    _, current = stage_full_extract(engine, staging.degreed_assessments, rows, "snapshot_at", started)
     obsolete = sum(1 for row in rows if row["obsolete"])
     context.log.info("Degreed holds %d assessments (%d retired)", current, obsolete)
     return dg.MaterializeResult(metadata={

@@ -4,6 +4,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from imocha_pipeline import staging
 from imocha_pipeline.clients.http import RequestMetrics
 from imocha_pipeline.defs.delivery_step import deliver_all
 from imocha_pipeline.defs.metadata import preview_table, request_metadata
@@ -14,23 +15,22 @@ from imocha_pipeline.defs.resources import (
     StagingDatabaseResource,
     SyncSettingsResource,
 )
-from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.completion_plan import (
+from imocha_pipeline.sync.completions.extract import extract_completions
+from imocha_pipeline.sync.completions.plan import (
     build_completion_plans,
     mark_planned,
     plan_unplanned,
     quarantine_unreadable_reports,
     stage_entity_plan,
 )
-from imocha_pipeline.sync.completions import COMPLETION, SKILL_RATING, extract_completions
-from imocha_pipeline.sync.delivery import validate_payloads
-from imocha_pipeline.sync.diff import WRITE_ACTIONS
+from imocha_pipeline.sync.completions.records import COMPLETION, SKILL_RATING
+from imocha_pipeline.sync.completions.skill_mapping import stage_skill_mapping
+from imocha_pipeline.sync.core.delivery import validate_payloads
+from imocha_pipeline.sync.core.diff import WRITE_ACTIONS
+from imocha_pipeline.sync.core.identities import DegreedDirectory
+from imocha_pipeline.sync.core.outstanding import Scope, outstanding
+from imocha_pipeline.sync.core.progress import eta_minutes, format_duration, plan_eta_line
 from imocha_pipeline.sync.entities import ATTEMPT_ENTITIES
-from imocha_pipeline.sync.identities import DegreedDirectory
-from imocha_pipeline.sync.outstanding import Scope, outstanding
-from imocha_pipeline.sync.progress import eta_minutes, format_duration, plan_eta_line
-from imocha_pipeline.sync.skill_mapping import stage_skill_mapping
-from imocha_pipeline.sync.writers import writer_for
 
 PAYLOADS_VALID_CHECK = "completion_payloads_valid"
 single_run = dg.BackfillPolicy.single_run()
@@ -164,7 +164,7 @@ def completion_sync_apply(context: dg.AssetExecutionContext, staging_db: Staging
     directory = DegreedDirectory(engine, client)
     scope = Scope(days=tuple(partition_days(context)))
     return deliver_all(context, engine,
-                       [(entity, writer_for(entity, client, directory), scope) for entity in ATTEMPT_ENTITIES],
+                       [(entity, entity.writer_for(client, directory), scope) for entity in ATTEMPT_ENTITIES],
                        run_id=context.run.run_id, dry_run=sync_settings.is_dry_run(),
                        per_minute=degreed.resolved().rate_limit_per_minute, metrics=metrics,
                        extra={"days": scope.describe()})
@@ -187,7 +187,7 @@ def completion_catch_up(context: dg.AssetExecutionContext, staging_db: StagingDa
     client = degreed.client(metrics=metrics)
     directory = DegreedDirectory(engine, client)
     return deliver_all(context, engine,
-                       [(entity, writer_for(entity, client, directory), Scope()) for entity in ATTEMPT_ENTITIES],
+                       [(entity, entity.writer_for(client, directory), Scope()) for entity in ATTEMPT_ENTITIES],
                        run_id=run_id, dry_run=sync_settings.is_dry_run(),
                        per_minute=degreed.resolved().rate_limit_per_minute, metrics=metrics,
                        extra={"days_planned": len(days)})

@@ -10,15 +10,15 @@ from sqlalchemy.engine import Engine
 
 from imocha_pipeline.clients.http import RequestMetrics
 from imocha_pipeline.defs.metadata import request_metadata
-from imocha_pipeline.sync.apply import EntityWriter
-from imocha_pipeline.sync.delivery import Delivery, deliver
-from imocha_pipeline.sync.entities import EntityDef
-from imocha_pipeline.sync.outstanding import Scope
-from imocha_pipeline.sync.progress import ProgressLog, progress_every_seconds
+from imocha_pipeline.sync.core.apply import EntityWriter
+from imocha_pipeline.sync.core.delivery import Delivery, deliver
+from imocha_pipeline.sync.core.entity import EntitySpec
+from imocha_pipeline.sync.core.outstanding import Scope
+from imocha_pipeline.sync.core.progress import ProgressLog, progress_every_seconds
 
 
 def deliver_all(context: dg.AssetExecutionContext, engine: Engine,
-                work: Sequence[tuple[EntityDef, EntityWriter, Scope]], *, run_id: str, dry_run: bool,
+                work: Sequence[tuple[EntitySpec, EntityWriter, Scope]], *, run_id: str, dry_run: bool,
                 per_minute: int, metrics: RequestMetrics, extra: dict[str, object] | None = None,
                 ) -> dg.MaterializeResult:
     """Deliver each entity's outstanding records in its scope, one after the other.

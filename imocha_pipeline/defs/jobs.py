@@ -10,8 +10,8 @@ from imocha_pipeline.defs.assessments import ASSESSMENT_ASSETS, degreed_assessme
 from imocha_pipeline.defs.completions import CATCH_UP_ASSETS, COMPLETION_ASSETS
 from imocha_pipeline.defs.reconcile import RECONCILE_ASSETS
 from imocha_pipeline.defs.resources import StagingDatabaseResource
+from imocha_pipeline.sync.catch_up import catch_up_work
 from imocha_pipeline.sync.entities import ATTEMPT_ENTITIES
-from imocha_pipeline.sync.outstanding import catch_up_work
 
 DEFAULT_ASSESSMENT_SYNC_CRON = "0 * * * *"
 DEFAULT_RECONCILE_CRON = "30 2 * * *"

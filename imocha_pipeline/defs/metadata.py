@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from imocha_pipeline.clients.http import RequestMetrics
-from imocha_pipeline.sync.values import plain
+from imocha_pipeline.sync.core.plain_values import plain
 
 
 def _cell(value) -> str | int | float | bool | None:

@@ -5,24 +5,23 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 
+from imocha_pipeline import staging
 from imocha_pipeline.clients.http import RequestMetrics
 from imocha_pipeline.defs.assessments import degreed_assessments
 from imocha_pipeline.defs.metadata import preview_table, request_metadata
 from imocha_pipeline.defs.resources import DegreedResource, StagingDatabaseResource, SyncSettingsResource
 from imocha_pipeline.settings import optional_int
-from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.apply import apply_plan
-from imocha_pipeline.sync.assessments import ENTITY as ASSESSMENT
-from imocha_pipeline.sync.assessments import stage_full_extract
-from imocha_pipeline.sync.completion_plan import COMPLETION_PAYLOAD, SKILL_RATING_PAYLOAD, plan_unplanned
-from imocha_pipeline.sync.completions import COMPLETION, COMPLETION_FIELDS, SKILL_RATING, SKILL_RATING_FIELDS
-from imocha_pipeline.sync.delivery import deliver
-from imocha_pipeline.sync.entities import ATTEMPT_ENTITIES
-from imocha_pipeline.sync.identities import DegreedDirectory
-from imocha_pipeline.sync.ledger import Ledger
-from imocha_pipeline.sync.mapping import DESIRED_ASSESSMENT_FIELDS
-from imocha_pipeline.sync.outstanding import Scope, outstanding
-from imocha_pipeline.sync.quarantine import Quarantine
+from imocha_pipeline.sync.assessments.steps import ENTITY as ASSESSMENT
+from imocha_pipeline.sync.assessments.steps import stage_full_extract
+from imocha_pipeline.sync.completions.plan import plan_unplanned
+from imocha_pipeline.sync.completions.records import COMPLETION, SKILL_RATING
+from imocha_pipeline.sync.core.apply import apply_plan
+from imocha_pipeline.sync.core.delivery import deliver
+from imocha_pipeline.sync.core.identities import DegreedDirectory
+from imocha_pipeline.sync.core.ledger import Ledger
+from imocha_pipeline.sync.core.outstanding import Scope, outstanding
+from imocha_pipeline.sync.core.quarantine import Quarantine
+from imocha_pipeline.sync.entities import ALL_ENTITIES, ATTEMPT_ENTITIES
 from imocha_pipeline.sync.reconcile import (
     CHANGED,
     MISSING,
@@ -37,7 +36,6 @@ from imocha_pipeline.sync.reconcile import (
     snapshot_skill_ratings,
     stage_drift,
 )
-from imocha_pipeline.sync.writers import AssessmentWriter, CompletionWriter, SkillRatingWriter, writer_for
 
 NO_DRIFT_CHECK = "no_drift_after_repair"
 
@@ -119,24 +117,21 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
     client = degreed.client(metrics=metrics)
     repaired: set[tuple[str, str]] = set()
     directory = DegreedDirectory(engine, client)
-    writers = {ASSESSMENT: (AssessmentWriter(client, directory), DESIRED_ASSESSMENT_FIELDS),
-               COMPLETION: (CompletionWriter(client, directory), (*COMPLETION_FIELDS, *COMPLETION_PAYLOAD)),
-               SKILL_RATING: (SkillRatingWriter(client, directory), (*SKILL_RATING_FIELDS, *SKILL_RATING_PAYLOAD))}
-    for entity, (writer, fields) in writers.items():
-        missing = [d for d in drift if d.entity == entity and d.kind == MISSING]
+    for spec in ALL_ENTITIES:
+        missing = [d for d in drift if d.entity == spec.name and d.kind == MISSING]
         if not missing:
             continue
-        plan = repair_plan(ledgers[entity], missing, fields)
-        result = apply_plan(plan, writer, Ledger(engine, entity, run_id), Quarantine(engine, entity, run_id),
-                            fields=fields, resend=True)
-        acknowledged_now = acknowledged(engine, entity)
+        plan = repair_plan(ledgers[spec.name], missing, spec.all_fields)
+        result = apply_plan(plan, spec.writer_for(client, directory), Ledger(engine, spec.name, run_id),
+                            Quarantine(engine, spec.name, run_id), fields=spec.all_fields, resend=True)
+        acknowledged_now = acknowledged(engine, spec.name)
         fixed = set(acknowledged_now[acknowledged_now["run_id"] == run_id]["record_key"])
-        repaired |= {(entity, key) for key in fixed}
-        context.log.info("repaired %s: %s", entity, result.as_metadata())
+        repaired |= {(spec.name, key) for key in fixed}
+        context.log.info("repaired %s: %s", spec.name, result.as_metadata())
     for entity in ATTEMPT_ENTITIES:
         if not any(d.entity == entity.name and d.kind == NEVER_DELIVERED for d in drift):
             continue
-        delivery = deliver(engine, entity, writer_for(entity, client, directory), Scope(), run_id)
+        delivery = deliver(engine, entity, entity.writer_for(client, directory), Scope(), run_id)
         acknowledged_now = acknowledged(engine, entity.name)
         fixed = set(acknowledged_now[acknowledged_now["run_id"] == run_id]["record_key"])
         repaired |= {(entity.name, key) for key in fixed}

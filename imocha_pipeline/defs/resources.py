@@ -18,9 +18,9 @@ from imocha_pipeline.clients.degreed import DegreedClient
 from imocha_pipeline.clients.http import RateBudget, RequestMetrics
 from imocha_pipeline.clients.imocha import ImochaClient
 from imocha_pipeline.clients.shared_budget import shared_degreed_budget, shared_degreed_client, shared_imocha_client
-from imocha_pipeline.sync.completions import CompletionMapping
-from imocha_pipeline.sync.mapping import AssessmentMapping
-from imocha_pipeline.sync.staging import describe_url, get_engine
+from imocha_pipeline.staging import describe_url, get_engine
+from imocha_pipeline.sync.assessments.mapping import AssessmentMapping
+from imocha_pipeline.sync.completions.mapping import CompletionMapping
 
 
 def _rate_budget(client_id: str, per_minute: int, staging_url: str | None = None) -> RateBudget:

@@ -34,8 +34,8 @@ import dagster as dg
 
 from imocha_pipeline.defs.partitions import completion_partitions
 from imocha_pipeline.defs.resources import ImochaResource, StagingDatabaseResource
-from imocha_pipeline.sync.callbacks import CallbackSettings, plan_inbox_tick
-from imocha_pipeline.sync.completion_sensor import (
+from imocha_pipeline.sync.triggers.callbacks import CallbackSettings, plan_inbox_tick
+from imocha_pipeline.sync.triggers.polling import (
     PollSettings,
     UnfinishedRun,
     number_setting,

@@ -20,10 +20,10 @@ from datetime import date, datetime
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from imocha_pipeline.sync import staging
-from imocha_pipeline.sync.identities import DegreedDirectory
-from imocha_pipeline.sync.ledger import ACKNOWLEDGED, Ledger
-from imocha_pipeline.sync.values import same_value
+from imocha_pipeline import staging
+from imocha_pipeline.sync.core.identities import DegreedDirectory
+from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED, Ledger
+from imocha_pipeline.sync.core.plain_values import same_value
 
 MISSING = "missing_in_degreed"
 CHANGED = "changed_in_degreed"

@@ -1,0 +1,677 @@
+"""The drills themselves, shared by ``test_drills.py`` (small sizes) and ``bench/drills.py`` (full size).
+
+Each drill takes a ``Drill`` (a seeded sandbox and a staging database), injects its fault, recovers the way
+an operator would, and returns a ``DrillOutcome``: the comparison with the truth plus what the drill saw.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from imocha_drills.gate import WRITE_METHODS, GateRule
+from imocha_drills.harness import (
+    Comparison,
+    Drill,
+    create_key,
+    ledger_key,
+    processed,
+    processed_creates,
+)
+
+
+@dataclass
+class DrillOutcome:
+    name: str
+    comparison: Comparison
+    baseline_requests: int | None = None
+    notes: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    ok: bool = True
+
+    @property
+    def extra_requests(self) -> int | None:
+        if self.baseline_requests is None:
+            return None
+        return self.comparison.requests["total"] - self.baseline_requests
+
+    @property
+    def passed(self) -> bool:
+        return self.ok and self.comparison.exact
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Drill 1: SIGKILL at chosen points of the apply step
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    job: str  # "assessment_sync_job" | "completion_sync_job"
+    nth: int  # the n-th Degreed write of that run (when ``position`` is None)
+    when: str  # "before" (request in flight, not processed), "after" (processed, answer not yet read),
+    #            "random" (killed as soon as the request log shows the n-th processed write: anywhere)
+    position: str | None = None  # "early" | "middle" | "last": the n-th write is chosen from what is still due
+
+
+POSITIONS = ("early", "middle", "last")
+
+
+def kill_points(count: int, assessment_writes: int, seed: int = 5) -> list[KillPoint]:
+    """``count`` kill points across runs: a few in the assessment apply, the rest spread over the whole completion
+    apply (its early, middle and last writes, in turn), each mode at each position."""
+    rng = random.Random(seed)
+    points = [KillPoint("assessment_sync_job", 1 + i % max(1, assessment_writes - 1), w)
+              for i, w in enumerate(("after", "before")[: max(1, min(2, assessment_writes))])]
+    modes = ("after", "before", "after", "random")
+    while len(points) < count:
+        index = len(points)
+        points.append(KillPoint("completion_sync_job", rng.randint(1, 4), modes[index % len(modes)],
+                                POSITIONS[(index // len(modes)) % len(POSITIONS)]))
+    return points
+
+
+def due_writes(drill: Drill) -> int:
+    """Completion and skill-rating writes a history run still has to make, at least: truth records the ledger has
+    neither acknowledged nor left ``sending`` (a killed run's record may need no write once Degreed is read)."""
+    truth = drill.truth()
+    ledger = {(r["entity"], r["record_key"]): r for r in drill.ledger()}
+    # A completion waits (no write) while its assessment is not in Degreed (a kill in the assessment apply).
+    assessments = {key for (entity, key), row in ledger.items()
+                   if entity == "assessment" and row["state"] == "acknowledged"}
+    wanted = [(("completion", f"{email}|{content}"), values) for (email, content), values in truth.completions.items()
+              if content in assessments]
+    wanted += [(("skill_rating", f"{email}|{skill}"), values) for (email, skill), values in truth.ratings.items()]
+
+    def settled(key, values) -> bool:
+        row = ledger.get(key)
+        if row is None:
+            return False
+        if row["state"] == "sending":
+            return True
+        payload = row.get("payload") or {}
+        return row["state"] == "acknowledged" and all(
+            str(payload.get(name)) == str(value) or _close(payload.get(name), value) for name, value in values.items())
+
+    return sum(1 for key, values in wanted if not settled(key, values))
+
+
+def _close(left, right) -> bool:
+    try:
+        return abs(float(left) - float(right)) < 1e-6
+    except (TypeError, ValueError):
+        return False
+
+
+MIN_DUE_FOR_A_KILL = 8
+
+
+def nth_write(point: KillPoint, drill: Drill) -> int:
+    """The write a kill point aims at: fixed, or early / in the middle / the last of what is due now."""
+    if point.position is None or point.job != "completion_sync_job":
+        return point.nth
+    due = max(1, due_writes(drill))
+    return {"early": min(point.nth, due), "middle": max(1, due // 2), "last": due}[point.position]
+
+
+def _wait_for_writes(drill: Drill, child, since: int, nth: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and child.process.is_alive():
+        seen = sum(1 for e in drill.sandbox.degreed.log.entries(since)
+                   if e.method in WRITE_METHODS and e.path.startswith("/api/") and processed(e))
+        if seen >= nth:
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def drill_kill(drill: Drill, points: list[KillPoint], timeout: float = 120) -> DrillOutcome:
+    """Run jobs in child processes and SIGKILL each at its point; then recover by running everything again."""
+    gate = drill.sandbox.degreed_gate
+    killed: list[dict] = []
+    first_mark = drill.sandbox.degreed.log.last_seq
+    topped_up = 0
+    for point in points:
+        began = time.monotonic()
+        if point.job == "completion_sync_job" and point.position is not None:
+            while due_writes(drill) < MIN_DUE_FOR_A_KILL:  # fresh attempts, so every kill has a whole apply to hit
+                finish_today(drill, 2, offset=topped_up)
+                topped_up += 2
+        mark = drill.sandbox.degreed.log.last_seq
+        nth = nth_write(point, drill)
+        if point.when != "random":
+            gate.arm(GateRule(nth=nth, when=point.when))
+        child = drill.start_child(point.job, None if point.job == "assessment_sync_job" else
+                                  _history(drill))
+        if point.when == "random":
+            reached = _wait_for_writes(drill, child, mark, nth, timeout)
+        else:
+            deadline = time.monotonic() + timeout
+            reached = False
+            while time.monotonic() < deadline and child.process.is_alive():
+                if gate.wait(0.05):
+                    reached = True
+                    break
+        sending = []
+        if reached:
+            child.kill()
+            gate.release()
+            sending = [r for r in drill.ledger() if r["state"] == "sending"]
+        else:
+            gate.disarm()
+            child.wait(timeout)
+        gate.disarm()
+        stuck_after = []
+        if point.when == "after" and reached:
+            last = [e for e in drill.sandbox.degreed.log.entries(mark) if create_key(e) is not None]
+            stuck_after = [create_key(last[-1])] if last else []
+        killed.append({"point": point, "nth": nth, "reached": reached, "seconds": round(time.monotonic() - began, 2),
+                       "sending": [(r["entity"], r["record_key"]) for r in sending],
+                       "acknowledged_by_degreed": stuck_after})
+    recovery_mark = drill.sandbox.degreed.log.last_seq
+    results = drill.sync_all()
+    comparison = drill.compare()
+    creates = processed_creates(drill.sandbox)
+    # Every record Degreed had acknowledged when its run died must not have been created again.
+    resent = [key for k in killed for key in k["acknowledged_by_degreed"] if creates[key] > 1]
+    left_sending = [k for k in killed for key in k["sending"]]
+    stuck_keys = {ledger_key(e, k) for kill in killed for e, k in kill["sending"]}
+    # Look-ups of single records (a learner's completions or ratings, an assessment by external id): what a run
+    # does for a record an earlier run left unresolved, before it sends anything.
+    lookups = [e for e in drill.sandbox.degreed.log.entries(first_mark) if e.method == "GET"
+               and (e.path.startswith("/api/v2/users/") or "filter[external_id]" in unquote(e.query))]
+    recovery_lookups = [e for e in lookups if e.seq > recovery_mark]
+    outcome = DrillOutcome("1 process killed (SIGKILL)", comparison)
+    outcome.facts = {
+        "kill_points": len(points), "kills": sum(1 for k in killed if k["reached"]), "attempts_added": topped_up,
+        "kills_by_position": {position: sum(1 for k in killed if k["reached"] and k["point"].position == position)
+                              for position in POSITIONS},
+        "after_ack_kills": sum(1 for k in killed if k["reached"] and k["point"].when == "after"),
+        "rows_left_sending": len(left_sending), "stuck_records": len(stuck_keys), "resent_after_ack": resent,
+        "lookups": len(lookups), "lookups_in_recovery": len(recovery_lookups),
+        "recovery_success": [r.success for r in results],
+        "still_sending": [r["record_key"] for r in drill.ledger() if r["state"] == "sending"],
+        "killed": killed,
+    }
+    outcome.ok = (not resent and all(r.success for r in results) and not outcome.facts["still_sending"])
+    return outcome
+
+
+def _history(drill: Drill) -> dict[str, str]:
+    from imocha_drills.harness import history_tags
+
+    return history_tags(drill.size.history_days)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Drill 2: API faults on both APIs at once
+
+
+def fault_config(seed: int = 2, read_timeout: float = 3.0):
+    from imocha_sandbox.server import FaultConfig
+
+    return FaultConfig(error_5xx_share=0.10, rate_429_share=0.05, drop_share=0.02, timeout_share=0.01,
+                       retry_after_seconds=1, timeout_seconds=read_timeout + 1.5, seed=seed)
+
+
+def drill_faults(drill: Drill, baseline_requests: int | None = None) -> DrillOutcome:
+    """10% 5xx, 5% 429 with Retry-After, 2% dropped connections, 1% read timeouts on both APIs; one full sync."""
+    drill.sandbox.imocha.faults.set(fault_config(seed=21))
+    drill.sandbox.degreed.faults.set(fault_config(seed=22))
+    # Make sure one read timeout lands on a create that Degreed then processes (the ambiguous case).
+    slow = float(drill.env.get("IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS", "3")) + 1.0
+    drill.sandbox.degreed_gate.arm(GateRule(nth=3, when="before", methods=frozenset({"POST"}),
+                                            path_prefix="/api/v2/skill-ratings", hold=False,
+                                            action=lambda: time.sleep(slow)))
+    try:
+        results = drill.sync_all()
+    finally:
+        drill.sandbox.imocha.faults.clear()
+        drill.sandbox.degreed.faults.clear()
+        drill.sandbox.degreed_gate.disarm()
+    comparison = drill.compare()
+    outcome = DrillOutcome("2 API faults (5xx/429/drop/timeout)", comparison, baseline_requests)
+    by_kind: dict[str, int] = {}
+    for sim in (drill.sandbox.imocha, drill.sandbox.degreed):
+        for entry in sim.log.entries():
+            if entry.fault:
+                by_kind[entry.fault] = by_kind.get(entry.fault, 0) + 1
+    outcome.facts = {"runs_succeeded": [r.success for r in results], "faults": by_kind,
+                     "failures": [_failure_text(r) for r in results if not r.success]}
+    outcome.ok = all(r.success for r in results[:2])
+    return outcome
+
+
+def user_error(error):
+    """The error the step's own code raised (Dagster wraps it in DagsterExecutionStepExecutionError)."""
+    while error is not None and error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
+        error = error.cause
+    return error
+
+
+def _failure_text(result) -> list[str]:
+    texts = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            error = user_error(event.step_failure_data.error)
+            texts.append(f"{event.step_key}: {error.cls_name}: {error.message.strip()[:600]}")
+    return texts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Drill 3: token expiry (refreshed transparently) and revocation (a clear stop, no ledger corruption)
+
+
+def token_requests(drill: Drill, since: int = 0) -> int:
+    return sum(1 for e in drill.sandbox.degreed.log.entries(since) if e.path == "/oauth/token")
+
+
+def drill_tokens(drill: Drill, revoke_at: int = 8, expire_at: int = 5) -> DrillOutcome:
+    degreed, gate = drill.sandbox.degreed, drill.sandbox.degreed_gate
+    assert drill.run("assessment_sync_job").success
+    # Revocation in the middle of the completion apply: the run stops with a clear error.
+    gate.arm(GateRule(nth=revoke_at, when="after", hold=False,
+                      action=lambda: degreed.revoke_client(DEFAULT_CLIENT)))
+    revoked = drill.run_completions()
+    gate.disarm()
+    ledger = drill.ledger()
+    acknowledged = {(r["entity"], r["record_key"]) for r in ledger if r["state"] == "acknowledged"
+                    and r["entity"] != "assessment"}
+    _, completions, ratings = _ours(drill)
+    held_by_degreed = len(completions) + len(ratings)
+    facts = {
+        "revoked_run_failed": not revoked.success,
+        "revoked_failures": _failure_text(revoked),
+        "sending_after_revocation": [r["record_key"] for r in ledger if r["state"] == "sending"],
+        "ledger_acknowledged": len(acknowledged), "degreed_holds": held_by_degreed,
+    }
+    # The operator restores the key; a later run refreshes an expired token on its own.
+    degreed.add_client(DEFAULT_CLIENT, _spec(drill))
+    mark = drill.sandbox.degreed.log.last_seq
+    gate.arm(GateRule(nth=expire_at, when="after", hold=False, action=degreed.expire_tokens))
+    results = drill.sync_all()
+    gate.disarm()
+    facts["recovery_success"] = [r.success for r in results]
+    facts["token_requests_in_recovery"] = token_requests(drill, mark)
+    facts["unauthorized_in_recovery"] = sum(1 for e in drill.sandbox.degreed.log.entries(mark) if e.status == 401)
+    outcome = DrillOutcome("3 token expiry and revocation", drill.compare())
+    outcome.facts = facts
+    outcome.ok = (facts["revoked_run_failed"] and not facts["sending_after_revocation"]
+                  and facts["ledger_acknowledged"] == held_by_degreed and all(facts["recovery_success"])
+                  and facts["unauthorized_in_recovery"] >= 1)
+    return outcome
+
+
+DEFAULT_CLIENT = "imocha-sandbox"
+
+
+def _spec(drill: Drill):
+    from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
+    from imocha_sandbox.degreed_sim import ApiClientSpec
+
+    return ApiClientSpec(drill.sandbox.degreed_secret, frozenset(DEGREED_REQUIRED_SCOPES), "IMOCHA")
+
+
+def _ours(drill: Drill):
+    from imocha_drills.harness import degreed_records
+
+    return degreed_records(drill.sandbox)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Drill 4: cursor expiry in the middle of a page chain
+
+
+def drill_cursors(drill: Drill, completions: int = 2200, ratings: int = 1100) -> DrillOutcome:
+    """Degreed holds more than a page (1000) per window; a cursor expires mid-chain in the completions read
+    and in the skill-ratings read. The read restarts that window (not the whole read) and sees everything."""
+    from datetime import UTC, datetime, timedelta
+
+    from imocha_pipeline import staging
+
+    degreed, gate = drill.sandbox.degreed, drill.sandbox.degreed_gate
+    results = drill.sync_all(reconcile=False)
+    users = [u["email"] for u in degreed.state()["users"]][:20]
+    contents = [f"imocha-{t.test_id}" for t in drill.sandbox.world.tests]
+    now = datetime.now(UTC).replace(microsecond=0)
+    for i in range(completions):  # two 7-day windows with more than a page each
+        degreed.add_completion(users[i % len(users)], contents[i % len(contents)],
+                               now - timedelta(days=1 + (i % 12), minutes=i))
+    for i in range(ratings):
+        degreed.add_skill_rating(users[i % len(users)], f"Drill skill {i}", 1 + i % 8,
+                                 rated_at=now - timedelta(days=i % 20))
+    before_clean = degreed.log.last_seq
+    clean = drill.run("reconcile_job")  # the same read without a fault: the reference for extra requests
+    clean_requests = len(degreed.log.entries(before_clean))
+    mark = degreed.log.last_seq
+    gate.arm(GateRule(nth=1, when="before", methods=frozenset({"GET"}), path_prefix="/api/v2/completions",
+                      query_contains="next=", hold=False, action=degreed.expire_cursors))
+    first = drill.run("reconcile_job")
+    completions_restarted = bool(gate.reached.is_set())
+    between = degreed.log.last_seq
+    gate.arm(GateRule(nth=1, when="before", methods=frozenset({"GET"}), path_prefix="/api/v2/skill-ratings",
+                      query_contains="next=", hold=False, action=degreed.expire_cursors))
+    second = drill.run("reconcile_job")
+    ratings_restarted = bool(gate.reached.is_set())
+    gate.disarm()
+    reads = [e for e in degreed.log.entries(mark) if e.method == "GET" and e.path == "/api/v2/completions"
+             and e.seq <= between]
+    first_pages = [e.query for e in reads if "next=" not in e.query]
+    expired = [e for e in degreed.log.entries(mark) if e.status == 400]
+    with staging.get_engine(drill.staging_url).connect() as conn:
+        staged_completions = {r["degreed_id"] for r in staging.read_rows(conn, staging.degreed_completions)}
+        staged_ratings = {r["degreed_id"] for r in staging.read_rows(conn, staging.degreed_skill_ratings)}
+    state = degreed.state()
+    cutoff = (now - timedelta(days=29)).date()
+    want_completions = {c["id"] for c in state["completions"] if c["provider_code"] == "IMOCHA"
+                        and datetime.fromisoformat(c["completed_at"].replace("Z", "+00:00")).date() >= cutoff}
+    want_ratings = {r["id"] for r in state["skill_ratings"] if r["provider_code"] == "IMOCHA"}
+    comparison = Comparison(expected=len(want_completions) + len(want_ratings))
+    comparison.lost = sorted((want_completions - staged_completions) | (want_ratings - staged_ratings))
+    comparison.extra = sorted((staged_completions - want_completions) | (staged_ratings - want_ratings))
+    from imocha_drills.harness import request_counts
+
+    comparison.requests = request_counts(drill.sandbox, (drill.sandbox.imocha.log.last_seq, mark))
+    windows = {}
+    for query in first_pages:
+        windows[query] = windows.get(query, 0) + 1
+    outcome = DrillOutcome("4 cursor expiry mid page chain", comparison, baseline_requests=2 * clean_requests)
+    outcome.facts = {
+        "sync_success": [r.success for r in results],
+        "reconcile_success": [clean.success, first.success, second.success],
+        "cursor_expired_answers": len(expired), "completions_restarted": completions_restarted,
+        "ratings_restarted": ratings_restarted, "first_page_reads_per_window": sorted(windows.values()),
+        "windows": len(windows), "staged_completions": len(staged_completions),
+        "staged_ratings": len(staged_ratings),
+    }
+    outcome.ok = (clean.success and first.success and second.success and len(expired) == 2 and completions_restarted
+                  and ratings_restarted and sorted(windows.values()) == [1] * (len(windows) - 1) + [2])
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Drill 5: two runs at once for the same entity
+
+
+def drill_concurrent(drill: Drill, fresh_today: int = 6, timeout: float = 180) -> DrillOutcome:
+    """Two overlaps, each in separate processes, proven with the request log (no record created twice):
+
+    1. a sensor-style run of today starts while a backfill of the whole history is in its apply step (the
+       backfill is paused on its first write until the sensor run is done, then carries on with its plan);
+    2. two backfills of the whole history start at the same moment.
+    """
+    from imocha_drills.harness import today_tags
+
+    gate = drill.sandbox.degreed_gate
+    # The backfill waits on its paused write as long as it takes (no read timeout while it is paused).
+    drill.env["IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS"] = "120"
+    assert drill.run("assessment_sync_job").success
+    finish_today(drill, fresh_today)
+    mark = drill.sandbox.degreed.log.last_seq
+    gate.arm(GateRule(nth=1, when="before", methods=frozenset({"POST"}), path_prefix="/api/v2/completions",
+                      hold=True, resume=True))
+    backfill = drill.child_completions()
+    paused = False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and backfill.process.is_alive() and not paused:
+        paused = gate.wait(0.05)
+    sensor = drill.start_child("completion_sync_job", today_tags()).wait(timeout)
+    gate.release()
+    backfill_result = backfill.wait(timeout)
+    gate.disarm()
+    finish_today(drill, fresh_today, offset=fresh_today)
+    both = [drill.child_completions(), drill.child_completions()]
+    finished = [backfill_result, sensor] + [child.wait(timeout) for child in both]
+    reconcile = drill.run("reconcile_job")
+    creates = processed_creates(drill.sandbox, mark)
+    outcome = DrillOutcome("5 concurrent runs, same entity", drill.compare())
+    outcome.facts = {"backfill_paused_while_sensor_ran": paused,
+                     "runs_succeeded": [f.get("success") for f in finished], "reconcile": reconcile.success,
+                     "records_created_more_than_once": [k for k, n in creates.items() if n > 1],
+                     "creates": sum(creates.values())}
+    outcome.ok = (paused and all(f.get("success") for f in finished)
+                  and not outcome.facts["records_created_more_than_once"])
+    return outcome
+
+
+def finish_today(drill: Drill, count: int, offset: int = 0) -> None:
+    """Attempts finished today by learners Degreed knows (so today's partition has work)."""
+    learners = [x for x in drill.sandbox.world.learners if x.in_degreed]
+    tests = drill.sandbox.world.tests
+    for i in range(offset, offset + count):
+        learner, test = learners[i % len(learners)], tests[(i // len(learners) + i) % len(tests)]
+        drill.sandbox.imocha.complete_attempt(test.test_id, learner.email, learner.name,
+                                              bank_scores=20.0 + (7 * i) % 80, time_taken_seconds=60)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Drill 6: the staging database is lost in the middle of a run (PostgreSQL)
+
+
+def drill_database_lost(drill: Drill, proxy, admin_url: str, application_name: str, at: int = 6) -> DrillOutcome:
+    """The completion apply loses PostgreSQL right after Degreed acknowledged a write: the run fails with a
+    clear error; once the database is back the next run completes exactly, sending nothing twice."""
+    import sqlalchemy as sa
+
+    def lose_database() -> None:
+        proxy.cut()
+        engine = sa.create_engine(admin_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE application_name = :name AND pid <> pg_backend_pid()"),
+                         {"name": application_name})
+        engine.dispose()
+
+    assert drill.run("assessment_sync_job").success
+    gate = drill.sandbox.degreed_gate
+    gate.arm(GateRule(nth=at, when="after", hold=False, action=lose_database))
+    lost = drill.run_completions()
+    gate.disarm()
+    failures = _failure_text(lost)
+    proxy.restore()
+    results = drill.sync_all()
+    creates = processed_creates(drill.sandbox)
+    outcome = DrillOutcome("6 staging database lost mid-run", drill.compare())
+    outcome.facts = {"failed_run": not lost.success, "failures": failures,
+                     "recovery_success": [r.success for r in results],
+                     "created_twice": [k for k, n in creates.items() if n > 1]}
+    outcome.ok = (not lost.success and all(r.success for r in results) and not outcome.facts["created_twice"])
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Drill 7: the bad-input catalogue
+
+
+def drill_bad_input(drill: Drill) -> DrillOutcome:
+    from imocha_drills.catalogue import TRANSPORT_KINDS, assessment_kinds, attempt_kinds
+
+    sim = drill.sandbox.imocha
+    # The catalogue adds more bad tests than a small world has good ones; the invalid-share guard would rightly
+    # stop the run (an operator confirms by raising the limit).
+    drill.env["IMOCHA_PIPELINE_MAX_INVALID_SHARE"] = os.environ["IMOCHA_PIPELINE_MAX_INVALID_SHARE"] = "0.95"
+    kinds = assessment_kinds(sim)
+    first = drill.run("assessment_sync_job")
+    kinds += attempt_kinds(drill.sandbox)
+    results = [first, drill.run_completions(), drill.run("reconcile_job")]
+    quarantine = {(q["entity"], q["record_key"]): q for q in drill.quarantine() if q["status"] == "open"}
+    verdicts = []
+    for kind in kinds:
+        entity = "completion" if kind.entity == "completion" else kind.entity
+        found = quarantine.get((entity, kind.key)) if kind.key else next(
+            (q for (e, _), q in quarantine.items() if e == entity and kind.reason in q["reason"]
+             and kind.facts.get("email", "") in q["record_key"]), None)
+        if kind.expect == "quarantine":
+            ok = found is not None and kind.reason in found["reason"]
+            verdicts.append((kind.name, kind.entity, "quarantined" if found else "NOT quarantined",
+                             found["reason"] if found else "", ok))
+        else:
+            ok = found is None
+            verdicts.append((kind.name, kind.entity, "synced" if ok else "quarantined",
+                             found["reason"] if found else "", ok))
+    # Transport-level problems fail the run with the typed error's text; the next run completes.
+    for name, method, path, body, content_type, job, fragment in TRANSPORT_KINDS:
+        sim.set_canned_response(method, path, body, content_type=content_type, times=1)
+        result = drill.run(job, None if job == "assessment_sync_job" else _history(drill))
+        failures = _failure_errors(result)
+        typed = [f for f in failures if fragment in f.message and f.cls_name.endswith("PayloadError")]
+        verdicts.append((name, "transport", "run failed" if not result.success else "run passed",
+                         typed[0].message.strip()[:200] if typed else "; ".join(f.message[:200] for f in failures),
+                         not result.success and bool(typed)))
+    after = [drill.run("assessment_sync_job"), drill.run_completions()]
+    overrides = {k.invitation: k.report for k in kinds if k.invitation is not None}
+    held = {k.facts.get("external_id", k.key) for k in kinds if k.entity == "assessment" and k.expect == "quarantine"}
+    outcome = DrillOutcome("7 bad input catalogue", drill.compare(drill.truth(overrides, held)))
+    outcome.facts = {"kinds": len(verdicts), "verdicts": verdicts,
+                     "runs": [r.success for r in results], "after_transport": [r.success for r in after]}
+    outcome.ok = all(v[-1] for v in verdicts) and all(r.success for r in results + after)
+    return outcome
+
+
+def _failure_errors(result) -> list:
+    return [user_error(e.step_failure_data.error) for e in result.all_events
+            if e.is_step_failure and e.step_failure_data.error]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Drill 8: hostile strings pass through as plain data
+
+HOSTILE_TITLES = [
+    "Robert'); DROP TABLE sync_ledger;--",
+    "' OR '1'='1'; UPDATE sync_ledger SET state='acknowledged' --",
+    "../../../../etc/passwd",
+    "Title\r\nX-Injected-Header: yes",
+    "%0d%0aSet-Cookie: evil=1 ? & # %2F..%2F",
+]
+HOSTILE_SKILLS = ["'; DELETE FROM imocha_skill_scores; --", "..\\..\\windows\\system32", "Skill\r\nX-Evil: 1"]
+HOSTILE_LEARNERS = [
+    ("o'brien+drop'--@example.com", "Robert'); DROP TABLE imocha_completions;--"),
+    ("..%2f..%2fadmin@example.com", "../../etc/passwd"),
+    ("x@example.com", "Name\r\nX-Injected: 1"),
+]
+ALLOWED_PATH = r"^/(api/v2|v3|oauth)(/[^\r\n\s]*)?$"
+
+
+def drill_hostile(drill: Drill) -> DrillOutcome:
+    import re
+
+    import sqlalchemy as sa
+
+    from imocha_pipeline import staging
+
+    sim, degreed = drill.sandbox.imocha, drill.sandbox.degreed
+    test_ids = [sim.add_test(title, 30, skills=HOSTILE_SKILLS) for title in HOSTILE_TITLES]
+    for email, name in HOSTILE_LEARNERS:
+        degreed.add_user(email)
+        for test_id in test_ids[:2]:
+            sim.complete_attempt(test_id, email, name, bank_scores=66.0, time_taken_seconds=90)
+    # One create whose answer is lost, so a learner is looked up by email in a URL path too.
+    slow = float(drill.env.get("IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS", "3")) + 1.0
+    drill.sandbox.degreed_gate.arm(GateRule(nth=1, when="before", methods=frozenset({"POST"}),
+                                            path_prefix="/api/v2/completions", hold=False,
+                                            action=lambda: time.sleep(slow)))
+    results = drill.sync_all()
+    drill.sandbox.degreed_gate.disarm()
+    comparison = drill.compare()
+    engine = staging.get_engine(drill.staging_url)
+    with engine.connect() as conn:
+        names = {r["test_name"] for r in staging.read_rows(conn, staging.imocha_assessments)}
+        skills = {r["skill_name"] for r in staging.read_rows(conn, staging.imocha_skill_scores)}
+        learners = {r["learner_name"] for r in staging.read_rows(conn, staging.imocha_completions)}
+        tables = set(sa.inspect(conn).get_table_names())
+        ledger_states = {r["state"] for r in staging.read_rows(conn, staging.sync_ledger)}
+    state = degreed.state()
+    titles = {a["title"] for a in state["assessments"]}
+    rated = {r["skill_name"] for r in state["skill_ratings"]}
+    emails = {c["user_email"] for c in state["completions"]}
+    bad_lines = [f"{e.method} {e.path}?{e.query}" for sim_ in (sim, degreed) for e in sim_.log.entries()
+                 if not re.match(ALLOWED_PATH, e.path) or any(ch in e.query for ch in "\r\n ")]
+    lookups = [e.path for e in degreed.log.entries() if e.path.startswith("/api/v2/users/")]
+    facts = {
+        "runs": [r.success for r in results],
+        "staged_verbatim": {"titles": set(HOSTILE_TITLES) <= names, "skills": set(HOSTILE_SKILLS) <= skills,
+                            "learner_names": {n for _, n in HOSTILE_LEARNERS} <= learners},
+        "sent_verbatim": {"titles": set(HOSTILE_TITLES) <= titles, "skills": set(HOSTILE_SKILLS) <= rated,
+                          "learners": {e for e, _ in HOSTILE_LEARNERS} <= emails},
+        "tables_intact": {"sync_ledger", "imocha_completions", "imocha_skill_scores"} <= tables,
+        "ledger_states": sorted(ledger_states), "odd_request_lines": bad_lines, "learner_lookups": lookups,
+    }
+    outcome = DrillOutcome("8 hostile strings", comparison)
+    outcome.facts = facts
+    outcome.ok = (all(facts["runs"]) and all(facts["staged_verbatim"].values())
+                  and all(facts["sent_verbatim"].values()) and facts["tables_intact"] and not bad_lines)
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Drill 9: secrets appear nowhere
+
+
+def secret_texts(drill: Drill) -> dict[str, str]:
+    """Everything a secret could leak into: Dagster event logs and run records of every in-process run, the
+    child processes' logs, the DEBUG log of this process, and every staged table (quarantine included)."""
+    import sqlalchemy as sa
+    from dagster._serdes import serialize_value
+
+    from imocha_pipeline import staging
+
+    texts: dict[str, str] = {}
+    for result in drill.results:
+        run_id = result.run_id
+        records = drill.instance.all_logs(run_id)
+        texts[f"event log {run_id}"] = "\n".join(serialize_value(r) for r in records)
+        run = drill.instance.get_run_by_id(run_id)
+        texts[f"run {run_id}"] = serialize_value(run)
+        texts[f"job snapshot {run_id}"] = serialize_value(drill.instance.get_job_snapshot(run.job_snapshot_id))
+        texts[f"plan snapshot {run_id}"] = serialize_value(
+            drill.instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id))
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data.error:
+                texts[f"failure {run_id} {event.step_key}"] = serialize_value(event.step_failure_data.error)
+    for child in drill.children:
+        texts[str(child.log_path)] = child.log_text()
+    texts["debug log"] = drill.debug_log()
+    with staging.get_engine(drill.staging_url).connect() as conn:
+        for name in sa.inspect(conn).get_table_names():
+            rows = conn.execute(sa.text(f'SELECT * FROM "{name}"')).fetchall()
+            texts[f"table {name}"] = "\n".join(repr(tuple(row)) for row in rows)
+    return texts
+
+
+def drill_secrets(drills: list[Drill]) -> DrillOutcome:
+    from imocha_drills.harness import scan_for_secrets
+
+    leaks, places, secrets_count = [], 0, 0
+    for drill in drills:
+        secrets = drill.sandbox.secrets()
+        secrets_count += len(secrets)
+        texts = secret_texts(drill)
+        places += len(texts)
+        leaks += scan_for_secrets(texts, secrets)
+    outcome = DrillOutcome("9 secrets in logs/metadata/tables", Comparison(expected=0))
+    outcome.facts = {"leaks": leaks, "places_scanned": places, "secrets": secrets_count}
+    outcome.ok = not leaks and secrets_count > 2
+    return outcome
+
+
+def run_production_path(drill: Drill) -> list:
+    """Both sync jobs built the way the code location builds them (secrets from the environment, dg.EnvVar)."""
+    from imocha_pipeline.definitions import build_definitions
+    from imocha_pipeline.defs.resources import resources_from_env
+
+    values = {**drill.sandbox.env(), "IMOCHA_PIPELINE_STAGING_DB_URL": drill.staging_url}
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        defs = build_definitions(resources_from_env())
+        return [drill.run("assessment_sync_job", defs=defs),
+                drill.run("completion_sync_job", _history(drill), defs=defs)]
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

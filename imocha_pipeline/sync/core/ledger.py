@@ -1,0 +1,204 @@
+"""The sync ledger: what was sent to Degreed, record by record, and what Degreed acknowledged.
+
+A record moves planned -> sending -> acknowledged (with its Degreed id) or failed (with the error).
+The state changes only on Degreed's answer. ``claim`` is a conditional update, so two runs can never
+send the same record at once, and a run never sends a record again that another run has meanwhile
+delivered with the same values (``DONE``), nor a record whose ledger row already carries a later iMocha attempt than
+the one being claimed (``SUPERSEDED``: the newest attempt wins at send time, not only at plan time). A claim is a
+lease: the claiming run renews it (``heartbeat``)
+while it works, so a claim left by a run that died (SIGKILL, lost host) can be taken over as soon as its
+lease has run out (``IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS``, default 120) instead of blocking the record
+for long; the run that takes it over resolves it by reading Degreed first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from imocha_pipeline.settings import optional_int
+from imocha_pipeline.staging import sync_ledger, upsert, utcnow
+
+PLANNED = "planned"
+SENDING = "sending"
+ACKNOWLEDGED = "acknowledged"
+FAILED = "failed"
+STATES = (PLANNED, SENDING, ACKNOWLEDGED, FAILED)
+# Why a claim was refused: another live run holds the record, or it was already delivered with these values.
+HELD = "held"
+DONE = "done"
+SUPERSEDED = "superseded"
+LEASE_SETTING = "IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS"
+DEFAULT_LEASE_SECONDS = 120
+
+
+def claim_lease() -> timedelta:
+    """How long a claim lives without a heartbeat (the claiming run renews it every quarter of that)."""
+    return timedelta(seconds=max(1, optional_int(LEASE_SETTING, DEFAULT_LEASE_SECONDS)))
+
+_ERROR_LIMIT = 2000
+
+
+@dataclass(frozen=True, order=True)
+class Source:
+    """The iMocha attempt a completion or skill rating comes from: later ``at`` wins, then the higher ``id``."""
+
+    at: datetime
+    id: int
+
+
+def _not_newer_than(source: Source):
+    """The ledger row's source is not later than ``source`` (rows without a source never block)."""
+    column_at, column_id = sync_ledger.c.source_at, sync_ledger.c.source_id
+    return sa.or_(column_at.is_(None), column_at < source.at,
+                  sa.and_(column_at == source.at, sa.func.coalesce(column_id, 0) <= source.id))
+
+
+class Ledger:
+    """Ledger operations for one entity; every write commits on its own so a crash loses nothing."""
+
+    def __init__(self, engine: Engine, entity: str, run_id: str = "", stale_claim_after: timedelta | None = None):
+        self.engine = engine
+        self.entity = entity
+        self.run_id = run_id
+        # A claim not renewed for this long belongs to a dead run.
+        self.stale_claim_after = stale_claim_after or claim_lease()
+
+    def _where(self, key: str):
+        return sa.and_(sync_ledger.c.entity == self.entity, sync_ledger.c.record_key == key)
+
+    def ensure_rows(self, keys: list[str]) -> None:
+        """Create ``planned`` rows for keys the ledger has never seen (existing rows are left alone)."""
+        if not keys:
+            return
+        now = utcnow()
+        rows = [{"entity": self.entity, "record_key": key, "state": PLANNED, "attempts": 0,
+                 "created_at": now, "updated_at": now} for key in keys]
+        with self.engine.begin() as conn:
+            upsert(conn, sync_ledger, rows, key_columns=["entity", "record_key"], only_insert=True)
+
+    def claim(self, key: str, action: str, payload: dict[str, Any], payload_hash: str,
+              resend: bool = False, source: Source | None = None) -> bool:
+        """Mark a record ``sending`` for this run. True if claimed.
+
+        Refused (False) while another run holds a live claim (``refusal`` says ``HELD``); unless ``resend`` (a
+        repair of a record Degreed lost), when the record is already acknowledged with this payload hash
+        (``DONE``: another run delivered it after this run planned it); and when the ledger row carries a later
+        ``source`` attempt than this claim's, acknowledged or in flight (``SUPERSEDED``).
+        """
+        self.ensure_rows([key])
+        now = utcnow()
+        free = sa.or_(
+            sync_ledger.c.state != SENDING,
+            sync_ledger.c.run_id == self.run_id,
+            sync_ledger.c.claimed_at.is_(None),
+            sync_ledger.c.claimed_at < now - self.stale_claim_after,
+        )
+        if not resend and payload_hash:
+            retired = sa.func.coalesce(sync_ledger.c.action, "") == "retire"
+            delivered = sa.and_(sync_ledger.c.state == ACKNOWLEDGED,
+                                sa.func.coalesce(sync_ledger.c.payload_hash, "") == payload_hash,
+                                retired if action == "retire" else sa.not_(retired))
+            free = sa.and_(free, sa.not_(delivered))
+        values: dict[str, Any] = {}
+        if source is not None:
+            free = sa.and_(free, _not_newer_than(source))
+            values = {"source_at": source.at, "source_id": source.id}
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sync_ledger.update().where(self._where(key), free).values(
+                    state=SENDING, action=action, payload=payload, payload_hash=payload_hash,
+                    attempts=sync_ledger.c.attempts + 1, run_id=self.run_id, claimed_at=now, updated_at=now,
+                    **values,
+                )
+            )
+            return result.rowcount == 1
+
+    def refusal(self, key: str, payload_hash: str, action: str = "", source: Source | None = None) -> str:
+        """Why ``claim`` refused: ``SUPERSEDED`` (a later attempt is acknowledged or in flight), ``DONE``
+        (delivered with these values) or ``HELD`` (another live run)."""
+        row = self.get(key) or {}
+        held_source = (Source(row["source_at"], int(row.get("source_id") or 0))
+                       if row.get("source_at") is not None else None)
+        if source is not None and held_source is not None and held_source > source:
+            return SUPERSEDED
+        if (row.get("state") == ACKNOWLEDGED and payload_hash and row.get("payload_hash") == payload_hash
+                and (row.get("action") == "retire") == (action == "retire")):
+            return DONE
+        return HELD
+
+    def heartbeat(self) -> int:
+        """Renew this run's live claims (called every quarter lease while the run sends)."""
+        with self.engine.begin() as conn:
+            return conn.execute(sync_ledger.update().where(
+                sync_ledger.c.entity == self.entity, sync_ledger.c.run_id == self.run_id,
+                sync_ledger.c.state == SENDING).values(claimed_at=utcnow())).rowcount or 0
+
+    def acknowledge(self, key: str, degreed_id: str | None, payload_hash: str | None = None,
+                    payload: dict[str, Any] | None = None, action: str | None = None) -> None:
+        now = utcnow()
+        values: dict[str, Any] = {"state": ACKNOWLEDGED, "degreed_id": degreed_id, "last_error": None,
+                                  "acknowledged_at": now, "updated_at": now, "claimed_at": None}
+        if payload_hash is not None:
+            values["payload_hash"] = payload_hash
+        if payload is not None:
+            values["payload"] = payload
+        if action is not None:
+            values["action"] = action
+        with self.engine.begin() as conn:
+            self._write(conn, key, values)
+
+    def fail(self, key: str, error: str) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            self._write(conn, key, {"state": FAILED, "last_error": error[:_ERROR_LIMIT], "updated_at": now,
+                                    "claimed_at": None})
+
+    def release(self, key: str, state: str = PLANNED) -> None:
+        """Give a claim back without a result (the write was not sent)."""
+        with self.engine.begin() as conn:
+            self._write(conn, key, {"state": state, "claimed_at": None, "updated_at": utcnow()})
+
+    def _write(self, conn: Connection, key: str, values: dict[str, Any]) -> None:
+        updated = conn.execute(sync_ledger.update().where(self._where(key)).values(**values)).rowcount
+        if not updated:
+            now = utcnow()
+            conn.execute(sync_ledger.insert().values(entity=self.entity, record_key=key, attempts=0,
+                                                     created_at=now, **{"updated_at": now, **values}))
+
+    def rows(self, states: tuple[str, ...] | None = None) -> pd.DataFrame:
+        statement = sa.select(sync_ledger).where(sync_ledger.c.entity == self.entity)
+        if states:
+            statement = statement.where(sync_ledger.c.state.in_(states))
+        with self.engine.connect() as conn:
+            return pd.DataFrame([dict(r._mapping) for r in conn.execute(statement)],
+                                columns=[c.name for c in sync_ledger.columns])
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(sync_ledger).where(self._where(key))).first()
+            return dict(row._mapping) if row else None
+
+    def stuck_sending(self, older_than: datetime | None = None) -> pd.DataFrame:
+        """Rows left in ``sending`` by a run that is no longer this one."""
+        frame = self.rows((SENDING,))
+        if frame.empty:
+            return frame
+        frame = frame[frame["run_id"] != self.run_id]
+        if older_than is not None:
+            frame = frame[frame["claimed_at"] < older_than]
+        return frame
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            result = conn.execute(
+                sa.select(sync_ledger.c.state, sa.func.count()).where(sync_ledger.c.entity == self.entity)
+                .group_by(sync_ledger.c.state)
+            )
+            found = {state: int(count) for state, count in result}
+        return {state: found.get(state, 0) for state in STATES}

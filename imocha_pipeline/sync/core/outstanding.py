@@ -1,0 +1,187 @@
+"""What is still to send to Degreed, computed from the state: the staged plan, the ledger and the quarantine.
+
+A planned record is *outstanding* until the ledger shows Degreed acknowledged exactly its values. Which run
+planned it, and which run (if any) tried to send it, does not matter: any apply step, a Dagster retry of one under
+a new run id, the catch-up job or the reconcile finds the same outstanding records and sends those that are due.
+
+An outstanding record is *due* unless it waits for something:
+- ``waiting_for_learner`` / ``rejected`` (quarantine): until its retry time (growing intervals);
+- a completion whose assessment Degreed does not have yet: until the assessment is acknowledged by our ledger or
+  seen in Degreed's snapshot (an assessment sync creates it);
+- a record whose ledger row already carries a later iMocha attempt is *superseded*, never sent (the newest
+  attempt wins at send time too: ``Ledger.claim``).
+A ``failed`` row is always due: the next run that covers it sends it again.
+
+For completions and skill ratings the action is decided here, from the ledger, not taken from the plan: a record
+Degreed acknowledged with other values is updated (only the changed fields); any other one is created, and the
+apply loop reads Degreed first when an earlier send is unresolved. Assessments keep the planned action, which
+was computed against Degreed's own snapshot.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from imocha_pipeline import staging
+from imocha_pipeline.sync.core.diff import CREATE, RETIRE, UPDATE, WAIT
+from imocha_pipeline.sync.core.entity import EntitySpec
+from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED, Source
+from imocha_pipeline.sync.core.plain_values import same_value
+from imocha_pipeline.sync.core.plan_store import PLAN_COLUMNS
+from imocha_pipeline.sync.core.quarantine import OPEN, REJECTED, WAITING_FOR_ASSESSMENT, WAITING_FOR_LEARNER
+
+GATED_KINDS = (WAITING_FOR_LEARNER, WAITING_FOR_ASSESSMENT, REJECTED)
+OUTSTANDING_ACTIONS = (CREATE, UPDATE, RETIRE, WAIT)
+NOT_DUE_LEARNER = "waiting_for_learner"
+NOT_DUE_ASSESSMENT = "waiting_for_assessment"
+NOT_DUE_REJECTED = "rejected_retry_later"
+SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which planned records to look at: those planned from attempts of ``days`` (None: every day), and, for
+    assessments, only the rows of plan ``plan_id``."""
+
+    days: tuple[date, ...] | None = None
+    plan_id: str | None = None
+
+    def describe(self) -> str:
+        if self.plan_id:
+            return f"plan {self.plan_id}"
+        if self.days is None:
+            return "every day"
+        return f"{min(self.days)}..{max(self.days)}" if self.days else "no day"
+
+
+@dataclass
+class Outstanding:
+    """The records due now (a plan frame ready for ``apply_plan``) and why the others wait."""
+
+    due: pd.DataFrame
+    waiting: Counter = field(default_factory=Counter)
+    waiting_keys: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return len(self.due) + sum(count for reason, count in self.waiting.items() if reason != SUPERSEDED)
+
+
+def _plan_with_ledger(engine: Engine, entity: EntitySpec, scope: Scope) -> pd.DataFrame:
+    plan, ledger, quarantine = staging.sync_plan, staging.sync_ledger, staging.sync_quarantine
+    delivered = sa.and_(
+        ledger.c.state == ACKNOWLEDGED,
+        sa.func.coalesce(ledger.c.payload_hash, "") == sa.func.coalesce(plan.c.payload_hash, ""),
+        (sa.func.coalesce(ledger.c.action, "") == RETIRE) == (plan.c.action == RETIRE),
+    )
+    statement = (
+        sa.select(plan,
+                  ledger.c.state.label("ledger_state"), ledger.c.degreed_id.label("ledger_degreed_id"),
+                  ledger.c.payload.label("ledger_payload"), ledger.c.source_at.label("ledger_source_at"),
+                  ledger.c.source_id.label("ledger_source_id"),
+                  quarantine.c.kind.label("waiting_kind"), quarantine.c.next_retry_at.label("waiting_until"))
+        .select_from(plan
+                     .outerjoin(ledger, sa.and_(ledger.c.entity == plan.c.entity,
+                                                ledger.c.record_key == plan.c.record_key))
+                     .outerjoin(quarantine, sa.and_(quarantine.c.entity == plan.c.entity,
+                                                    quarantine.c.record_key == plan.c.record_key,
+                                                    quarantine.c.status == OPEN,
+                                                    quarantine.c.kind.in_(GATED_KINDS))))
+        .where(plan.c.entity == entity.name, plan.c.action.in_(OUTSTANDING_ACTIONS),
+               sa.not_(sa.and_(ledger.c.state.is_not(None), delivered)))
+        .order_by(plan.c.record_key)
+    )
+    if scope.days is not None:
+        statement = statement.where(plan.c.source_day.in_(sorted(scope.days)))
+    if scope.plan_id is not None:
+        statement = statement.where(plan.c.plan_id == scope.plan_id)
+    with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in conn.execute(statement)]
+    return pd.DataFrame(rows)
+
+
+def _source(at, source_id) -> Source | None:
+    if at is None or pd.isna(at):
+        return None
+    return Source(pd.Timestamp(at).to_pydatetime(), int(source_id) if source_id is not None
+                  and not pd.isna(source_id) else 0)
+
+
+def outstanding(engine: Engine, entity: EntitySpec, scope: Scope, *, now: datetime | None = None,
+                assessments: set[str] | None = None) -> Outstanding:
+    """The entity's outstanding records in ``scope``: those due now, and counts of those that wait and why."""
+    now = now or staging.utcnow()
+    rows = _plan_with_ledger(engine, entity, scope)
+    columns = [*PLAN_COLUMNS, *entity.all_fields, "source_id", "source_at", "source_day", "waiting_kind"]
+    result = Outstanding(pd.DataFrame(columns=columns))
+    if rows.empty:
+        return result
+    if entity.needs_assessment and assessments is None:
+        assessments = known_assessments(engine)
+    due: list[dict] = []
+    for row in rows.to_dict("records"):
+        payload = row.get("payload") or {}
+        reason = _waiting_reason(row, payload, entity, assessments, now)
+        if reason is not None:
+            result.waiting[reason] += 1
+            result.waiting_keys.setdefault(reason, []).append(row["record_key"])
+            continue
+        record = {**{name: payload.get(name) for name in entity.all_fields},
+                  "record_key": row["record_key"], "payload_hash": row.get("payload_hash"),
+                  "source_id": row.get("source_id"), "source_at": row.get("source_at"),
+                  "source_day": row.get("source_day"), "waiting_kind": row.get("waiting_kind")}
+        record.update(_action(row, payload, entity))
+        due.append(record)
+    result.due = pd.DataFrame(due, columns=columns) if due else result.due
+    return result
+
+
+def _waiting_reason(row: dict, payload: dict, entity: EntitySpec, assessments: set[str] | None,
+                    now: datetime) -> str | None:
+    if entity.per_attempt:
+        mine, held = _source(row.get("source_at"), row.get("source_id")), _source(row.get("ledger_source_at"),
+                                                                                  row.get("ledger_source_id"))
+        if mine is not None and held is not None and held > mine:
+            return SUPERSEDED
+    kind, until = row.get("waiting_kind"), row.get("waiting_until")
+    not_yet = until is not None and not pd.isna(until) and pd.Timestamp(until).to_pydatetime() > now
+    if kind == WAITING_FOR_LEARNER and not_yet:
+        return NOT_DUE_LEARNER
+    if kind == REJECTED and not_yet:
+        return NOT_DUE_REJECTED
+    if entity.needs_assessment and assessments is not None and payload.get("content_id") not in assessments:
+        return NOT_DUE_ASSESSMENT
+    return None
+
+
+def _action(row: dict, payload: dict, entity: EntitySpec) -> dict:
+    """The write to make now, with its reason and changed fields."""
+    if not entity.per_attempt:
+        return {"action": row["action"], "reason": row.get("reason"), "degreed_id": row.get("degreed_id"),
+                "changed_fields": list(row.get("changed_fields") or [])}
+    if row.get("ledger_state") == ACKNOWLEDGED and row.get("ledger_degreed_id"):
+        held = row.get("ledger_payload") or {}
+        changed = [name for name in entity.fields if not same_value(held.get(name), payload.get(name))]
+        return {"action": UPDATE, "reason": f"Degreed holds other values ({', '.join(changed) or 'payload'})",
+                "degreed_id": row["ledger_degreed_id"], "changed_fields": changed}
+    state = row.get("ledger_state")
+    reason = "not in Degreed yet" if state is None else f"not acknowledged by Degreed yet (ledger: {state})"
+    return {"action": CREATE, "reason": reason, "degreed_id": row.get("ledger_degreed_id"), "changed_fields": []}
+
+
+def known_assessments(engine: Engine) -> set[str]:
+    """External ids Degreed has as active content: acknowledged by our ledger or seen in its snapshot."""
+    ledger, snapshot = staging.sync_ledger, staging.degreed_assessments
+    with engine.connect() as conn:
+        acknowledged = conn.execute(sa.select(ledger.c.record_key).where(
+            ledger.c.entity == "assessment", ledger.c.state == ACKNOWLEDGED,
+            sa.func.coalesce(ledger.c.action, "") != "retire")).scalars().all()
+        seen = conn.execute(sa.select(snapshot.c.external_id).where(
+            sa.or_(snapshot.c.obsolete.is_(False), snapshot.c.obsolete.is_(None)))).scalars().all()
+    return {key for key in (*acknowledged, *seen) if key}

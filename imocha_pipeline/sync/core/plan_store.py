@@ -1,0 +1,59 @@
+"""The staged plan (``sync_plan``): what must be in Degreed, per record, readable before it is sent.
+
+Assessments: the whole plan of one run, replaced by the next plan, tagged with its ``plan_id``; the apply step
+sends only the plan the guard approved (``sync/plan_approval.py``).
+
+Completions and skill ratings: one row per record holding the newest attempt any run planned. A row is
+replaced only by a plan of the same or a later attempt (``source_at``, then ``source_id``), so two runs planning
+the same learner at once (a backfill of older days and a sensor run for today) never put an older attempt back.
+What is still to send is computed from these rows and the ledger (``sync/outstanding.py``), not remembered by the
+run that planned them.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from imocha_pipeline import staging
+from imocha_pipeline.sync.core.plain_values import plain
+
+PLAN_COLUMNS = ["record_key", "action", "reason", "changed_fields", "degreed_id", "payload_hash"]
+SOURCE_COLUMNS = ("source_id", "source_at", "source_day")
+
+
+def plan_rows(entity: str, plan_frame: pd.DataFrame, fields: tuple[str, ...], run_id: str,
+              plan_id: str | None = None) -> list[dict]:
+    """``sync_plan`` rows for a plan frame (source columns taken from the frame where it has them)."""
+    now = staging.utcnow()
+    rows = []
+    for rec in plan_frame.to_dict("records"):
+        row = {
+            "entity": entity, "record_key": str(rec["record_key"]), "action": rec["action"],
+            "reason": rec.get("reason"), "changed_fields": list(plain(rec.get("changed_fields")) or []),
+            "degreed_id": plain(rec.get("degreed_id")), "payload": {f: plain(rec.get(f)) for f in fields},
+            "payload_hash": plain(rec.get("payload_hash")), "run_id": run_id, "planned_at": now, "plan_id": plan_id,
+        }
+        for column in SOURCE_COLUMNS:
+            value = plain(rec.get(column))
+            row[column] = value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+        rows.append(row)
+    return rows
+
+
+def stage_plan(engine: Engine, entity: str, plan_frame: pd.DataFrame, fields: tuple[str, ...], run_id: str,
+               plan_id: str | None = None) -> None:
+    """Replace the entity's plan with this one (a full plan: assessments)."""
+    rows = plan_rows(entity, plan_frame, fields, run_id, plan_id)
+    with engine.begin() as conn:
+        conn.execute(staging.sync_plan.delete().where(staging.sync_plan.c.entity == entity))
+        staging.upsert(conn, staging.sync_plan, rows)
+
+
+def stage_latest(engine: Engine, entity: str, plan_frame: pd.DataFrame, fields: tuple[str, ...],
+                 run_id: str) -> None:
+    """Upsert the planned records, each only over a row of the same or an older attempt (other rows stay)."""
+    rows = plan_rows(entity, plan_frame, fields, run_id)
+    table = staging.sync_plan
+    with engine.begin() as conn:
+        staging.upsert(conn, table, rows, only_if=lambda excluded: staging.not_older(table, excluded))

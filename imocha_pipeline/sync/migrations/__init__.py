@@ -1,1 +1,0 @@
-"""Alembic migrations of the staging database (driven by ``imocha_pipeline.sync.schema``)."""

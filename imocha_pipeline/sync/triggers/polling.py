@@ -1,0 +1,579 @@
+"""One tick of the completions polling sensor, in plain Python (the Dagster sensor only wraps it).
+
+A tick asks iMocha's Retrieve Invites (``state=completed``) for the attempts listed since the last tick,
+finds those not staged yet and not requested yet, and turns them into one run request per UTC day (the
+``completion_sync_job`` partition whose window returned them). An attempt it requested stays in the cursor
+until it is staged, and is asked for again while it is not (DESIGN §2: no record depends on one run).
+
+- **Cursor**: ``{"v": 1, "until": "<UTC ISO Z>", "pending": {"<invitation id>": ["<YYYY-MM-DD>",
+  "<UTC ISO Z>", <tries>]}}``. ``until``: everything before it has been read at least once. ``pending``:
+  attempts requested (by this sensor, or by a callback run the poll saw) but not staged yet: the day, when
+  it was last requested and how many times. An entry leaves only once ``imocha_completions`` holds the
+  attempt, never because time passed. The older entry shape ``"<invitation id>": "<YYYY-MM-DD>"`` is still
+  read (as requested once, at the cursor's ``until``); the new shape is always written. ``waiting`` (only
+  when not empty): see "a day whose run has not read iMocha yet" below. A missing, corrupt, wrong-version
+  or future cursor, or a malformed entry, restarts the scan at ``now - lookback`` (never at the beginning
+  of time) and the tick says why.
+- **Asked for again**: a pending attempt that is still not staged (its run failed before staging it, was
+  canceled, or quarantined it because iMocha's report was not ready yet, a 404) is requested again for its
+  day once (a) no unfinished run of that day will still read iMocha after the last request
+  (``UnfinishedRun.will_see``) and (b) its back-off has passed: ``retry`` after the first request, doubling
+  with every try, at most ``retry_max``. Re-requests count against the per-tick cap after new attempts.
+- **Re-read span**: each tick re-reads from ``until - max(overlap, max_attempt)`` (never before
+  ``earliest``). ``overlap`` catches attempts iMocha lists a little late. ``max_attempt`` (the longest an
+  attempt runs from start to finish; default 12 h, like the callbacks path's
+  ``IMOCHA_PIPELINE_CALLBACK_MAX_ATTEMPT_HOURS``) is there because the spec does not say which timestamp
+  Retrieve Invites filters on (specs/imocha-api.md §9, "Uncertain"). The default assumes the worse
+  reading, the *start* time: an attempt then turns up, once completed, in the window of its start, which
+  can be up to ``max_attempt`` before the tick that first sees it completed. Under the completion-time
+  reading the overlap alone would do; the price of the default is re-reading 12 h every tick: 3 Retrieve
+  Invites calls a tick instead of 1 (4 instead of 1 or 2 while the span holds a midnight, i.e. in the first
+  12 h of a UTC day) at the default 6-hour windows. Lower it only once iMocha confirms it filters on the
+  completion time.
+- **Small calls**: the span is read in windows of at most ``window`` that never cross UTC midnight,
+  so every window belongs to exactly one partition.
+- **Cap**: a tick requests at most ``max_attempts`` attempts (new ones first, then re-requests) and stops
+  reading once a time budget is spent or the windows read hold ``max_attempts`` attempts neither staged nor
+  known; the cursor then advances only to the end of the last window read completely, so the rest comes
+  next tick.
+- **Run keys** (``run_key_for``): the partition and a digest of the sorted attempt ids, each with its try
+  number from the second try on. Dagster launches a run key only once per sensor, ever, so a re-request
+  (try n + 1) gets a key no earlier request had; a tick that is retried (Dagster drops the cursor of a
+  failed tick) starts from the same cursor, so it asks for the same keys again and Dagster launches each
+  only once.
+- **Callbacks**: attempts a callback run was already requested for (``callback_inbox.run_key`` set) are
+  not requested by the tick that first sees them; they go into ``pending`` (requested when the first such
+  callback arrived, at the latest now; 1 try), so the poll asks for them again if they are not staged later.
+- **A day whose run has not read iMocha yet**: new attempts of a day whose ``completion_sync_job`` run is
+  queued or starting are left to that run (``waiting``: the day and when the poll saw them finished)
+  instead of asking for a second run, and requested after all if it ends without staging them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from imocha_pipeline import staging
+from imocha_pipeline.clients.imocha import ImochaAttempt, ImochaClient, format_utc, parse_timestamp
+from imocha_pipeline.settings import optional
+from imocha_pipeline.sync.completions.extract import staged_invitation_ids
+
+logger = logging.getLogger(__name__)
+
+CURSOR_VERSION = 1
+RUN_KEY_PREFIX = "completions"
+
+
+# ---------------------------------------------------------------- settings
+
+
+def number_setting(name: str, default: float, *, minimum: float, whole: bool = False) -> float:
+    """A numeric environment setting, at least ``minimum``; a clear error names a bad value."""
+    raw = optional(name, "")
+    if not raw:
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError as exc:
+        kind = "a whole number" if whole else "a number"
+        raise ValueError(f"setting {name} must be {kind}, got {raw!r}") from exc
+    if value < minimum:
+        raise ValueError(f"setting {name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    """How the completions sensor polls; every value is an ``IMOCHA_PIPELINE_POLL_*`` setting."""
+
+    interval_seconds: int = 30
+    overlap: timedelta = timedelta(minutes=15)
+    lookback: timedelta = timedelta(days=2)
+    window: timedelta = timedelta(hours=6)
+    max_attempts: int = 500
+    read_timeout_seconds: float = 10.0
+    time_budget_seconds: float = 20.0
+    max_attempt: timedelta = timedelta(hours=12)
+    """``IMOCHA_PIPELINE_POLL_MAX_ATTEMPT_MINUTES`` (720): the longest an attempt runs from start to finish; each
+    tick re-reads this much before ``until``. The default assumes Retrieve Invites may filter on the *start* time
+    (the spec does not say): an attempt then appears, once completed, in the window of its start. 12 h, like
+    ``IMOCHA_PIPELINE_CALLBACK_MAX_ATTEMPT_HOURS``, so both paths assume the same longest attempt. It costs 2 more
+    Retrieve Invites calls a tick at 6-hour windows; set it to the overlap once iMocha is known to filter on the
+    completion time."""
+    retry: timedelta = timedelta(seconds=60)
+    """``IMOCHA_PIPELINE_POLL_RETRY_SECONDS`` (60): the back-off after the first request of an attempt still not
+    staged; it doubles with every further request."""
+    retry_max: timedelta = timedelta(hours=1)
+    """``IMOCHA_PIPELINE_POLL_RETRY_MAX_SECONDS`` (3600): the longest back-off between two requests."""
+
+    @classmethod
+    def from_env(cls) -> PollSettings:
+        return cls(
+            interval_seconds=int(number_setting("IMOCHA_PIPELINE_POLL_INTERVAL_SECONDS", 30, minimum=1, whole=True)),
+            overlap=timedelta(minutes=number_setting("IMOCHA_PIPELINE_POLL_OVERLAP_MINUTES", 15, minimum=0)),
+            lookback=timedelta(hours=number_setting("IMOCHA_PIPELINE_POLL_LOOKBACK_HOURS", 48, minimum=1)),
+            window=timedelta(hours=number_setting("IMOCHA_PIPELINE_POLL_WINDOW_HOURS", 6, minimum=0.1)),
+            max_attempts=int(number_setting("IMOCHA_PIPELINE_POLL_MAX_ATTEMPTS", 500, minimum=1, whole=True)),
+            read_timeout_seconds=number_setting("IMOCHA_PIPELINE_POLL_READ_TIMEOUT_SECONDS", 10, minimum=1),
+            time_budget_seconds=number_setting("IMOCHA_PIPELINE_POLL_TIME_BUDGET_SECONDS", 20, minimum=1),
+            max_attempt=timedelta(minutes=number_setting("IMOCHA_PIPELINE_POLL_MAX_ATTEMPT_MINUTES", 720, minimum=0)),
+            retry=timedelta(seconds=number_setting("IMOCHA_PIPELINE_POLL_RETRY_SECONDS", 60, minimum=1)),
+            retry_max=timedelta(seconds=number_setting("IMOCHA_PIPELINE_POLL_RETRY_MAX_SECONDS", 3600, minimum=1)),
+        )
+
+    @property
+    def reread(self) -> timedelta:
+        """How far before ``until`` each tick reads again: ``max(overlap, max_attempt)``."""
+        return max(self.overlap, self.max_attempt)
+
+    def backoff(self, tries: int) -> timedelta:
+        """How long after its last request an attempt requested ``tries`` times waits before the next one."""
+        seconds = self.retry.total_seconds() * 2.0 ** min(max(tries, 1) - 1, 64)
+        return min(timedelta(seconds=min(seconds, self.retry_max.total_seconds())), self.retry_max)
+
+
+def tick_client(base_url: str, api_key: str, settings: PollSettings, staging_url: str | None = "") -> ImochaClient:
+    """An iMocha client sized for a sensor tick: a short read timeout and few, short retries.
+
+    Dagster cancels a tick after 60 s (``DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS``); a failed call fails
+    the tick, its cursor is discarded, and the next tick simply tries again. Its calls draw from iMocha's
+    shared budget (``IMOCHA_RATE_LIMIT_PER_MINUTE``) in the staging database at ``staging_url`` (default:
+    the pipeline's, IMOCHA_PIPELINE_STAGING_DB_URL), like every other iMocha call.
+    """
+    from imocha_pipeline.clients.shared_budget import shared_imocha_client
+
+    return shared_imocha_client(base_url, api_key, staging_url, session_options={
+        "connect_timeout": 5.0, "read_timeout": settings.read_timeout_seconds, "max_attempts": 2,
+        "backoff_max": 2.0, "max_retry_after": 5.0})
+
+
+# ---------------------------------------------------------------- cursor
+
+
+@dataclass(frozen=True)
+class PendingAttempt:
+    """An attempt requested but not staged yet: its day (partition), when it was last requested, how many times."""
+
+    day: date
+    requested_at: datetime
+    tries: int = 1
+
+    def to_json(self) -> list:
+        return [self.day.isoformat(), format_utc(self.requested_at), self.tries]
+
+
+@dataclass(frozen=True)
+class PollCursor:
+    """Where the scan stands: ``until`` (UTC), the requested-but-not-staged attempts, and the attempts
+    left to a run of their day that had not read iMocha yet (day and when the poll saw them finished)."""
+
+    until: datetime
+    pending: dict[int, PendingAttempt] = field(default_factory=dict)
+    waiting: dict[int, tuple[date, datetime]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data: dict = {
+            "v": CURSOR_VERSION,
+            "until": format_utc(self.until),
+            "pending": {str(i): self.pending[i].to_json() for i in sorted(self.pending)},
+        }
+        if self.waiting:
+            data["waiting"] = {str(i): [day.isoformat(), format_utc(seen)]
+                               for i, (day, seen) in sorted(self.waiting.items())}
+        return json.dumps(data, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class CursorState:
+    """A parsed cursor; ``restart_reason`` says why the scan restarts at ``now - lookback`` (None: it does not)."""
+
+    cursor: PollCursor
+    restart_reason: str | None = None
+
+
+def parse_cursor(text: str | None, now: datetime, lookback: timedelta) -> CursorState:
+    """Read a cursor; anything unusable restarts from ``now - lookback`` with the reason."""
+    try:
+        return CursorState(_read_cursor(text, now))
+    except _Restart as restart:
+        return CursorState(PollCursor(until=_whole_seconds(now - lookback)), str(restart))
+
+
+class _Restart(Exception):
+    pass
+
+
+def _read_cursor(text: str | None, now: datetime) -> PollCursor:
+    if text is None or not text.strip():
+        raise _Restart("no cursor yet")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise _Restart("the cursor is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _Restart("the cursor is not a JSON object")
+    if data.get("v") != CURSOR_VERSION:
+        raise _Restart(f"cursor version {data.get('v')!r} is not {CURSOR_VERSION}")
+    until = parse_timestamp(data.get("until")) if isinstance(data.get("until"), str) else None
+    if until is None:
+        raise _Restart(f"the cursor's 'until' is not a UTC timestamp: {data.get('until')!r}")
+    if until > now:
+        raise _Restart(f"the cursor's 'until' ({format_utc(until)}) is in the future")
+    pending = data.get("pending", {})
+    if not isinstance(pending, dict):
+        raise _Restart("the cursor's 'pending' is not an object")
+    try:
+        parsed = {int(key): _pending_entry(value, until) for key, value in pending.items()}
+    except (TypeError, ValueError):
+        raise _Restart("the cursor's 'pending' holds an entry that is not <invitation id>: "
+                       "[<YYYY-MM-DD>, <UTC>, <tries>] (or the older <invitation id>: <YYYY-MM-DD>)") from None
+    waiting = data.get("waiting", {})
+    if not isinstance(waiting, dict):
+        raise _Restart("the cursor's 'waiting' is not an object")
+    try:
+        left = {int(key): (date.fromisoformat(day), parse_timestamp(seen)) for key, (day, seen) in waiting.items()}
+    except (TypeError, ValueError):
+        left = None
+    if left is None or any(seen is None for _, seen in left.values()):
+        raise _Restart("the cursor's 'waiting' holds an entry that is not <invitation id>: [<YYYY-MM-DD>, <UTC>]")
+    return PollCursor(until=until, pending=parsed, waiting=left)
+
+
+def _pending_entry(value: object, until: datetime) -> PendingAttempt:
+    """``[day, last requested, tries]``; the older ``"<day>"`` counts as requested once, at the cursor's ``until``."""
+    if isinstance(value, str):
+        return PendingAttempt(date.fromisoformat(value), until, 1)
+    if not isinstance(value, list) or len(value) != 3:
+        raise ValueError(value)
+    day, at, tries = value
+    requested_at = parse_timestamp(at) if isinstance(at, str) else None
+    if not isinstance(day, str) or requested_at is None or type(tries) is not int or tries < 1:
+        raise ValueError(value)
+    return PendingAttempt(date.fromisoformat(day), requested_at, tries)
+
+
+def _whole_seconds(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+# ---------------------------------------------------------------- windows
+
+
+def scan_windows(start: datetime, end: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
+    """``[start, end)`` cut into windows of at most ``size`` that never cross UTC midnight."""
+    windows = []
+    low = start
+    while low < end:
+        midnight = datetime(low.year, low.month, low.day, tzinfo=UTC) + timedelta(days=1)
+        high = min(end, low + size, midnight)
+        windows.append((low, high))
+        low = high
+    return windows
+
+
+# ---------------------------------------------------------------- the tick
+
+
+@dataclass(frozen=True)
+class UnfinishedRun:
+    """A ``completion_sync_job`` run of one day that has not finished (what the Dagster instance says).
+
+    ``started_at`` is None while it is queued or starting: it has not read iMocha yet.
+    """
+
+    partition_key: str
+    run_id: str
+    started_at: datetime | None = None
+
+    def will_see(self, finished_by: datetime) -> bool:
+        """Whether this run reads Retrieve Invites after ``finished_by``, a moment the attempt was known over.
+
+        That is when its final callback arrived, or when a poll listed it as completed: a run that starts
+        later lists it; a run that started earlier may have read the day before the attempt ended.
+        """
+        return self.started_at is None or finished_by < self.started_at
+
+
+UnfinishedRuns = Callable[[Sequence[str]], Iterable[UnfinishedRun]]
+"""Given partition keys, the unfinished runs of those days (one instance query per call)."""
+
+
+class UnfinishedRunsByDay:
+    """The unfinished runs of the days a tick deals with, asked of ``lookup`` once per day (None: no runs)."""
+
+    def __init__(self, lookup: UnfinishedRuns | None):
+        self._lookup = lookup
+        self._runs: dict[str, list[UnfinishedRun]] = {}
+        self._looked_up: set[date] = set()
+
+    def look_up(self, days: Iterable[date]) -> None:
+        """One call of ``lookup`` for those of ``days`` not looked up yet (none when all were)."""
+        new = sorted(set(days) - self._looked_up)
+        if self._lookup is not None and new:
+            for run in self._lookup([day.isoformat() for day in new]):
+                self._runs.setdefault(run.partition_key, []).append(run)
+        self._looked_up.update(new)
+
+    def will_see(self, day: date, finished_by: datetime) -> bool:
+        """Whether a looked-up run of ``day`` reads iMocha after ``finished_by`` (``UnfinishedRun.will_see``)."""
+        return any(run.will_see(finished_by) for run in self._runs.get(day.isoformat(), ()))
+
+
+def callback_requested_ids(engine: Engine, ids: list[int]) -> set[int]:
+    """Of ``ids``, those a callback run was already requested for (``callback_inbox.run_key`` set)."""
+    inbox = staging.callback_inbox
+    return staging.existing_values(engine, inbox.c.test_invitation_id, ids, inbox.c.run_key.is_not(None))
+
+
+def callback_requested_at(engine: Engine, ids: Sequence[int]) -> dict[int, datetime]:
+    """Of ``ids``, those a callback run was already requested for, each with when its first such callback arrived.
+
+    The callback's run was requested after that moment, and the attempt was over by then, so a run of its day
+    that starts later lists it (``UnfinishedRun.will_see``).
+    """
+    inbox = staging.callback_inbox
+    found: dict[int, datetime] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(ids), 900):
+            chunk = list(ids[start:start + 900])
+            found.update({row[0]: row[1] for row in conn.execute(
+                sa.select(inbox.c.test_invitation_id, sa.func.min(inbox.c.received_at))
+                .where(inbox.c.test_invitation_id.in_(chunk), inbox.c.run_key.is_not(None))
+                .group_by(inbox.c.test_invitation_id))})
+    return found
+
+
+class AttemptSource(Protocol):
+    """What a tick needs from iMocha (``ImochaClient`` fits)."""
+
+    def list_attempts(self, start: datetime, end: datetime, state: str = "completed") -> list[ImochaAttempt]: ...
+
+
+@dataclass(frozen=True)
+class CompletionRunRequest:
+    """One ``completion_sync_job`` run: the UTC day partition and the new attempts found in it."""
+
+    partition_key: str
+    run_key: str
+    invitation_ids: tuple[int, ...]
+
+
+def run_key_for(prefix: str, day: date, ids: Iterable[int], tries: Mapping[int, int] | None = None) -> str:
+    """``"<prefix>:<YYYY-MM-DD>:<16 hex>"``: the same partition, ids and try numbers always give the same key.
+
+    ``tries``: the try number of the ids requested again; an id's try number joins the digest from its second
+    try on (``"<id>#<try>"``), so a first request keeps the key it always had and every later one gets a key no
+    earlier request had (Dagster never launches a run key twice).
+    """
+    tries = tries or {}
+    tokens = [str(i) if tries.get(i, 1) <= 1 else f"{i}#{tries[i]}" for i in sorted(ids)]
+    digest = hashlib.sha1(",".join(tokens).encode()).hexdigest()[:16]
+    return f"{prefix}:{day.isoformat()}:{digest}"
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    """What one tick decided, with the figures shown in the tick log."""
+
+    requests: list[CompletionRunRequest]
+    cursor: PollCursor
+    skip_reason: str | None
+    restart_reason: str | None
+    scan_start: datetime
+    scan_end: datetime
+    windows_read: int
+    windows_total: int
+    attempts_seen: int
+    already_staged: int
+    already_requested: int
+    capped: bool
+    duration_seconds: float
+    re_requested: int = 0
+    """Attempts requested again (requested before, still not staged) among ``requests``."""
+    re_requests_deferred: int = 0
+    """Attempts due for another request that the per-tick cap left to the next tick."""
+
+    @property
+    def cursor_json(self) -> str:
+        return self.cursor.to_json()
+
+    @property
+    def new_attempts(self) -> int:
+        return sum(len(request.invitation_ids) for request in self.requests) - self.re_requested
+
+    def summary(self) -> str:
+        parts = [f"read {self.windows_read}/{self.windows_total} windows from {format_utc(self.scan_start)} "
+                 f"to {format_utc(self.cursor.until)}",
+                 f"{self.attempts_seen} finished attempts",
+                 f"{self.already_staged} already staged",
+                 f"{self.already_requested} already requested",
+                 f"{self.new_attempts} new and {self.re_requested} re-requested in {len(self.requests)} run(s)",
+                 f"{len(self.cursor.pending)} pending (requested, not staged yet)",
+                 f"{len(self.cursor.waiting)} left to a run not started yet",
+                 f"{self.duration_seconds:.2f}s"]
+        text = "; ".join(parts)
+        if self.cursor.until < self.scan_end:
+            why = "per-tick cap reached" if self.capped else "stopped early"
+            text += f"; {why}, the rest from {format_utc(self.cursor.until)} comes next tick"
+        if self.re_requests_deferred:
+            text += f"; per-tick cap reached, {self.re_requests_deferred} due re-request(s) come next tick"
+        if self.restart_reason:
+            text += f"; restarted the scan at now - look-back: {self.restart_reason}"
+        return text
+
+
+def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | None, *,
+                     now: datetime | None = None, settings: PollSettings | None = None,
+                     earliest: datetime | None = None, unfinished_runs: UnfinishedRuns | None = None,
+                     monotonic: Callable[[], float] = time.monotonic) -> PollOutcome:
+    """Run one polling tick: read the new windows, pick the attempts to request, and move the cursor.
+
+    ``earliest`` (the first partition's start) bounds every scan. ``now`` defaults to the current UTC time.
+    ``unfinished_runs`` (called at most once, with the days concerned) lists the runs of those days that have
+    not finished: new attempts of a day whose run has not read iMocha yet are left to it (``waiting`` in the
+    cursor) instead of asking for a second run, and requested after all if it ends without staging them; a
+    pending attempt is not requested again while a run of its day will still read iMocha after its last request.
+    """
+    started = monotonic()
+    settings = settings or PollSettings()
+    now = _whole_seconds(now or datetime.now(UTC))
+    state = parse_cursor(cursor_text, now, settings.lookback)
+    cursor = state.cursor
+    scan_start = cursor.until if state.restart_reason else _whole_seconds(cursor.until - settings.reread)
+    if earliest is not None:
+        scan_start = min(now, max(scan_start, earliest))
+    windows = scan_windows(scan_start, now, settings.window)
+
+    known = set(cursor.pending) | set(cursor.waiting)
+    staged = staged_invitation_ids(engine, sorted(known))
+    fetched: list[tuple[tuple[datetime, datetime], list[ImochaAttempt]]] = []
+    candidates = 0
+    for window in windows:
+        if fetched and (candidates >= settings.max_attempts
+                        or monotonic() - started > settings.time_budget_seconds):
+            break
+        attempts = client.list_attempts(window[0], window[1], state="completed")
+        fetched.append((window, attempts))
+        # Only attempts neither staged nor known count towards the cap: the re-read span holds many staged ones.
+        unknown = sorted({a.test_invitation_id for a in attempts} - known)
+        staged |= staged_invitation_ids(engine, unknown)
+        candidates += sum(1 for i in unknown if i not in staged)
+
+    seen = sorted({a.test_invitation_id for _, attempts in fetched for a in attempts})
+    by_callback = callback_requested_at(engine, [i for i in seen if i not in staged and i not in known])
+
+    chosen: dict[date, list[int]] = {}
+    taken: set[int] = set()
+    from_callbacks: dict[int, PendingAttempt] = {}
+    complete_until = cursor.until if not state.restart_reason else scan_start
+    capped = False
+    for index, (window, attempts) in enumerate(fetched):
+        day = window[0].date()
+        listed = {a.test_invitation_id for a in attempts}
+        for invitation_id in sorted(listed & by_callback.keys()):
+            # A callback run was requested for it: not requested now, but asked for again if never staged.
+            arrived = _whole_seconds(min(now, by_callback[invitation_id]))
+            from_callbacks.setdefault(invitation_id, PendingAttempt(day, arrived, 1))
+        fresh = sorted(listed - staged - known - by_callback.keys() - taken)
+        room = settings.max_attempts - len(taken)
+        if len(fresh) > room:
+            fresh, capped = fresh[:room], True
+        if fresh:
+            chosen.setdefault(day, []).extend(fresh)
+            taken.update(fresh)
+        if capped:
+            break
+        complete_until = max(complete_until, window[1])
+        if len(taken) >= settings.max_attempts and index + 1 < len(windows):
+            capped = True
+            break
+
+    new_until = complete_until
+    pending = {i: p for i, p in cursor.pending.items() if i not in staged}
+    due = sorted((i for i, p in pending.items() if now >= p.requested_at + settings.backoff(p.tries)),
+                 key=lambda i: (pending[i].requested_at, i))
+    still_waiting = {i: w for i, w in cursor.waiting.items() if i not in staged}
+    runs = UnfinishedRunsByDay(unfinished_runs)
+    runs.look_up(set(chosen) | {day for day, _ in still_waiting.values()} | {pending[i].day for i in due})
+    waiting = _leave_to_unfinished_runs(chosen, still_waiting, runs, now)
+    for day, ids in chosen.items():
+        pending.update(dict.fromkeys(ids, PendingAttempt(day, now, 1)))
+
+    # Requested before and still not staged: again, once no run of the day will still read iMocha after the
+    # last request (the run failed, was canceled, or ran without it) and the back-off has passed. Re-requests
+    # take what room the per-tick cap leaves after the new attempts.
+    again = [i for i in due if not runs.will_see(pending[i].day, pending[i].requested_at)]
+    room = max(0, settings.max_attempts - len(taken))
+    again, deferred = again[:room], len(again) - min(room, len(again))
+    tries: dict[int, int] = {}
+    for invitation_id in again:
+        entry = pending[invitation_id]
+        tries[invitation_id] = entry.tries + 1
+        chosen.setdefault(entry.day, []).append(invitation_id)
+        pending[invitation_id] = PendingAttempt(entry.day, now, entry.tries + 1)
+    for invitation_id, entry in from_callbacks.items():
+        pending.setdefault(invitation_id, entry)
+
+    requests = [CompletionRunRequest(day.isoformat(), run_key_for(RUN_KEY_PREFIX, day, ids, tries),
+                                     tuple(sorted(ids)))
+                for day, ids in sorted(chosen.items())]
+    skip_reason = None
+    if not requests:
+        listed = f"all {len(seen)} listed are already staged or requested" if seen else "iMocha listed none"
+        skip_reason = f"No new finished attempts since {format_utc(scan_start)}: {listed}"
+        if waiting:
+            days = ", ".join(sorted({day.isoformat() for day, _ in waiting.values()}))
+            skip_reason = (f"No run needed: {len(waiting)} finished attempt(s) left to the completion_sync_job "
+                           f"run(s) of {days} that have not read iMocha yet")
+        if pending:
+            skip_reason += (f"; {len(pending)} requested attempt(s) not staged yet, asked for again once their "
+                            "back-off has passed and no run of their day is left to stage them")
+    outcome = PollOutcome(
+        requests=requests,
+        cursor=PollCursor(until=new_until, pending=pending, waiting=waiting),
+        skip_reason=skip_reason,
+        restart_reason=state.restart_reason,
+        scan_start=scan_start,
+        scan_end=now,
+        windows_read=len(fetched),
+        windows_total=len(windows),
+        attempts_seen=len(seen),
+        already_staged=len(staged & set(seen)),
+        already_requested=len((known | by_callback.keys()) & (set(seen) - staged)),
+        capped=capped,
+        duration_seconds=monotonic() - started,
+        re_requested=len(again),
+        re_requests_deferred=deferred,
+    )
+    logger.info("completions poll: %s", outcome.summary())
+    return outcome
+
+
+def _leave_to_unfinished_runs(chosen: dict[date, list[int]], still_waiting: dict[int, tuple[date, datetime]],
+                              runs: UnfinishedRunsByDay, now: datetime) -> dict[int, tuple[date, datetime]]:
+    """Move from ``chosen`` to the returned waiting list the days a run will still read; release the rest.
+
+    A new attempt waits when a run of its day has not started yet (it lists everything finished before it
+    starts). A waiting attempt stays while a run of its day started after the poll saw it finished, or has not
+    started; once none is left and the attempt is still not staged (the run failed, was canceled or missed
+    it), it goes back into ``chosen`` and is requested this tick. ``runs`` has looked up every day concerned.
+    """
+    waiting: dict[int, tuple[date, datetime]] = {}
+    for day in [day for day in chosen if runs.will_see(day, now)]:
+        waiting.update(dict.fromkeys(chosen.pop(day), (day, now)))
+    for invitation_id, (day, seen_at) in sorted(still_waiting.items()):
+        if runs.will_see(day, seen_at):
+            waiting[invitation_id] = (day, seen_at)
+        else:
+            chosen.setdefault(day, []).append(invitation_id)
+    return waiting
