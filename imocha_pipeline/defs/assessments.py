@@ -7,7 +7,6 @@ import sqlalchemy as sa
 
 from imocha_pipeline import staging
 from imocha_pipeline.clients.http import RequestMetrics
-from imocha_pipeline.clients.imocha import TestListProblem
 from imocha_pipeline.defs.delivery_step import deliver_all
 from imocha_pipeline.defs.metadata import preview_table, request_metadata
 from imocha_pipeline.defs.resources import (
@@ -17,21 +16,17 @@ from imocha_pipeline.defs.resources import (
     SyncSettingsResource,
 )
 from imocha_pipeline.sync.assessments.approval import current_plan, extract_counts, record_extract_count, record_plan
-from imocha_pipeline.sync.assessments.mapping import DESIRED_ASSESSMENT_FIELDS, AssessmentMapping
-from imocha_pipeline.sync.assessments.models import DesiredAssessmentModel
-from imocha_pipeline.sync.assessments.steps import (
-    ENTITY,
+from imocha_pipeline.sync.assessments.entity import ASSESSMENT as ENTITY
+from imocha_pipeline.sync.assessments.extract import (
     LIST_ENTRY_KEY_PREFIX,
-    active_ours_in_degreed,
-    build_desired,
-    compute_plan,
     extract_assessments,
-    guard_plan,
     quarantine_unreadable_list_entries,
     quarantine_unreadable_tests,
     snapshot_degreed_assessments,
-    stage_full_extract,
 )
+from imocha_pipeline.sync.assessments.mapping import DESIRED_ASSESSMENT_FIELDS, AssessmentMapping
+from imocha_pipeline.sync.assessments.models import DesiredAssessmentModel
+from imocha_pipeline.sync.assessments.plan import active_ours_in_degreed, build_desired, compute_plan, guard_plan
 from imocha_pipeline.sync.assessments.writer import AssessmentWriter
 from imocha_pipeline.sync.core.diff import WRITE_ACTIONS, summarise
 from imocha_pipeline.sync.core.identities import DegreedDirectory
@@ -53,10 +48,8 @@ def imocha_assessments(context: dg.AssetExecutionContext, imocha: ImochaResource
     engine = staging_db.engine()  # a staging database that cannot take the result stops the run before any call
     metrics = RequestMetrics()
     started = staging.utcnow()
-    problems: list[tuple[int, str]] = []
-    unattributed: list[TestListProblem] = []
-    rows = extract_assessments(imocha.client(metrics=metrics), started, imocha.max_parallel_requests, problems,
-                               unattributed)
+    extracted = extract_assessments(imocha.client(metrics=metrics), started, imocha.max_parallel_requests)
+    rows, problems, unattributed = extracted.rows, extracted.unreadable, extracted.unattributed
     if problems:
         quarantine_unreadable_tests(engine, problems, AssessmentMapping.from_env().external_id_prefix,
                                     context.run.run_id)
@@ -67,7 +60,7 @@ def imocha_assessments(context: dg.AssetExecutionContext, imocha: ImochaResource
     if unattributed:
         context.log.warning("%d entries of iMocha's test list name no test; no assessment is retired this run: %s",
                             len(unattributed), "; ".join(entry.reason for entry in unattributed[:5]))
-    previous, current = stage_full_extract(engine, staging.imocha_assessments, rows, "extracted_at", started)
+    previous, current = staging.stage_full_extract(engine, staging.imocha_assessments, rows, "extracted_at", started)
     record_extract_count(engine, current)
     without_link = sum(1 for row in rows if not row["test_link_key"])
     context.log.info("staged %d iMocha tests (%d without an active link)", current, without_link)
@@ -90,7 +83,7 @@ def degreed_assessments(context: dg.AssetExecutionContext, degreed: DegreedResou
     metrics = RequestMetrics()
     started = staging.utcnow()
     rows = snapshot_degreed_assessments(degreed.client(metrics=metrics), started)
-    _, current = stage_full_extract(engine, staging.degreed_assessments, rows, "snapshot_at", started)
+    _, current = staging.stage_full_extract(engine, staging.degreed_assessments, rows, "snapshot_at", started)
     obsolete = sum(1 for row in rows if row["obsolete"])
     context.log.info("Degreed holds %d assessments (%d retired)", current, obsolete)
     return dg.MaterializeResult(metadata={
@@ -177,8 +170,8 @@ def assessment_sync_plan(context: dg.AssetExecutionContext, config: AssessmentPl
     """What the apply step will do to Degreed, per assessment: create, update (which fields), retire, or nothing."""
     engine = staging_db.engine()
     mapping = sync_settings.assessment_mapping()
-    held_back: list[str] = []
-    plan_frame = compute_plan(engine, mapping, context.run.run_id, held_back)
+    planned = compute_plan(engine, mapping, context.run.run_id)
+    plan_frame, held_back = planned.frame, planned.held_back
     if held_back:
         context.log.warning("%d retirements held back: iMocha's test list has entries that name no test "
                             "(sync_quarantine keys %s...); they go out on the first run that reads it cleanly",

@@ -11,8 +11,7 @@ from imocha_pipeline.defs.assessments import degreed_assessments
 from imocha_pipeline.defs.metadata import preview_table, request_metadata
 from imocha_pipeline.defs.resources import DegreedResource, StagingDatabaseResource, SyncSettingsResource
 from imocha_pipeline.settings import optional_int
-from imocha_pipeline.sync.assessments.steps import ENTITY as ASSESSMENT
-from imocha_pipeline.sync.assessments.steps import stage_full_extract
+from imocha_pipeline.sync.assessments.entity import ASSESSMENT
 from imocha_pipeline.sync.completions.plan import plan_unplanned
 from imocha_pipeline.sync.completions.records import COMPLETION, SKILL_RATING
 from imocha_pipeline.sync.core.apply import apply_plan
@@ -52,9 +51,9 @@ def degreed_completions(context: dg.AssetExecutionContext, degreed: DegreedResou
     started = staging.utcnow()
     end = started.date() + timedelta(days=1)
     start = end - timedelta(days=reconcile_days())
-    client = degreed.client(metrics=metrics)
-    rows = snapshot_completions(client, start, end, started, DegreedDirectory(staging_db.engine(), client))
-    _, count = stage_full_extract(staging_db.engine(), staging.degreed_completions, rows, "snapshot_at", started)
+    client, engine = degreed.client(metrics=metrics), staging_db.engine()
+    rows = snapshot_completions(client, start, end, started, DegreedDirectory(engine, client))
+    _, count = staging.stage_full_extract(engine, staging.degreed_completions, rows, "snapshot_at", started)
     context.log.info("Degreed holds %d completions between %s and %s", count, start, end)
     return dg.MaterializeResult(metadata={"dagster/row_count": count, "window": f"{start}..{end}",
                                           **request_metadata(metrics, "degreed_requests")})
@@ -66,9 +65,9 @@ def degreed_skill_ratings(context: dg.AssetExecutionContext, degreed: DegreedRes
     """Skill ratings Degreed holds for our provider."""
     metrics = RequestMetrics()
     started = staging.utcnow()
-    client = degreed.client(metrics=metrics)
-    rows = snapshot_skill_ratings(client, started, DegreedDirectory(staging_db.engine(), client))
-    _, count = stage_full_extract(staging_db.engine(), staging.degreed_skill_ratings, rows, "snapshot_at", started)
+    client, engine = degreed.client(metrics=metrics), staging_db.engine()
+    rows = snapshot_skill_ratings(client, started, DegreedDirectory(engine, client))
+    _, count = staging.stage_full_extract(engine, staging.degreed_skill_ratings, rows, "snapshot_at", started)
     return dg.MaterializeResult(metadata={"dagster/row_count": count,
                                           **request_metadata(metrics, "degreed_requests")})
 

@@ -19,6 +19,7 @@ from imocha_pipeline.staging.engine import (
     normalise_url,
     not_older,
     read_rows,
+    stage_full_extract,
     sweep_older,
     table_names,
     upsert,
@@ -52,6 +53,6 @@ __all__ = [
     "degreed_skill_ratings", "degreed_users", "describe_url", "desired_assessments", "dispose_engine",
     "existing_values", "get_engine", "get_state", "imocha_assessments", "imocha_completions", "imocha_skill_scores",
     "metadata", "normalise_url", "not_older", "rate_budget", "read_rows", "set_state", "skill_mapping",
-    "sweep_older", "sync_drift", "sync_ledger", "sync_plan", "sync_quarantine", "sync_state", "table_names",
-    "upsert", "utcnow",
+    "stage_full_extract", "sweep_older", "sync_drift", "sync_ledger", "sync_plan", "sync_quarantine", "sync_state",
+    "table_names", "upsert", "utcnow",
 ]

@@ -136,3 +136,14 @@ def describe_url(url: str) -> str:
 
 def table_names() -> Iterable[str]:
     return metadata.tables.keys()
+
+
+def stage_full_extract(engine: Engine, table: sa.Table, rows: list[dict], ts_column: str,
+                       run_started: datetime) -> tuple[int, int]:
+    """Upsert a complete extract and drop rows it no longer contains. Returns (previous, current) counts."""
+    with engine.begin() as conn:
+        previous = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+        upsert(conn, table, rows)
+        sweep_older(conn, table, ts_column, run_started)
+        current = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+    return int(previous), int(current)
