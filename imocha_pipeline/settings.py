@@ -168,3 +168,18 @@ class DegreedSettings:
             f"token_url={self.token_url!r}, rate_limit_per_minute={self.rate_limit_per_minute}, "
             f"region={self.region!r}, organization_code={self.organization_code!r}, client_secret=<redacted>)"
         )
+
+
+def number_setting(name: str, default: float, *, minimum: float, whole: bool = False) -> float:
+    """A numeric environment setting, at least ``minimum``; a clear error names a bad value."""
+    raw = optional(name, "")
+    if not raw:
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError as exc:
+        kind = "a whole number" if whole else "a number"
+        raise ValueError(f"setting {name} must be {kind}, got {raw!r}") from exc
+    if value < minimum:
+        raise ValueError(f"setting {name} must be at least {minimum:g}, got {raw!r}")
+    return value

@@ -27,7 +27,8 @@ from imocha_pipeline.sync.triggers.callbacks import (
     replay_missed_callbacks,
     store_callback,
 )
-from imocha_pipeline.sync.triggers.polling import UnfinishedRun, poll_completions, run_key_for
+from imocha_pipeline.sync.triggers.polling import poll_completions
+from imocha_pipeline.sync.triggers.runs import UnfinishedRun, run_key_for
 from imocha_sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox, SandboxConfig
 from imocha_sandbox.server import ServerThread
 

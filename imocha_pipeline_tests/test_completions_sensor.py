@@ -14,15 +14,9 @@ from imocha_pipeline.clients.imocha import ImochaClient, format_utc, parse_times
 from imocha_pipeline.defs.resources import ImochaResource, StagingDatabaseResource
 from imocha_pipeline.defs.sensors import TRIGGER_TAG, imocha_completions_sensor
 from imocha_pipeline.sync.triggers.callbacks import CallbackSettings
-from imocha_pipeline.sync.triggers.polling import (
-    PendingAttempt,
-    PollCursor,
-    PollSettings,
-    UnfinishedRun,
-    parse_cursor,
-    poll_completions,
-    run_key_for,
-)
+from imocha_pipeline.sync.triggers.poll_cursor import PendingAttempt, PollCursor, parse_cursor
+from imocha_pipeline.sync.triggers.polling import PollSettings, poll_completions
+from imocha_pipeline.sync.triggers.runs import UnfinishedRun, run_key_for
 from imocha_pipeline_tests.test_callbacks import queued_run, report
 from imocha_sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox, SandboxConfig
 

@@ -34,14 +34,10 @@ import dagster as dg
 
 from imocha_pipeline.defs.partitions import completion_partitions
 from imocha_pipeline.defs.resources import ImochaResource, StagingDatabaseResource
+from imocha_pipeline.settings import number_setting
 from imocha_pipeline.sync.triggers.callbacks import CallbackSettings, plan_inbox_tick
-from imocha_pipeline.sync.triggers.polling import (
-    PollSettings,
-    UnfinishedRun,
-    number_setting,
-    poll_completions,
-    tick_client,
-)
+from imocha_pipeline.sync.triggers.polling import PollSettings, poll_completions, tick_client
+from imocha_pipeline.sync.triggers.runs import UnfinishedRun
 
 COMPLETION_JOB = "completion_sync_job"
 TRIGGER_TAG = "imocha_pipeline/trigger"

@@ -52,14 +52,10 @@ from imocha_pipeline.clients.imocha import (
     parse_timestamp,
     to_number,
 )
+from imocha_pipeline.settings import number_setting
 from imocha_pipeline.sync.completions.extract import staged_invitation_ids
-from imocha_pipeline.sync.triggers.polling import (
-    AttemptSource,
-    UnfinishedRuns,
-    UnfinishedRunsByDay,
-    number_setting,
-    run_key_for,
-)
+from imocha_pipeline.sync.triggers.polling import AttemptSource
+from imocha_pipeline.sync.triggers.runs import UnfinishedRuns, UnfinishedRunsByDay, run_key_for
 
 logger = logging.getLogger(__name__)
 

@@ -51,45 +51,33 @@ until it is staged, and is asked for again while it is not (DESIGN §2: no recor
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from imocha_pipeline import staging
-from imocha_pipeline.clients.imocha import ImochaAttempt, ImochaClient, format_utc, parse_timestamp
-from imocha_pipeline.settings import optional
+from imocha_pipeline.clients.imocha import ImochaAttempt, ImochaClient, format_utc
+from imocha_pipeline.settings import number_setting
 from imocha_pipeline.sync.completions.extract import staged_invitation_ids
+from imocha_pipeline.sync.triggers.poll_cursor import PendingAttempt, PollCursor, parse_cursor, whole_seconds
+from imocha_pipeline.sync.triggers.runs import (
+    CompletionRunRequest,
+    UnfinishedRuns,
+    UnfinishedRunsByDay,
+    callback_requested_at,
+    run_key_for,
+)
 
 logger = logging.getLogger(__name__)
 
-CURSOR_VERSION = 1
 RUN_KEY_PREFIX = "completions"
 
 
 # ---------------------------------------------------------------- settings
-
-
-def number_setting(name: str, default: float, *, minimum: float, whole: bool = False) -> float:
-    """A numeric environment setting, at least ``minimum``; a clear error names a bad value."""
-    raw = optional(name, "")
-    if not raw:
-        return default
-    try:
-        value = int(raw) if whole else float(raw)
-    except ValueError as exc:
-        kind = "a whole number" if whole else "a number"
-        raise ValueError(f"setting {name} must be {kind}, got {raw!r}") from exc
-    if value < minimum:
-        raise ValueError(f"setting {name} must be at least {minimum:g}, got {raw!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -157,115 +145,6 @@ def tick_client(base_url: str, api_key: str, settings: PollSettings, staging_url
         "backoff_max": 2.0, "max_retry_after": 5.0})
 
 
-# ---------------------------------------------------------------- cursor
-
-
-@dataclass(frozen=True)
-class PendingAttempt:
-    """An attempt requested but not staged yet: its day (partition), when it was last requested, how many times."""
-
-    day: date
-    requested_at: datetime
-    tries: int = 1
-
-    def to_json(self) -> list:
-        return [self.day.isoformat(), format_utc(self.requested_at), self.tries]
-
-
-@dataclass(frozen=True)
-class PollCursor:
-    """Where the scan stands: ``until`` (UTC), the requested-but-not-staged attempts, and the attempts
-    left to a run of their day that had not read iMocha yet (day and when the poll saw them finished)."""
-
-    until: datetime
-    pending: dict[int, PendingAttempt] = field(default_factory=dict)
-    waiting: dict[int, tuple[date, datetime]] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        data: dict = {
-            "v": CURSOR_VERSION,
-            "until": format_utc(self.until),
-            "pending": {str(i): self.pending[i].to_json() for i in sorted(self.pending)},
-        }
-        if self.waiting:
-            data["waiting"] = {str(i): [day.isoformat(), format_utc(seen)]
-                               for i, (day, seen) in sorted(self.waiting.items())}
-        return json.dumps(data, separators=(",", ":"))
-
-
-@dataclass(frozen=True)
-class CursorState:
-    """A parsed cursor; ``restart_reason`` says why the scan restarts at ``now - lookback`` (None: it does not)."""
-
-    cursor: PollCursor
-    restart_reason: str | None = None
-
-
-def parse_cursor(text: str | None, now: datetime, lookback: timedelta) -> CursorState:
-    """Read a cursor; anything unusable restarts from ``now - lookback`` with the reason."""
-    try:
-        return CursorState(_read_cursor(text, now))
-    except _Restart as restart:
-        return CursorState(PollCursor(until=_whole_seconds(now - lookback)), str(restart))
-
-
-class _Restart(Exception):
-    pass
-
-
-def _read_cursor(text: str | None, now: datetime) -> PollCursor:
-    if text is None or not text.strip():
-        raise _Restart("no cursor yet")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise _Restart("the cursor is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise _Restart("the cursor is not a JSON object")
-    if data.get("v") != CURSOR_VERSION:
-        raise _Restart(f"cursor version {data.get('v')!r} is not {CURSOR_VERSION}")
-    until = parse_timestamp(data.get("until")) if isinstance(data.get("until"), str) else None
-    if until is None:
-        raise _Restart(f"the cursor's 'until' is not a UTC timestamp: {data.get('until')!r}")
-    if until > now:
-        raise _Restart(f"the cursor's 'until' ({format_utc(until)}) is in the future")
-    pending = data.get("pending", {})
-    if not isinstance(pending, dict):
-        raise _Restart("the cursor's 'pending' is not an object")
-    try:
-        parsed = {int(key): _pending_entry(value, until) for key, value in pending.items()}
-    except (TypeError, ValueError):
-        raise _Restart("the cursor's 'pending' holds an entry that is not <invitation id>: "
-                       "[<YYYY-MM-DD>, <UTC>, <tries>] (or the older <invitation id>: <YYYY-MM-DD>)") from None
-    waiting = data.get("waiting", {})
-    if not isinstance(waiting, dict):
-        raise _Restart("the cursor's 'waiting' is not an object")
-    try:
-        left = {int(key): (date.fromisoformat(day), parse_timestamp(seen)) for key, (day, seen) in waiting.items()}
-    except (TypeError, ValueError):
-        left = None
-    if left is None or any(seen is None for _, seen in left.values()):
-        raise _Restart("the cursor's 'waiting' holds an entry that is not <invitation id>: [<YYYY-MM-DD>, <UTC>]")
-    return PollCursor(until=until, pending=parsed, waiting=left)
-
-
-def _pending_entry(value: object, until: datetime) -> PendingAttempt:
-    """``[day, last requested, tries]``; the older ``"<day>"`` counts as requested once, at the cursor's ``until``."""
-    if isinstance(value, str):
-        return PendingAttempt(date.fromisoformat(value), until, 1)
-    if not isinstance(value, list) or len(value) != 3:
-        raise ValueError(value)
-    day, at, tries = value
-    requested_at = parse_timestamp(at) if isinstance(at, str) else None
-    if not isinstance(day, str) or requested_at is None or type(tries) is not int or tries < 1:
-        raise ValueError(value)
-    return PendingAttempt(date.fromisoformat(day), requested_at, tries)
-
-
-def _whole_seconds(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(microsecond=0)
-
-
 # ---------------------------------------------------------------- windows
 
 
@@ -284,101 +163,10 @@ def scan_windows(start: datetime, end: datetime, size: timedelta) -> list[tuple[
 # ---------------------------------------------------------------- the tick
 
 
-@dataclass(frozen=True)
-class UnfinishedRun:
-    """A ``completion_sync_job`` run of one day that has not finished (what the Dagster instance says).
-
-    ``started_at`` is None while it is queued or starting: it has not read iMocha yet.
-    """
-
-    partition_key: str
-    run_id: str
-    started_at: datetime | None = None
-
-    def will_see(self, finished_by: datetime) -> bool:
-        """Whether this run reads Retrieve Invites after ``finished_by``, a moment the attempt was known over.
-
-        That is when its final callback arrived, or when a poll listed it as completed: a run that starts
-        later lists it; a run that started earlier may have read the day before the attempt ended.
-        """
-        return self.started_at is None or finished_by < self.started_at
-
-
-UnfinishedRuns = Callable[[Sequence[str]], Iterable[UnfinishedRun]]
-"""Given partition keys, the unfinished runs of those days (one instance query per call)."""
-
-
-class UnfinishedRunsByDay:
-    """The unfinished runs of the days a tick deals with, asked of ``lookup`` once per day (None: no runs)."""
-
-    def __init__(self, lookup: UnfinishedRuns | None):
-        self._lookup = lookup
-        self._runs: dict[str, list[UnfinishedRun]] = {}
-        self._looked_up: set[date] = set()
-
-    def look_up(self, days: Iterable[date]) -> None:
-        """One call of ``lookup`` for those of ``days`` not looked up yet (none when all were)."""
-        new = sorted(set(days) - self._looked_up)
-        if self._lookup is not None and new:
-            for run in self._lookup([day.isoformat() for day in new]):
-                self._runs.setdefault(run.partition_key, []).append(run)
-        self._looked_up.update(new)
-
-    def will_see(self, day: date, finished_by: datetime) -> bool:
-        """Whether a looked-up run of ``day`` reads iMocha after ``finished_by`` (``UnfinishedRun.will_see``)."""
-        return any(run.will_see(finished_by) for run in self._runs.get(day.isoformat(), ()))
-
-
-def callback_requested_ids(engine: Engine, ids: list[int]) -> set[int]:
-    """Of ``ids``, those a callback run was already requested for (``callback_inbox.run_key`` set)."""
-    inbox = staging.callback_inbox
-    return staging.existing_values(engine, inbox.c.test_invitation_id, ids, inbox.c.run_key.is_not(None))
-
-
-def callback_requested_at(engine: Engine, ids: Sequence[int]) -> dict[int, datetime]:
-    """Of ``ids``, those a callback run was already requested for, each with when its first such callback arrived.
-
-    The callback's run was requested after that moment, and the attempt was over by then, so a run of its day
-    that starts later lists it (``UnfinishedRun.will_see``).
-    """
-    inbox = staging.callback_inbox
-    found: dict[int, datetime] = {}
-    with engine.connect() as conn:
-        for start in range(0, len(ids), 900):
-            chunk = list(ids[start:start + 900])
-            found.update({row[0]: row[1] for row in conn.execute(
-                sa.select(inbox.c.test_invitation_id, sa.func.min(inbox.c.received_at))
-                .where(inbox.c.test_invitation_id.in_(chunk), inbox.c.run_key.is_not(None))
-                .group_by(inbox.c.test_invitation_id))})
-    return found
-
-
 class AttemptSource(Protocol):
     """What a tick needs from iMocha (``ImochaClient`` fits)."""
 
     def list_attempts(self, start: datetime, end: datetime, state: str = "completed") -> list[ImochaAttempt]: ...
-
-
-@dataclass(frozen=True)
-class CompletionRunRequest:
-    """One ``completion_sync_job`` run: the UTC day partition and the new attempts found in it."""
-
-    partition_key: str
-    run_key: str
-    invitation_ids: tuple[int, ...]
-
-
-def run_key_for(prefix: str, day: date, ids: Iterable[int], tries: Mapping[int, int] | None = None) -> str:
-    """``"<prefix>:<YYYY-MM-DD>:<16 hex>"``: the same partition, ids and try numbers always give the same key.
-
-    ``tries``: the try number of the ids requested again; an id's try number joins the digest from its second
-    try on (``"<id>#<try>"``), so a first request keeps the key it always had and every later one gets a key no
-    earlier request had (Dagster never launches a run key twice).
-    """
-    tries = tries or {}
-    tokens = [str(i) if tries.get(i, 1) <= 1 else f"{i}#{tries[i]}" for i in sorted(ids)]
-    digest = hashlib.sha1(",".join(tokens).encode()).hexdigest()[:16]
-    return f"{prefix}:{day.isoformat()}:{digest}"
 
 
 @dataclass(frozen=True)
@@ -446,10 +234,10 @@ def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | N
     """
     started = monotonic()
     settings = settings or PollSettings()
-    now = _whole_seconds(now or datetime.now(UTC))
+    now = whole_seconds(now or datetime.now(UTC))
     state = parse_cursor(cursor_text, now, settings.lookback)
     cursor = state.cursor
-    scan_start = cursor.until if state.restart_reason else _whole_seconds(cursor.until - settings.reread)
+    scan_start = cursor.until if state.restart_reason else whole_seconds(cursor.until - settings.reread)
     if earliest is not None:
         scan_start = min(now, max(scan_start, earliest))
     windows = scan_windows(scan_start, now, settings.window)
@@ -482,7 +270,7 @@ def poll_completions(client: AttemptSource, engine: Engine, cursor_text: str | N
         listed = {a.test_invitation_id for a in attempts}
         for invitation_id in sorted(listed & by_callback.keys()):
             # A callback run was requested for it: not requested now, but asked for again if never staged.
-            arrived = _whole_seconds(min(now, by_callback[invitation_id]))
+            arrived = whole_seconds(min(now, by_callback[invitation_id]))
             from_callbacks.setdefault(invitation_id, PendingAttempt(day, arrived, 1))
         fresh = sorted(listed - staged - known - by_callback.keys() - taken)
         room = settings.max_attempts - len(taken)
