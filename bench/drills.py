@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dataclasses import replace
 
-    from imocha_drills import convergence, scenarios
+    from imocha_drills import convergence, inputs, scenarios
     from imocha_drills.harness import Drill, scan_for_secrets
     from imocha_drills.proxy import proxied_postgres_schema
     from imocha_sandbox.runtime import SandboxConfig
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     def scan(drill: Drill) -> None:
         nonlocal secrets_seen, places
         secrets = drill.sandbox.secrets()
-        texts = scenarios.secret_texts(drill)
+        texts = inputs.secret_texts(drill)
         secrets_seen += len(secrets)
         places += len(texts)
         leaks.extend(scan_for_secrets(texts, secrets))
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if 7 in only:
         t = time.monotonic()
         with new_drill() as drill:
-            outcome = scenarios.drill_bad_input(drill)
+            outcome = inputs.drill_bad_input(drill)
             outcome.baseline_requests = baseline
             verdicts = outcome.facts["verdicts"]
             record(outcome, time.monotonic() - t, detail=f"({len(verdicts)} kinds, "
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if 8 in only:
         t = time.monotonic()
         with new_drill() as drill:
-            outcome = scenarios.drill_hostile(drill)
+            outcome = inputs.drill_hostile(drill)
             outcome.baseline_requests = baseline
             record(outcome, time.monotonic() - t, detail="(staged and sent verbatim, request lines clean)"
                    if outcome.ok else f"{outcome.facts}")

@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from imocha_drills import dagster_runs
 from imocha_drills.gate import GateRule
 from imocha_drills.harness import Drill, history_tags, processed_creates, today_tags
-from imocha_drills.scenarios import DrillOutcome, finish_today
+from imocha_drills.outcome import DrillOutcome
+from imocha_drills.scenarios import finish_today
 from imocha_sandbox.server import FaultConfig
 
 WRITES = ("POST", "PATCH", "PUT", "DELETE")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from imocha_drills.outcome import user_error
 from imocha_pipeline.definitions import build_definitions
 from imocha_pipeline.defs.resources import resources_from_settings
 
@@ -92,9 +93,7 @@ def execute(drill, job: str, *, tags: dict[str, str] | None = None, run_config: 
                 data = event.step_failure_data
                 text = data.user_failure_data.description if data.user_failure_data else None
                 if not text and data.error is not None:
-                    error = data.error
-                    while error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
-                        error = error.cause
+                    error = user_error(data.error)
                     text = f"{error.cls_name}: {error.message.strip()}"
                 failures.append(f"{event.step_key}: {text}")
         materialized = sorted({e.asset_key.to_user_string() for e in result.all_events

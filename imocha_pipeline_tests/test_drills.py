@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from imocha_drills import convergence, scenarios
+from imocha_drills import convergence, inputs, scenarios
 from imocha_drills.catalogue import TRANSPORT_KINDS
 from imocha_drills.harness import Drill, scan_for_secrets
+from imocha_drills.outcome import DrillOutcome
 from imocha_drills.proxy import proxied_postgres_schema
 from imocha_sandbox.runtime import SandboxConfig
 
@@ -32,7 +33,7 @@ def make_drill(tmp_path):
         drill.close()
 
 
-def assert_exact(outcome: scenarios.DrillOutcome) -> None:
+def assert_exact(outcome: DrillOutcome) -> None:
     comparison = outcome.comparison
     assert comparison.expected > 0
     assert comparison.exact, comparison.summary()
@@ -116,7 +117,7 @@ def test_drill6_postgres_lost_mid_run_fails_cleanly_and_the_next_run_completes(m
 
 
 def test_drill7_bad_input_catalogue_quarantines_with_reasons_and_good_records_sync(make_drill):
-    outcome = scenarios.drill_bad_input(make_drill(TINY))
+    outcome = inputs.drill_bad_input(make_drill(TINY))
     verdicts = outcome.facts["verdicts"]
     assert len(verdicts) >= 25 and {v[1] for v in verdicts} >= {"assessment", "completion", "skill_rating",
                                                                   "transport"}
@@ -131,7 +132,7 @@ def test_drill7_bad_input_catalogue_quarantines_with_reasons_and_good_records_sy
 
 @pytest.mark.postgres
 def test_drill8_hostile_strings_pass_through_as_plain_data(make_drill, postgres_url):
-    outcome = scenarios.drill_hostile(make_drill(TINY, url=postgres_url))
+    outcome = inputs.drill_hostile(make_drill(TINY, url=postgres_url))
     facts = outcome.facts
     assert all(facts["runs"])
     assert all(facts["staged_verbatim"].values()) and all(facts["sent_verbatim"].values()), facts
@@ -145,17 +146,17 @@ def test_drill9_no_secret_appears_in_logs_metadata_errors_or_tables(make_drill):
     tokens = scenarios.drill_tokens(drill)  # a refused token, a revoked key and an expired token on the way
     assert tokens.facts["revoked_run_failed"]
     scenarios.finish_today(drill, 2)
-    assert all(r.success for r in scenarios.run_production_path(drill)), "secrets from the environment"
+    assert all(r.success for r in inputs.run_production_path(drill)), "secrets from the environment"
     scenarios.finish_today(drill, 2, offset=2)
     kill = scenarios.drill_kill(drill, [scenarios.KillPoint("completion_sync_job", 1, "after")])
     assert kill.facts["kills"] == 1
     _, method, path, body, content_type, job, _ = TRANSPORT_KINDS[0]
     drill.sandbox.imocha.set_canned_response(method, path, body, content_type=content_type)
     assert not drill.run(job).success
-    outcome = scenarios.drill_secrets([drill])
+    outcome = inputs.drill_secrets([drill])
     assert outcome.facts["secrets"] >= 6, "both credentials and several issued tokens"
     assert outcome.facts["leaks"] == [], outcome.facts
-    texts = scenarios.secret_texts(drill)
+    texts = inputs.secret_texts(drill)
     assert any(name.startswith("job snapshot") for name in texts) and any(".log" in name for name in texts)
     assert "DEBUG" in texts["debug log"], "the scan covers DEBUG logging"
     planted = {"control": "x " + drill.sandbox.degreed_secret + " y"}
