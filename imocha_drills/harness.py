@@ -36,7 +36,7 @@ from imocha_pipeline.defs.resources import resources_from_settings
 from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
 from imocha_pipeline.sync.assessments.mapping import plain_text_title
 from imocha_pipeline.sync.completions.mapping import CompletionMapping
-from imocha_sandbox.degreed_sim import DEFAULT_CLIENT_ID, ApiClientSpec
+from imocha_sandbox.degreed import DEFAULT_CLIENT_ID, ApiClientSpec
 from imocha_sandbox.runtime import Sandbox, SandboxConfig
 from imocha_sandbox.server import ServerThread
 

@@ -273,7 +273,7 @@ DEFAULT_CLIENT = "imocha-sandbox"
 
 def _spec(drill: Drill):
     from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
-    from imocha_sandbox.degreed_sim import ApiClientSpec
+    from imocha_sandbox.degreed import ApiClientSpec
 
     return ApiClientSpec(drill.sandbox.degreed_secret, frozenset(DEGREED_REQUIRED_SCOPES), "IMOCHA")
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from imocha_pipeline.cli import main
 from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
 from imocha_pipeline.staging import dispose_engine
-from imocha_sandbox.degreed_sim import DEFAULT_CLIENT_SECRET, ApiClientSpec
+from imocha_sandbox.degreed import DEFAULT_CLIENT_SECRET, ApiClientSpec
 from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 BIN = Path(sys.executable).parent

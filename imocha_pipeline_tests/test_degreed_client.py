@@ -33,7 +33,7 @@ from imocha_pipeline.clients.errors import (
 )
 from imocha_pipeline.clients.http import ApiSession, LocalRateBudget, Unlimited
 from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
-from imocha_sandbox.degreed_sim import (
+from imocha_sandbox.degreed import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     ApiClientSpec,

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
-from imocha_sandbox.degreed_sim import (
+from imocha_sandbox.degreed import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     DEFAULT_CONFLICT_BODY,

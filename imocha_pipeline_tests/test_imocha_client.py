@@ -33,7 +33,7 @@ from imocha_pipeline.clients.imocha import (
     TestListProblem,
     normalize_status,
 )
-from imocha_sandbox.imocha_sim import ImochaSimulator
+from imocha_sandbox.imocha import ImochaSimulator
 from imocha_sandbox.seed import generate_world
 from imocha_sandbox.server import FaultConfig, ServerThread
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from imocha_sandbox.imocha_sim import (
+from imocha_sandbox.imocha import (
     BAD_DATES_BODY,
     CANCEL_WRONG_STATE_BODY,
     DROP,

@@ -8,7 +8,7 @@ import pytest
 from imocha_pipeline import settings
 from imocha_pipeline.clients.errors import AuthError
 from imocha_pipeline.defs.resources import DegreedResource
-from imocha_sandbox.degreed_sim import ApiClientSpec
+from imocha_sandbox.degreed import ApiClientSpec
 from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 # specs/degreed-api.md §1, copied by hand (the CA betatest API host is an assumption there, marked [A]).

@@ -31,7 +31,7 @@ from imocha_pipeline.defs.resources import DegreedResource, _rate_budget
 from imocha_pipeline.demo import show_sandbox
 from imocha_pipeline.staging import create_engine, dispose_engine, get_engine, rate_budget
 from imocha_pipeline.sync.triggers.polling import PollSettings, tick_client
-from imocha_sandbox import degreed_sim
+from imocha_sandbox.degreed.rate_limit import RateLimiter
 from imocha_sandbox.runtime import Sandbox, SandboxConfig
 from imocha_sandbox.server import FaultConfig
 
@@ -311,7 +311,7 @@ def _in_threads(clients: list[DegreedClient], calls: int) -> list[BaseException]
 @pytest.fixture
 def short_window_sandbox(monkeypatch):
     """The simulator with a 2-second rate window instead of 60, so a test can span several windows."""
-    monkeypatch.setattr(degreed_sim._RateLimiter, "PERIOD", 2.0)
+    monkeypatch.setattr(RateLimiter, "PERIOD", 2.0)
     with Sandbox(SandboxConfig(tests=2, learners=2, attempts=1, degreed_rate_limit=6)) as sandbox:
         yield sandbox
 

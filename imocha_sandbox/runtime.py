@@ -5,8 +5,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from imocha_sandbox.degreed_sim import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DegreedSimulator
-from imocha_sandbox.imocha_sim import ImochaSimulator
+from imocha_sandbox.degreed import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DegreedSimulator
+from imocha_sandbox.imocha import ImochaSimulator
 from imocha_sandbox.seed import World, generate_world
 from imocha_sandbox.server import ServerThread
 
