@@ -96,7 +96,7 @@ def callbacks_replay(since_hours: float, dry_run: bool) -> None:
     """Ask iMocha to send again the final callbacks that never reached the inbox."""
     from datetime import timedelta
 
-    from imocha_pipeline.clients.shared_budget import shared_imocha_client
+    from imocha_pipeline.connections import shared_imocha_client
     from imocha_pipeline.settings import ImochaSettings, MissingSettingError, staging_db_url
     from imocha_pipeline.staging import get_engine
     from imocha_pipeline.sync.triggers.callbacks import replay_missed_callbacks

@@ -13,7 +13,7 @@ import dagster as dg
 from imocha_pipeline import settings, staging
 from imocha_pipeline.clients.degreed import DegreedClient
 from imocha_pipeline.clients.imocha import ImochaClient
-from imocha_pipeline.clients.shared_budget import shared_degreed_client, shared_imocha_client
+from imocha_pipeline.connections import shared_degreed_client, shared_imocha_client
 from imocha_pipeline.definitions import build_definitions
 from imocha_pipeline.defs.resources import resources_from_settings
 from imocha_sandbox.runtime import Sandbox, SandboxConfig

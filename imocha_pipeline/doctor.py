@@ -154,9 +154,10 @@ def doctor_clients(max_attempts: int = 2, timeout: float = 10.0) -> tuple[Callab
     draw from the shared budgets in the staging database at the factories' ``staging_url`` (``""``: the
     pipeline's; None: this process only), so a doctor run next to a sync never pushes a client id over its
     limit."""
-    from imocha_pipeline.clients.shared_budget import shared_degreed_client, shared_imocha_client
+    from imocha_pipeline.clients.http import RetryPolicy, Timeouts
+    from imocha_pipeline.connections import shared_degreed_client, shared_imocha_client
 
-    options = {"max_attempts": max_attempts, "connect_timeout": timeout, "read_timeout": timeout}
+    options = {"retry": RetryPolicy(max_attempts=max_attempts), "timeouts": Timeouts(connect=timeout, read=timeout)}
 
     def degreed(cfg: settings.DegreedSettings, scopes: tuple[str, ...], staging_url: str | None = ""):
         return shared_degreed_client(cfg, staging_url, scopes=scopes, session_options=options,

@@ -24,7 +24,7 @@ from collections import Counter
 import pytest
 
 from imocha_pipeline import settings
-from imocha_pipeline.clients.shared_budget import TOKEN_REQUESTS_COUNT_SETTING, shared_degreed_client
+from imocha_pipeline.connections import TOKEN_REQUESTS_COUNT_SETTING, shared_degreed_client
 from imocha_pipeline.staging import get_engine
 from imocha_sandbox.runtime import Sandbox, SandboxConfig
 

@@ -10,7 +10,8 @@ import dagster as dg
 import pytest
 
 from imocha_pipeline import staging
-from imocha_pipeline.clients.imocha import ImochaClient, format_utc, parse_timestamp
+from imocha_pipeline.clients.imocha import ImochaClient
+from imocha_pipeline.clients.imocha.values import format_utc, parse_timestamp
 from imocha_pipeline.defs.resources import ImochaResource, StagingDatabaseResource
 from imocha_pipeline.defs.sensors import TRIGGER_TAG, imocha_completions_sensor
 from imocha_pipeline.sync.triggers.callbacks import CallbackSettings

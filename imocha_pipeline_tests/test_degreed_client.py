@@ -15,14 +15,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from imocha_pipeline.clients.degreed import (
-    DegreedClient,
-    DegreedCompletion,
-    DegreedSkillRating,
-    date_windows,
-    parse_degreed_datetime,
-    relationship_ids,
-)
+from imocha_pipeline.clients.degreed import DegreedClient, DegreedCompletion, DegreedSkillRating
+from imocha_pipeline.clients.degreed.paging import date_windows
+from imocha_pipeline.clients.degreed.values import parse_degreed_datetime, relationship_ids
 from imocha_pipeline.clients.errors import (
     AmbiguousWriteError,
     AuthError,
@@ -31,7 +26,7 @@ from imocha_pipeline.clients.errors import (
     LearnerNotFoundError,
     NotFoundError,
 )
-from imocha_pipeline.clients.http import ApiSession, LocalRateBudget, Unlimited
+from imocha_pipeline.clients.http import ApiSession, LocalRateBudget, RetryPolicy, Unlimited
 from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
 from imocha_sandbox.degreed import (
     DEFAULT_CLIENT_ID,
@@ -90,8 +85,9 @@ def sim_server(world):
 
 def make_client(base: str, client_id: str = DEFAULT_CLIENT_ID, secret: str = DEFAULT_CLIENT_SECRET, *,
                 budget=None, sleep=None, **options) -> DegreedClient:
-    session = ApiSession(base, api_name="degreed", rate_budget=budget or Unlimited(), backoff_base=0.005,
-                         backoff_max=0.02, max_attempts=8, **({"sleep": sleep} if sleep else {}))
+    session = ApiSession(base, api_name="degreed", rate_budget=budget or Unlimited(),
+                         retry=RetryPolicy(max_attempts=8, backoff_base=0.005, backoff_max=0.02),
+                         **({"sleep": sleep} if sleep else {}))
     return DegreedClient(base, f"{base}/oauth/token", client_id, secret, session=session, **options)
 
 

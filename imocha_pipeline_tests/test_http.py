@@ -18,7 +18,8 @@ from imocha_pipeline.clients.errors import (
     RateLimitedError,
     ServerError,
 )
-from imocha_pipeline.clients.http import ApiSession, LocalRateBudget, parse_reset, parse_retry_after, pause_from_headers
+from imocha_pipeline.clients.http import ApiSession, LocalRateBudget, RetryPolicy, Timeouts
+from imocha_pipeline.clients.http.budget import parse_reset, parse_retry_after, pause_from_headers
 from imocha_sandbox.server import FaultConfig, FaultInjector, RequestLog, ServerThread, SimulatorMiddleware
 
 SECRET = "s3cr3t-value-that-must-not-leak"
@@ -63,7 +64,8 @@ def server():
 
 def make_session(url: str, **kwargs) -> tuple[ApiSession, list[float]]:
     sleeps: list[float] = []
-    session = ApiSession(url, api_name="test", sleep=sleeps.append, secrets=[SECRET], read_timeout=2.0, **kwargs)
+    session = ApiSession(url, api_name="test", sleep=sleeps.append, secrets=[SECRET], timeouts=Timeouts(read=2.0),
+                         **kwargs)
     return session, sleeps
 
 
@@ -107,7 +109,7 @@ def test_a_non_idempotent_write_with_a_lost_answer_is_not_sent_again(server):
     assert [entry.fault for entry in log.entries()] == ["lost_ack"], "sent exactly once"
     faults.set(FaultConfig(lost_ack_next=1))
     assert session.request("GET", "/echo").status_code == 200, "a read is repeated after a lost answer"
-    dead, _ = make_session("http://127.0.0.1:9", max_attempts=2)
+    dead, _ = make_session("http://127.0.0.1:9", retry=RetryPolicy(max_attempts=2))
     with pytest.raises(ApiTransportError, match="no answer after 2 attempts") as refused:
         dead.request("POST", "/echo", json_body={"a": 1})
     assert not isinstance(refused.value, AmbiguousWriteError), "a refused connection never reached the server"
@@ -115,7 +117,7 @@ def test_a_non_idempotent_write_with_a_lost_answer_is_not_sent_again(server):
 
 def test_gives_up_with_typed_errors(server):
     thread, _, faults = server
-    session, _ = make_session(thread.url, max_attempts=3)
+    session, _ = make_session(thread.url, retry=RetryPolicy(max_attempts=3))
     faults.set(FaultConfig(error_5xx_share=1.0))
     with pytest.raises(ServerError, match="after 3 attempts"):
         session.request("GET", "/echo")
@@ -123,7 +125,7 @@ def test_gives_up_with_typed_errors(server):
     with pytest.raises(RateLimitedError):
         session.request("GET", "/echo")
     faults.clear()
-    dead, _ = make_session("http://127.0.0.1:9", max_attempts=2)
+    dead, _ = make_session("http://127.0.0.1:9", retry=RetryPolicy(max_attempts=2))
     with pytest.raises(ApiTransportError, match="no answer after 2 attempts"):
         dead.request("GET", "/echo")
 
@@ -153,7 +155,7 @@ def test_decode_json_names_what_came_back(server, path, message):
 def test_secrets_are_redacted_from_logs_and_errors(server, caplog):
     thread, _, _faults = server
     caplog.set_level(logging.DEBUG)
-    session, _ = make_session(thread.url, max_attempts=2, headers={"X-API-KEY": SECRET})
+    session, _ = make_session(thread.url, retry=RetryPolicy(max_attempts=2), headers={"X-API-KEY": SECRET})
     with pytest.raises(ServerError) as info:
         session.request("GET", "/leaky")
     assert "bad key ***" in str(info.value)

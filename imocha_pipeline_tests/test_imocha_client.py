@@ -24,15 +24,15 @@ from imocha_pipeline.clients.errors import (
     PayloadError,
     ServerError,
 )
-from imocha_pipeline.clients.http import ApiSession
+from imocha_pipeline.clients.http import ApiSession, RetryPolicy, Timeouts
 from imocha_pipeline.clients.imocha import (
     ImochaAttempt,
     ImochaClient,
     ImochaPayloadError,
     ImochaReportSkill,
     TestListProblem,
-    normalize_status,
 )
+from imocha_pipeline.clients.imocha.values import normalize_status
 from imocha_sandbox.imocha import ImochaSimulator
 from imocha_sandbox.seed import generate_world
 from imocha_sandbox.server import FaultConfig, ServerThread
@@ -43,8 +43,8 @@ NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 
 def fast_session(url: str, max_attempts: int = 6) -> ApiSession:
     """A session with millisecond backoff so retry tests stay fast."""
-    return ApiSession(url, api_name="iMocha", backoff_base=0.005, backoff_max=0.05, max_attempts=max_attempts,
-                      read_timeout=5)
+    return ApiSession(url, api_name="iMocha", retry=RetryPolicy(max_attempts=max_attempts, backoff_base=0.005,
+                                                                backoff_max=0.05), timeouts=Timeouts(read=5))
 
 
 class Env:

@@ -17,14 +17,15 @@ from imocha_pipeline import settings
 from imocha_pipeline.cli import main
 from imocha_pipeline.clients.degreed import DegreedClient
 from imocha_pipeline.clients.errors import RateLimitedError
-from imocha_pipeline.clients.http import ApiSession, LocalRateBudget, Unlimited
-from imocha_pipeline.clients.shared_budget import (
+from imocha_pipeline.clients.http import ApiSession, LocalRateBudget, RetryPolicy, Unlimited
+from imocha_pipeline.clients.http.shared_budget import SharedRateBudget
+from imocha_pipeline.connections import (
     IMOCHA_RATE_LIMIT_SETTING,
     TOKEN_REQUESTS_COUNT_SETTING,
-    SharedRateBudget,
     degreed_budget_name,
     imocha_rate_budget,
     shared_degreed_client,
+    shared_rate_budget,
     token_requests_count,
 )
 from imocha_pipeline.defs.resources import DegreedResource, _rate_budget
@@ -84,7 +85,7 @@ def reset_header(seconds: float) -> str:
 
 def test_never_more_than_the_limit_in_any_window(budget_engine):
     clock = FakeClock()
-    budget = SharedRateBudget(budget_engine, unique_name(), 10, margin=0.0, clock=clock, sleep=clock.sleep)
+    budget = shared_rate_budget(budget_engine, unique_name(), 10, margin=0.0, clock=clock, sleep=clock.sleep)
     sent = []
     for _ in range(35):
         budget.acquire("reads")
@@ -96,8 +97,8 @@ def test_never_more_than_the_limit_in_any_window(budget_engine):
 
 def test_margin_widens_the_window(budget_engine):
     clock = FakeClock()
-    budget = SharedRateBudget(budget_engine, unique_name(), 2, window=10.0, margin=0.5, clock=clock,
-                              sleep=clock.sleep)
+    budget = shared_rate_budget(budget_engine, unique_name(), 2, window=10.0, margin=0.5, clock=clock,
+                                sleep=clock.sleep)
     for _ in range(3):
         budget.acquire("reads")
     assert clock.now == pytest.approx(1_010.5)
@@ -107,7 +108,7 @@ def _send_times(url: str, name: str, count: int, per_minute: int, window: float,
                 barrier, out) -> None:
     """One OS process taking ``count`` slots and reporting when it got each."""
     engine = create_engine(url)
-    budget = SharedRateBudget(engine, name, per_minute, window=window, margin=margin)
+    budget = shared_rate_budget(engine, name, per_minute, window=window, margin=margin)
     barrier.wait(30)
     times = []
     for _ in range(count):
@@ -143,8 +144,8 @@ def test_two_processes_share_one_budget(staging_url):
 
 def test_last_free_slots_go_to_higher_lanes(budget_engine):
     clock = FakeClock()
-    budget = SharedRateBudget(budget_engine, unique_name(), 3, margin=0.0, linger=2.0, clock=clock,
-                              sleep=clock.sleep)
+    budget = shared_rate_budget(budget_engine, unique_name(), 3, margin=0.0, linger=2.0, clock=clock,
+                                sleep=clock.sleep)
     # Each taker is a thread: one that writes completions, one that reads.
     with ThreadPoolExecutor(1) as writer_thread, ThreadPoolExecutor(1) as reader_thread:
 
@@ -173,8 +174,8 @@ def test_last_free_slots_go_to_higher_lanes(budget_engine):
 def test_completions_go_first_when_lanes_compete(staging_url):
     name = unique_name()
     options = {"window": 0.4, "margin": 0.05, "reserve": 2, "linger": 0.3}
-    SharedRateBudget(get_engine(staging_url), name, 2, **options)  # table and engine ready
-    filler = SharedRateBudget(create_engine(staging_url), name, 2, **options)
+    shared_rate_budget(get_engine(staging_url), name, 2, **options)  # table and engine ready
+    filler = shared_rate_budget(create_engine(staging_url), name, 2, **options)
     for _ in range(2):
         filler.acquire("reads")  # the window is full: both lanes below have to wait
     order: list[str] = []
@@ -182,7 +183,7 @@ def test_completions_go_first_when_lanes_compete(staging_url):
 
     def take(lane: str) -> None:
         engine = create_engine(staging_url)
-        budget = SharedRateBudget(engine, name, 2, **options)
+        budget = shared_rate_budget(engine, name, 2, **options)
         for _ in range(4):
             budget.acquire(lane)
             with lock:
@@ -199,7 +200,7 @@ def test_completions_go_first_when_lanes_compete(staging_url):
 
 def test_an_interrupted_wait_withdraws_its_interest(budget_engine):
     clock = FakeClock()
-    budget = SharedRateBudget(budget_engine, unique_name(), 1, clock=clock, sleep=clock.sleep)
+    budget = shared_rate_budget(budget_engine, unique_name(), 1, clock=clock, sleep=clock.sleep)
     budget.acquire("completions")
 
     def interrupted(_seconds: float) -> None:
@@ -217,8 +218,8 @@ def test_an_interrupted_wait_withdraws_its_interest(budget_engine):
 def test_a_429_pauses_every_taker(staging_url, other_engine):
     clock = FakeClock()
     name = unique_name()
-    first = SharedRateBudget(get_engine(staging_url), name, 70, clock=clock, sleep=clock.sleep)
-    second = SharedRateBudget(other_engine, name, 70, clock=clock, sleep=clock.sleep)
+    first = shared_rate_budget(get_engine(staging_url), name, 70, clock=clock, sleep=clock.sleep)
+    second = shared_rate_budget(other_engine, name, 70, clock=clock, sleep=clock.sleep)
     first.observe(429, {"Retry-After": "12"})
     assert second.status()["paused_for"] == pytest.approx(12.0)
     second.acquire("completions")
@@ -228,8 +229,8 @@ def test_a_429_pauses_every_taker(staging_url, other_engine):
 def test_remaining_zero_pauses_every_taker_until_the_reset(staging_url, other_engine):
     clock = FakeClock()
     name = unique_name()
-    first = SharedRateBudget(get_engine(staging_url), name, 70, clock=clock, sleep=clock.sleep)
-    second = SharedRateBudget(other_engine, name, 70, clock=clock, sleep=clock.sleep)
+    first = shared_rate_budget(get_engine(staging_url), name, 70, clock=clock, sleep=clock.sleep)
+    second = shared_rate_budget(other_engine, name, 70, clock=clock, sleep=clock.sleep)
     first.acquire("reads")
     first.observe(200, {"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": reset_header(30)})
     second.acquire("reads")
@@ -239,8 +240,8 @@ def test_remaining_zero_pauses_every_taker_until_the_reset(staging_url, other_en
 def test_fewer_remaining_than_counted_books_someone_elses_sends(staging_url, other_engine):
     clock = FakeClock()
     name = unique_name()
-    first = SharedRateBudget(get_engine(staging_url), name, 10, margin=0.0, clock=clock, sleep=clock.sleep)
-    second = SharedRateBudget(other_engine, name, 10, margin=0.0, clock=clock, sleep=clock.sleep)
+    first = shared_rate_budget(get_engine(staging_url), name, 10, margin=0.0, clock=clock, sleep=clock.sleep)
+    second = shared_rate_budget(other_engine, name, 10, margin=0.0, clock=clock, sleep=clock.sleep)
     first.acquire("reads")
     first.acquire("reads")
     first.observe(200, {"X-Rate-Limit-Remaining": "8", "X-Rate-Limit-Reset": reset_header(50)})
@@ -258,13 +259,13 @@ def test_fewer_remaining_than_counted_books_someone_elses_sends(staging_url, oth
 
 def _status_elsewhere(url: str, name: str, out) -> None:
     engine = create_engine(url)
-    out.put(SharedRateBudget(engine, name, 70).status())
+    out.put(shared_rate_budget(engine, name, 70).status())
     engine.dispose()
 
 
 def test_a_pause_reaches_another_os_process(staging_url):
     name = unique_name()
-    SharedRateBudget(get_engine(staging_url), name, 70).observe(429, {"Retry-After": "120"})
+    shared_rate_budget(get_engine(staging_url), name, 70).observe(429, {"Retry-After": "120"})
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     child = ctx.Process(target=_status_elsewhere, args=(staging_url, name, out))
@@ -318,9 +319,9 @@ def short_window_sandbox(monkeypatch):
 
 def test_two_clients_sharing_the_budget_never_get_a_429(short_window_sandbox, staging_url, other_engine):
     rate, name = 6, degreed_budget_name(unique_name())
-    budgets = [SharedRateBudget(engine, name, rate, window=2.0, margin=0.3)
+    budgets = [shared_rate_budget(engine, name, rate, window=2.0, margin=0.3)
                for engine in (get_engine(staging_url), other_engine)]
-    clients = [_degreed_client(short_window_sandbox, budget, max_attempts=1) for budget in budgets]
+    clients = [_degreed_client(short_window_sandbox, budget, retry=RetryPolicy(max_attempts=1)) for budget in budgets]
     assert _in_threads(clients, rate) == []
     answers = _api_answers(short_window_sandbox)
     assert len(answers) == 2 * rate
@@ -329,8 +330,8 @@ def test_two_clients_sharing_the_budget_never_get_a_429(short_window_sandbox, st
 
 def test_control_two_separate_budgets_do_get_429s(short_window_sandbox):
     rate = 6
-    clients = [_degreed_client(short_window_sandbox, LocalRateBudget(rate, window=2.0), max_attempts=1)
-               for _ in range(2)]
+    clients = [_degreed_client(short_window_sandbox, LocalRateBudget(rate, window=2.0),
+                               retry=RetryPolicy(max_attempts=1)) for _ in range(2)]
     errors = _in_threads(clients, rate)
     assert errors and all(isinstance(error, RateLimitedError) for error in errors)
 
@@ -338,8 +339,8 @@ def test_control_two_separate_budgets_do_get_429s(short_window_sandbox):
 def test_a_burst_up_to_the_limit_passes_and_the_next_request_waits(staging_url, other_engine):
     rate, name = 6, degreed_budget_name(unique_name())
     with Sandbox(SandboxConfig(tests=2, learners=2, attempts=1, degreed_rate_limit=rate)) as sandbox:
-        budgets = [SharedRateBudget(engine, name, rate) for engine in (get_engine(staging_url), other_engine)]
-        clients = [_degreed_client(sandbox, budget, max_attempts=1) for budget in budgets]
+        budgets = [shared_rate_budget(engine, name, rate) for engine in (get_engine(staging_url), other_engine)]
+        clients = [_degreed_client(sandbox, budget, retry=RetryPolicy(max_attempts=1)) for budget in budgets]
         assert _in_threads(clients, rate // 2) == []
         assert {a.status for a in _api_answers(sandbox)} == {200}
         assert budgets[0].try_acquire("reads") > 50  # the next one waits for the window

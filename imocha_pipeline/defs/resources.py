@@ -17,7 +17,7 @@ from imocha_pipeline import settings
 from imocha_pipeline.clients.degreed import DegreedClient
 from imocha_pipeline.clients.http import RateBudget, RequestMetrics
 from imocha_pipeline.clients.imocha import ImochaClient
-from imocha_pipeline.clients.shared_budget import shared_degreed_budget, shared_degreed_client, shared_imocha_client
+from imocha_pipeline.connections import shared_degreed_budget, shared_degreed_client, shared_imocha_client
 from imocha_pipeline.staging import describe_url, get_engine
 from imocha_pipeline.sync.assessments.mapping import AssessmentMapping
 from imocha_pipeline.sync.completions.mapping import CompletionMapping

@@ -291,7 +291,7 @@ callback_inbox = sa.Table(
     sa.Column("run_key", sa.String(256)),
 )
 
-# One row per shared rate budget (e.g. ``degreed:<client id>``), see ``clients/shared_budget.py``.
+# One row per shared rate budget (e.g. ``degreed:<client id>``), see ``clients/http/shared_budget.py``.
 # Times are seconds on the budget's clock (epoch seconds by default).
 rate_budget = sa.Table(
     "rate_budget",

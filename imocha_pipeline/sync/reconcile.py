@@ -69,7 +69,7 @@ def snapshot_skill_ratings(client, snapshot_at: datetime, directory: DegreedDire
 
 
 def _first_user(rating) -> str | None:
-    from imocha_pipeline.clients.degreed import relationship_ids
+    from imocha_pipeline.clients.degreed.values import relationship_ids
 
     ids = relationship_ids(rating.raw, "user")
     return ids[0] if ids else None

@@ -11,7 +11,8 @@ from sqlalchemy.engine import Engine
 
 from imocha_pipeline import staging
 from imocha_pipeline.clients.errors import ApiError, NotFoundError
-from imocha_pipeline.clients.imocha import ImochaClient, ImochaReport, normalize_status
+from imocha_pipeline.clients.imocha import ImochaClient, ImochaReport
+from imocha_pipeline.clients.imocha.values import normalize_status
 from imocha_pipeline.sync.core.concurrent_fetch import fetch_all
 
 

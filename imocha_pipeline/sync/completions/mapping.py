@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from imocha_pipeline.clients.imocha import normalize_status
+from imocha_pipeline.clients.imocha.values import normalize_status
 from imocha_pipeline.settings import optional
 from imocha_pipeline.sync.completions.records import STATUS_COMPLETE
 

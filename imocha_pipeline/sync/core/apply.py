@@ -42,7 +42,7 @@ from imocha_pipeline.clients.errors import (
     RateLimitedError,
     ServerError,
 )
-from imocha_pipeline.clients.http import default_read_timeout
+from imocha_pipeline.clients.http.policy import default_read_timeout
 from imocha_pipeline.sync.core.diff import CREATE, RETIRE, UPDATE, WRITE_ACTIONS
 from imocha_pipeline.sync.core.ledger import DONE, SUPERSEDED, Ledger, Source
 from imocha_pipeline.sync.core.plain_values import plain, same_value

@@ -44,14 +44,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from imocha_pipeline import staging
 from imocha_pipeline.clients.errors import BadRequestError
-from imocha_pipeline.clients.imocha import (
-    PROCESS_CALLBACKS_BATCH,
-    ProcessCallbacksResult,
-    format_utc,
-    normalize_status,
-    parse_timestamp,
-    to_number,
-)
+from imocha_pipeline.clients.imocha import ProcessCallbacksResult
+from imocha_pipeline.clients.imocha.contract import PROCESS_CALLBACKS_BATCH
+from imocha_pipeline.clients.imocha.values import format_utc, normalize_status, parse_timestamp, to_number
 from imocha_pipeline.settings import number_setting
 from imocha_pipeline.sync.completions.extract import staged_invitation_ids
 from imocha_pipeline.sync.triggers.polling import AttemptSource

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from imocha_pipeline.clients.imocha import format_utc, parse_timestamp
+from imocha_pipeline.clients.imocha.values import format_utc, parse_timestamp
 
 CURSOR_VERSION = 1
 

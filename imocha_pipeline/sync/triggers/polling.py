@@ -60,7 +60,8 @@ from typing import Protocol
 
 from sqlalchemy.engine import Engine
 
-from imocha_pipeline.clients.imocha import ImochaAttempt, ImochaClient, format_utc
+from imocha_pipeline.clients.imocha import ImochaAttempt, ImochaClient
+from imocha_pipeline.clients.imocha.values import format_utc
 from imocha_pipeline.settings import number_setting
 from imocha_pipeline.sync.completions.extract import staged_invitation_ids
 from imocha_pipeline.sync.triggers.poll_cursor import PendingAttempt, PollCursor, parse_cursor, whole_seconds
@@ -138,11 +139,12 @@ def tick_client(base_url: str, api_key: str, settings: PollSettings, staging_url
     shared budget (``IMOCHA_RATE_LIMIT_PER_MINUTE``) in the staging database at ``staging_url`` (default:
     the pipeline's, IMOCHA_PIPELINE_STAGING_DB_URL), like every other iMocha call.
     """
-    from imocha_pipeline.clients.shared_budget import shared_imocha_client
+    from imocha_pipeline.clients.http import RetryPolicy, Timeouts
+    from imocha_pipeline.connections import shared_imocha_client
 
     return shared_imocha_client(base_url, api_key, staging_url, session_options={
-        "connect_timeout": 5.0, "read_timeout": settings.read_timeout_seconds, "max_attempts": 2,
-        "backoff_max": 2.0, "max_retry_after": 5.0})
+        "timeouts": Timeouts(connect=5.0, read=settings.read_timeout_seconds),
+        "retry": RetryPolicy(max_attempts=2, backoff_max=2.0, max_retry_after=5.0)})
 
 
 # ---------------------------------------------------------------- windows
