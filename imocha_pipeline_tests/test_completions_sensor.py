@@ -11,13 +11,14 @@ import pytest
 
 from imocha_pipeline import staging
 from imocha_pipeline.clients.imocha import ImochaClient
-from imocha_pipeline.clients.imocha.values import format_utc, parse_timestamp
+from imocha_pipeline.clients.imocha.values import format_utc
 from imocha_pipeline.defs.resources import ImochaResource, StagingDatabaseResource
 from imocha_pipeline.defs.sensors import TRIGGER_TAG, imocha_completions_sensor
 from imocha_pipeline.sync.triggers.callbacks import CallbackSettings
 from imocha_pipeline.sync.triggers.poll_cursor import PendingAttempt, PollCursor, parse_cursor
 from imocha_pipeline.sync.triggers.polling import PollSettings, poll_completions
 from imocha_pipeline.sync.triggers.runs import UnfinishedRun, run_key_for
+from imocha_pipeline.timestamps import parse_utc
 from imocha_pipeline_tests.test_callbacks import queued_run, report
 from imocha_sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox, SandboxConfig
 
@@ -578,14 +579,14 @@ def test_dagster_sensor_requests_partitioned_runs_and_keeps_one_cursor(sandbox, 
     assert cursor["v"] == 1 and list(cursor["pending"]) == [str(invitation_id)]
     day, requested_at, tries = cursor["pending"][str(invitation_id)]
     assert (day, tries) == (run.partition_key, 1)
-    assert abs(parse_timestamp(requested_at) - datetime.now(UTC)) < timedelta(minutes=1)
+    assert abs(parse_utc(requested_at) - datetime.now(UTC)) < timedelta(minutes=1)
     assert "waiting" not in cursor
 
     second = tick(first.cursor)
     assert second.run_requests == [] and "No new finished attempts" in second.skip_message
 
     # As if the back-off (a minute) had passed since the request: the last request two minutes earlier.
-    cursor["pending"][str(invitation_id)][1] = format_utc(parse_timestamp(requested_at) - timedelta(minutes=2))
+    cursor["pending"][str(invitation_id)][1] = format_utc(parse_utc(requested_at) - timedelta(minutes=2))
     later = json.dumps(cursor)
     # Dagster launched the requested run; it started after the request, so no second run while it goes on ...
     launched = queued_run(instance, defs, run.partition_key)

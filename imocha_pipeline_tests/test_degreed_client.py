@@ -17,7 +17,7 @@ import pytest
 
 from imocha_pipeline.clients.degreed import DegreedClient, DegreedCompletion, DegreedSkillRating
 from imocha_pipeline.clients.degreed.paging import date_windows
-from imocha_pipeline.clients.degreed.values import parse_degreed_datetime, relationship_ids
+from imocha_pipeline.clients.degreed.values import relationship_ids
 from imocha_pipeline.clients.errors import (
     AmbiguousWriteError,
     AuthError,
@@ -28,6 +28,7 @@ from imocha_pipeline.clients.errors import (
 )
 from imocha_pipeline.clients.http import ApiSession, LocalRateBudget, RetryPolicy, Unlimited
 from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
+from imocha_pipeline.timestamps import parse_utc
 from imocha_sandbox.degreed import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
@@ -522,7 +523,7 @@ def test_secret_and_tokens_never_appear_in_logs_errors_or_reprs(sim_server, worl
     ],
 )
 def test_timestamps_with_any_fraction_and_no_zone(raw, expected):
-    assert parse_degreed_datetime(raw) == expected
+    assert parse_utc(raw, strict=True) == expected
 
 
 def test_records_tolerate_array_relationships_and_string_values():

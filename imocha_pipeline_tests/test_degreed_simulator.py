@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
+from imocha_pipeline.timestamps import parse_utc
 from imocha_sandbox.degreed import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
@@ -29,7 +30,6 @@ from imocha_sandbox.degreed import (
     DegreedSimSettings,
     DegreedSimulator,
     format_degreed_timestamp,
-    parse_timestamp,
 )
 from imocha_sandbox.seed import generate_world
 from imocha_sandbox.server import ServerThread
@@ -838,10 +838,10 @@ def test_same_world_gives_the_same_ids(world):
 def test_timestamp_helpers_round_trip():
     moment = datetime(2021, 10, 19, 10, 1, 40, 246712, tzinfo=UTC)
     assert format_degreed_timestamp(moment) == "2021-10-19T10:01:40.2467120"
-    assert parse_timestamp("2021-10-19T10:01:40.2467123") == moment
-    assert parse_timestamp("2021-10-19T12:01:40+02:00") == moment.replace(microsecond=0)
+    assert parse_utc("2021-10-19T10:01:40.2467123", strict=True) == moment
+    assert parse_utc("2021-10-19T12:01:40+02:00", strict=True) == moment.replace(microsecond=0)
     with pytest.raises(ValueError):
-        parse_timestamp("yesterday")
+        parse_utc("yesterday", strict=True)
 
 
 # ---------------------------------------------------------------------------------------------------------

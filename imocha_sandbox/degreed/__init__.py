@@ -109,7 +109,7 @@ from imocha_sandbox.degreed.settings import (
     DegreedSimSettings,
 )
 from imocha_sandbox.degreed.simulator import DegreedSimulator
-from imocha_sandbox.degreed.timestamps import format_degreed_timestamp, format_dotnet_timestamp, parse_timestamp
+from imocha_sandbox.degreed.timestamps import format_degreed_timestamp, format_dotnet_timestamp
 
 __all__ = [
     "DEFAULT_CLIENT_ID",
@@ -124,5 +124,4 @@ __all__ = [
     "default_clients",
     "format_degreed_timestamp",
     "format_dotnet_timestamp",
-    "parse_timestamp",
 ]

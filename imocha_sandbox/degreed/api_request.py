@@ -11,9 +11,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from imocha_pipeline.timestamps import parse_utc
 from imocha_sandbox.degreed.auth import ApiClientSpec
 from imocha_sandbox.degreed.problems import ApiProblem
-from imocha_sandbox.degreed.timestamps import parse_timestamp
 
 
 @dataclass
@@ -94,7 +94,7 @@ def require_matching_id(ctx: ApiRequest, record_id: str) -> None:
 
 def parse_attr_timestamp(attrs: dict[str, Any], name: str) -> datetime:
     try:
-        return parse_timestamp(attrs.get(name))
+        return parse_utc(attrs.get(name), strict=True)
     except ValueError as exc:
         raise ApiProblem(400, f"Attribute {name} must be a date-time (yyyy-mm-ddTHH:MM:SS).",
                          source=name) from exc

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from imocha_pipeline.timestamps import parse_utc
 from imocha_sandbox.degreed.auth import ApiClientSpec, OAuthServer
 from imocha_sandbox.degreed.paging import Pager
 from imocha_sandbox.degreed.problems import ApiProblem
@@ -20,7 +21,7 @@ from imocha_sandbox.degreed.rate_limit import RateLimiter
 from imocha_sandbox.degreed.serialise import json_response
 from imocha_sandbox.degreed.settings import DegreedSimSettings
 from imocha_sandbox.degreed.store import DegreedStore, apply_assessment_attributes, state_of
-from imocha_sandbox.degreed.timestamps import parse_timestamp, utc_now
+from imocha_sandbox.degreed.timestamps import utc_now
 from imocha_sandbox.server import CONTROL_PREFIX, FaultConfig, FaultInjector, RequestLog
 
 ControlAction = Callable[[Request, dict[str, Any]], Any]
@@ -159,7 +160,7 @@ class DegreedControl:
                 raise KeyError(f"unknown user {user!r} or content {content!r}")
             code = self._provider_or_default(provider_code)
             now = utc_now(self._clock)
-            moment = parse_timestamp(completed_at)
+            moment = parse_utc(completed_at, strict=True)
             return state_of(store.insert_completion(person, item, moment, percentile, code, now))
 
     def update_completion(self, completion_id: str, **changes: Any) -> dict[str, Any]:
@@ -168,7 +169,7 @@ class DegreedControl:
             record = self._store.get(self._store.completions, completion_id)
             for name, value in changes.items():
                 if name == "completed_at":
-                    value = parse_timestamp(value)
+                    value = parse_utc(value, strict=True)
                 if name not in {"percentile", "completed_at", "is_verified"}:
                     raise ValueError(f"cannot change completion field {name}")
                 setattr(record, name, value)
@@ -187,7 +188,7 @@ class DegreedControl:
             if person is None:
                 raise KeyError(f"unknown user {user!r}")
             now = utc_now(self._clock)
-            moment = parse_timestamp(rated_at) if rated_at else now
+            moment = parse_utc(rated_at, strict=True) if rated_at else now
             return state_of(store.insert_skill_rating(person, skill_name, rating, rating_type, moment,
                                                       self.provider_code, now))
 
@@ -197,7 +198,7 @@ class DegreedControl:
             for name, value in changes.items():
                 if name not in {"rating", "rating_type", "rated_at", "skill_name"}:
                     raise ValueError(f"cannot change skill rating field {name}")
-                setattr(record, name, parse_timestamp(value) if name == "rated_at" else value)
+                setattr(record, name, parse_utc(value, strict=True) if name == "rated_at" else value)
             record.modified_at = utc_now(self._clock)
             return state_of(record)
 

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
-_TIMESTAMP = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,7}))?)?(Z|[+-]\d{2}:?\d{2})?$"
-)
+from datetime import UTC, datetime
 
 
 def _utc_to_the_second(value: datetime) -> tuple[datetime, str]:
@@ -37,24 +31,6 @@ def format_dotnet_timestamp(value: datetime | None) -> str | None:
     value, text = _utc_to_the_second(value)
     fraction = f"{value.microsecond:06d}".rstrip("0")
     return f"{text}.{fraction}" if fraction else text
-
-
-def parse_timestamp(value: Any) -> datetime:
-    """Parse an incoming timestamp (zone optional, treated as UTC when absent, 0-7 fraction digits)."""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    match = _TIMESTAMP.match(str(value).strip()) if isinstance(value, str) else None
-    if not match:
-        raise ValueError(f"not a date-time: {value!r}")
-    day, clock, fraction, zone = match.groups()
-    parsed = datetime.fromisoformat(f"{day}T{clock or '00:00'}")
-    if fraction:
-        parsed = parsed.replace(microsecond=int(fraction[:6].ljust(6, "0")))
-    if zone and zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        digits = zone[1:].replace(":", "")
-        parsed -= sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-    return parsed.replace(tzinfo=UTC)
 
 
 def iso_z(value: datetime | None) -> str | None:

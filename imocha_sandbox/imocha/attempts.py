@@ -12,9 +12,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from imocha_pipeline.timestamps import parse_utc
 from imocha_sandbox.imocha.callbacks import Callbacks
 from imocha_sandbox.imocha.errors import CANCEL_WRONG_STATE_BODY, SimulatorError, validation_error
-from imocha_sandbox.imocha.formats import as_int, lower_keys, parse_request_datetime
+from imocha_sandbox.imocha.formats import as_int, lower_keys
 from imocha_sandbox.imocha.records import (
     FINISHED,
     REOPENABLE,
@@ -95,8 +96,8 @@ class Attempts:
 
     @staticmethod
     def _apply_window(inv: Invitation, fields: dict[str, Any]) -> None:
-        inv.window_start = parse_request_datetime(fields.get("startdatetime"))
-        inv.window_end = parse_request_datetime(fields.get("enddatetime"))
+        inv.window_start = parse_utc(fields.get("startdatetime"))
+        inv.window_end = parse_utc(fields.get("enddatetime"))
         inv.time_zone_id = as_int(fields.get("timezoneid"))
         inv.callback_url = fields.get("callbackurl") or inv.callback_url
         inv.redirect_url = fields.get("redirecturl") or inv.redirect_url
@@ -209,7 +210,7 @@ class Attempts:
             inv = self._store.invitation(invitation_id)
             self._require(inv, STATUS_PENDING, "start")
             inv.status = STATUS_IN_PROGRESS
-            inv.started_at = (parse_request_datetime(at) if at else None) or self._clock()
+            inv.started_at = (parse_utc(at) if at else None) or self._clock()
             self._callbacks.notify(inv)
             return inv.to_json()
 
@@ -219,7 +220,7 @@ class Attempts:
         """In Progress → Complete / Test Left / Terminated; sends the final callback."""
         with self._store.lock:
             inv = self._store.invitation(invitation_id)
-            completed = (parse_request_datetime(at) if at else None) or self._clock()
+            completed = (parse_utc(at) if at else None) or self._clock()
             self._finish(inv, status, bank_scores, completed, time_taken_seconds)
             return inv.to_json()
 
@@ -235,7 +236,7 @@ class Attempts:
             inv = self._store.invitation(invitation_id)
             self._require(inv, STATUS_PENDING, "expire")
             inv.status = STATUS_EXPIRED
-            inv.changed_at = (parse_request_datetime(at) if at else None) or self._clock()
+            inv.changed_at = (parse_utc(at) if at else None) or self._clock()
             return inv.to_json()
 
     @staticmethod

@@ -9,12 +9,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from imocha_pipeline.timestamps import parse_utc
 from imocha_sandbox.imocha.attempts import Attempts
 from imocha_sandbox.imocha.callback_delivery import CallbackDispatcher
 from imocha_sandbox.imocha.canned import CannedResponses
 from imocha_sandbox.imocha.catalogue import Catalogue
 from imocha_sandbox.imocha.errors import not_found, validation_error
-from imocha_sandbox.imocha.formats import as_int, lower_keys, parse_request_datetime
+from imocha_sandbox.imocha.formats import as_int, lower_keys
 from imocha_sandbox.imocha.http_io import json_object, query_int, query_params
 from imocha_sandbox.imocha.list_entries import ListEntryOverrides
 from imocha_sandbox.imocha.settings import SimulatorSettings
@@ -114,7 +115,7 @@ class ControlRoutes:
         invitation_id = self._attempts.complete_attempt(
             as_int(f["testid"]), str(f.get("email", "")), str(f.get("name", "")),
             status=f.get("status", STATUS_COMPLETE), bank_scores=f.get("bankscores"),
-            attempted_on=parse_request_datetime(f.get("attemptedon")), callback_url=f.get("callbackurl"),
+            attempted_on=parse_utc(f.get("attemptedon")), callback_url=f.get("callbackurl"),
             time_taken_seconds=f.get("timetakenseconds"))
         return JSONResponse({"testInvitationId": invitation_id}, status_code=201)
 

@@ -4,35 +4,13 @@ from __future__ import annotations
 
 import base64
 import math
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
 def lower_keys(data: dict[str, Any]) -> dict[str, Any]:
     """Request properties are bound case-insensitively (spec §3.2): look them up lower-cased."""
     return {str(key).lower(): value for key, value in data.items()}
-
-
-def parse_request_datetime(value: Any) -> datetime | None:
-    """ISO 8601 with or without ``Z``/offset/fraction; a bare date is midnight; naive is UTC.
-
-    Returns None for anything that is not such a string.
-    """
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    if text[-1] in "zZ":
-        text = text[:-1] + "+00:00"
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def iso_millis_z(moment: datetime) -> str:

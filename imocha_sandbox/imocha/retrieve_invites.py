@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from imocha_pipeline.timestamps import parse_utc
 from imocha_sandbox.imocha.errors import BAD_DATES_BODY, SimulatorError, not_found
-from imocha_sandbox.imocha.formats import as_int, lower_keys, parse_request_datetime
+from imocha_sandbox.imocha.formats import as_int, lower_keys
 from imocha_sandbox.imocha.records import FINISHED, STATUS_CANCELLED, STATUS_EXPIRED, Invitation
 from imocha_sandbox.imocha.settings import SimulatorSettings
 from imocha_sandbox.imocha.store import ImochaStore
@@ -27,8 +28,8 @@ class RetrieveInvites:
             raise SimulatorError(400, {"result": None,
                                        "errors": ["state must be one of: completed, cancelled, expired"]})
         fields = lower_keys(body) if isinstance(body, dict) else {}
-        start = parse_request_datetime(fields.get("startdatetime"))
-        end = parse_request_datetime(fields.get("enddatetime"))
+        start = parse_utc(fields.get("startdatetime"))
+        end = parse_utc(fields.get("enddatetime"))
         if start is None or end is None or end < start:
             raise SimulatorError(401, BAD_DATES_BODY)
         test_id = fields.get("testid")

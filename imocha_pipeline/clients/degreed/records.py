@@ -18,8 +18,8 @@ from imocha_pipeline.clients.degreed.values import (
     optional_int,
     optional_number,
     optional_text,
-    parse_degreed_datetime,
 )
+from imocha_pipeline.timestamps import parse_utc
 
 
 def resource_attributes(resource: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -67,8 +67,8 @@ class DegreedAssessment:
             obsolete=bool(obsolete),
             provider_code=optional_text(a.get("provider-code")),
             degreed_url=optional_text(a.get("degreed-url")),
-            modified_at=parse_degreed_datetime(a.get("modified-at")),
-            created_at=parse_degreed_datetime(a.get("created-at")),
+            modified_at=parse_utc(a.get("modified-at"), strict=True),
+            created_at=parse_utc(a.get("created-at"), strict=True),
             raw=dict(resource),
         )
 
@@ -107,9 +107,9 @@ class DegreedCompletion:
                                   or (None if user_id else degreed_user and "UserId")),
             employee_id=optional_text(a.get("employee-id")),
             content_id=content_id or degreed_content,
-            completed_at=parse_degreed_datetime(a.get("completed-at")),
+            completed_at=parse_utc(a.get("completed-at"), strict=True),
             percentile=optional_number(a.get("percentile")),
-            added_at=parse_degreed_datetime(a.get("added-at")),
+            added_at=parse_utc(a.get("added-at"), strict=True),
             content_id_type=(optional_text(a.get("content-id-type"))
                              or (None if content_id else degreed_content and "Id")),
             content_type=optional_text(a.get("content-type")),
@@ -144,7 +144,7 @@ class DegreedSkillRating:
             skill_name=optional_text(a.get("skill-name")),
             rating=optional_int(a.get("rating")),
             rating_type=optional_text(a.get("rating-type")),
-            rated_at=parse_degreed_datetime(a.get("rated-at")),
+            rated_at=parse_utc(a.get("rated-at"), strict=True),
             provider_code=optional_text(a.get("provider-code")),
             raw=dict(resource),
         )

@@ -7,45 +7,11 @@ strings.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 _NULL_STRINGS = {"", "none", "null"}
-_TIMESTAMP = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,7})\d*)?)?\s*(Z|[+-]\d{2}:?\d{2})?$"
-)
-
-
-def parse_degreed_datetime(value: Any) -> datetime | None:
-    """A Degreed timestamp as a tz-aware UTC datetime.
-
-    Accepts 0-7 fraction digits (.NET style), no zone (read as UTC) or an explicit zone. ``None``,
-    ``""``, ``"None"`` and .NET's empty value ``0001-01-01T00:00:00`` all mean "no value".
-    """
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, datetime):
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    text = str(value).strip()
-    if text.lower() in _NULL_STRINGS:
-        return None
-    match = _TIMESTAMP.match(text)
-    if not match:
-        raise ValueError(f"not a Degreed timestamp: {text!r}")
-    day, clock, fraction, zone = match.groups()
-    parsed = datetime.fromisoformat(f"{day}T{clock or '00:00'}")
-    if parsed.year == 1:
-        return None
-    if fraction:
-        parsed = parsed.replace(microsecond=int(fraction[:6].ljust(6, "0")))
-    parsed = parsed.replace(tzinfo=UTC)
-    if zone and zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        digits = zone[1:].replace(":", "")
-        parsed -= sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-    return parsed
 
 
 def format_degreed_datetime(value: datetime) -> str:

@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from imocha_pipeline.clients.imocha.errors import ImochaPayloadError, payload_error
-from imocha_pipeline.clients.imocha.values import parse_timestamp, to_number
+from imocha_pipeline.clients.imocha.values import to_number
+from imocha_pipeline.timestamps import parse_utc
 
 
 class Fields:
@@ -82,7 +83,7 @@ class Fields:
         value = self.get(*names)
         if value is None or value == "":
             return None
-        parsed = parse_timestamp(value)
+        parsed = parse_utc(value)
         if parsed is None:
             raise self._bad(names[0], value, "timestamp")
         return parsed

@@ -44,22 +44,6 @@ def to_number(value: Any) -> float | None:
     return None
 
 
-def parse_timestamp(value: Any) -> datetime | None:
-    """ISO 8601 with or without ``Z``/offset/fraction (any digits) → tz-aware UTC; naive is UTC."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    if text[-1] in "zZ":
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
 def format_utc(moment: datetime) -> str:
     """``YYYY-MM-ddTHH:mm:ssZ`` (spec §3.4)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

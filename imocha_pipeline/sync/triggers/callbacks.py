@@ -46,11 +46,12 @@ from imocha_pipeline import staging
 from imocha_pipeline.clients.errors import BadRequestError
 from imocha_pipeline.clients.imocha import ProcessCallbacksResult
 from imocha_pipeline.clients.imocha.contract import PROCESS_CALLBACKS_BATCH
-from imocha_pipeline.clients.imocha.values import format_utc, normalize_status, parse_timestamp, to_number
+from imocha_pipeline.clients.imocha.values import format_utc, normalize_status, to_number
 from imocha_pipeline.settings import number_setting
 from imocha_pipeline.sync.completions.extract import staged_invitation_ids
 from imocha_pipeline.sync.triggers.polling import AttemptSource
 from imocha_pipeline.sync.triggers.runs import UnfinishedRuns, UnfinishedRunsByDay, run_key_for
+from imocha_pipeline.timestamps import parse_utc
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def parse_callback(body: bytes | str) -> Callback:
     attempted_on = None
     raw_start = fields.get("attemptedonutc")
     if isinstance(raw_start, str) and raw_start.strip():
-        attempted_on = parse_timestamp(raw_start)
+        attempted_on = parse_utc(raw_start)
         if attempted_on is None:
             problems.append(f"AttemptedOnUtc must look like 2020-10-09T13:21:53, got {_show(raw_start)}")
     if problems:
@@ -360,7 +361,7 @@ def _start_of(payload: Any) -> datetime | None:
         return None
     for key, value in payload.items():
         if str(key).lower() == "attemptedonutc":
-            return parse_timestamp(value)
+            return parse_utc(value)
     return None
 
 

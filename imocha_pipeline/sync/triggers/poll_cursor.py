@@ -8,7 +8,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from imocha_pipeline.clients.imocha.values import format_utc, parse_timestamp
+from imocha_pipeline.clients.imocha.values import format_utc
+from imocha_pipeline.timestamps import parse_utc
 
 CURSOR_VERSION = 1
 
@@ -77,7 +78,7 @@ def _read_cursor(text: str | None, now: datetime) -> PollCursor:
         raise _Restart("the cursor is not a JSON object")
     if data.get("v") != CURSOR_VERSION:
         raise _Restart(f"cursor version {data.get('v')!r} is not {CURSOR_VERSION}")
-    until = parse_timestamp(data.get("until")) if isinstance(data.get("until"), str) else None
+    until = parse_utc(data.get("until")) if isinstance(data.get("until"), str) else None
     if until is None:
         raise _Restart(f"the cursor's 'until' is not a UTC timestamp: {data.get('until')!r}")
     if until > now:
@@ -94,7 +95,7 @@ def _read_cursor(text: str | None, now: datetime) -> PollCursor:
     if not isinstance(waiting, dict):
         raise _Restart("the cursor's 'waiting' is not an object")
     try:
-        left = {int(key): (date.fromisoformat(day), parse_timestamp(seen)) for key, (day, seen) in waiting.items()}
+        left = {int(key): (date.fromisoformat(day), parse_utc(seen)) for key, (day, seen) in waiting.items()}
     except (TypeError, ValueError):
         left = None
     if left is None or any(seen is None for _, seen in left.values()):
@@ -109,7 +110,7 @@ def _pending_entry(value: object, until: datetime) -> PendingAttempt:
     if not isinstance(value, list) or len(value) != 3:
         raise ValueError(value)
     day, at, tries = value
-    requested_at = parse_timestamp(at) if isinstance(at, str) else None
+    requested_at = parse_utc(at) if isinstance(at, str) else None
     if not isinstance(day, str) or requested_at is None or type(tries) is not int or tries < 1:
         raise ValueError(value)
     return PendingAttempt(date.fromisoformat(day), requested_at, tries)
