@@ -14,9 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from imocha_sandbox.server import CONTROL_PREFIX, read_body
-
-WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+from imocha_sandbox.server import CONTROL_PREFIX, WRITE_METHODS, read_body
 
 
 @dataclass

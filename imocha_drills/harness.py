@@ -400,8 +400,7 @@ def request_counts(sandbox: Sandbox, marks: tuple[int, int]) -> dict[str, int]:
     return {
         "imocha": len(imocha),
         "degreed": len(degreed),
-        "degreed_writes": sum(1 for e in degreed if e.method in ("POST", "PATCH", "PUT", "DELETE")
-                              and e.path.startswith("/api/")),
+        "degreed_writes": len(sandbox.degreed.log.writes(marks[1])),
         "faults": sum(1 for e in imocha + degreed if e.fault),
         "total": len(imocha) + len(degreed),
     }

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from imocha_drills.gate import WRITE_METHODS, GateRule
+from imocha_drills.gate import GateRule
 from imocha_drills.harness import (
     Comparison,
     Drill,
@@ -100,8 +100,7 @@ def nth_write(point: KillPoint, drill: Drill) -> int:
 def _wait_for_writes(drill: Drill, child, since: int, nth: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and child.process.is_alive():
-        seen = sum(1 for e in drill.sandbox.degreed.log.entries(since)
-                   if e.method in WRITE_METHODS and e.path.startswith("/api/") and processed(e))
+        seen = sum(1 for e in drill.sandbox.degreed.log.writes(since) if processed(e))
         if seen >= nth:
             return True
         time.sleep(0.002)

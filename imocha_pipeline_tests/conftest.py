@@ -87,3 +87,21 @@ def _no_leaked_dagster_instance():
 
     with set_defs_state_storage(None):
         yield
+
+
+@pytest.fixture
+def make_sandbox():
+    """A factory of started sandboxes (``make_sandbox(seed=..., tests=...)`` takes SandboxConfig's fields),
+    each stopped when the test ends."""
+    from imocha_sandbox.runtime import Sandbox, SandboxConfig
+
+    started: list[Sandbox] = []
+
+    def make(**config) -> Sandbox:
+        box = Sandbox(SandboxConfig(**config)).start()
+        started.append(box)
+        return box
+
+    yield make
+    for box in reversed(started):
+        box.stop()

@@ -13,10 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from imocha_pipeline import staging
-from imocha_pipeline.definitions import build_definitions
-from imocha_pipeline.defs.resources import resources_from_settings
 from imocha_pipeline.sync.completions.skill_mapping import stage_skill_mapping
 from imocha_sandbox.runtime import Sandbox, SandboxConfig
+from sync_harness import definitions_for
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "analyst-queries.md"
 QUERY = re.compile(r"<!-- check: (\w+) -->\s*```sql\n(.*?)```", re.S)
@@ -42,7 +41,7 @@ class World:
 
     def __init__(self, box: Sandbox, url: str, instance, tmp_path: Path):
         self.box, self.url, self.instance = box, url, instance
-        self.defs = build_definitions(resources_from_settings(box.env(), url))
+        self.defs = definitions_for(box, url)
         self.tests = box.world.tests
         known = [x for x in box.world.learners if x.in_degreed]
         self.a, self.b, self.d, self.e, self.f, self.stranger = known[:6]

@@ -8,30 +8,20 @@ import pytest
 import sqlalchemy as sa
 
 from imocha_pipeline import staging
-from imocha_pipeline.definitions import build_definitions
-from imocha_pipeline.defs.resources import SyncSettingsResource, resources_from_settings
-from imocha_sandbox.runtime import Sandbox, SandboxConfig
+from imocha_sandbox.runtime import Sandbox
+from sync_harness import SyncHarness
 
-WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
 CONTENT_PATH = "/api/v2/content/assessments"
 
 
 @pytest.fixture
-def sandbox():
-    box = Sandbox(SandboxConfig(seed=11, tests=8, learners=6, attempts=4, degreed_rate_limit=6000)).start()
-    yield box
-    box.stop()
+def sandbox(make_sandbox):
+    return make_sandbox(seed=11, tests=8, learners=6, attempts=4, degreed_rate_limit=6000)
 
 
 def run_sync(sandbox: Sandbox, staging_url: str, instance, *, run_config=None, **sync_settings):
-    resources = resources_from_settings(sandbox.env(), staging_url, SyncSettingsResource(**sync_settings))
-    job = build_definitions(resources).resolve_job_def("assessment_sync_job")
-    return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
-
-
-def writes(sandbox: Sandbox, since: int = 0) -> list:
-    """Write calls to Degreed's API (the token endpoint is not a write)."""
-    return [e for e in sandbox.degreed.log.entries(since) if e.method in WRITE_METHODS and e.path.startswith("/api/")]
+    return SyncHarness(sandbox, staging_url, instance, **sync_settings).run("assessment_sync_job",
+                                                                            run_config=run_config)
 
 
 def degreed_ours(sandbox: Sandbox) -> dict[str, dict]:
@@ -69,7 +59,7 @@ def test_first_run_creates_everything_and_second_run_writes_nothing(sandbox, sta
     mark = sandbox.degreed.log.last_seq
     second = run_sync(sandbox, staging_url, instance)
     assert second.success
-    assert writes(sandbox, mark) == []
+    assert sandbox.degreed.log.writes(mark) == []
     assert materialization(second, "assessment_sync_plan")["plan_unchanged"] == len(tests)
 
 
@@ -82,7 +72,7 @@ def test_rename_patches_only_the_title_and_removal_retires_then_readding_revives
     mark = sandbox.degreed.log.last_seq
 
     assert run_sync(sandbox, sqlite_url, instance).success
-    sent = writes(sandbox, mark)
+    sent = sandbox.degreed.log.writes(mark)
     assert len(sent) == 2 and {e.method for e in sent} == {"PATCH"}
     bodies = {e.path.rsplit("/", 1)[-1]: json.loads(e.body)["data"]["attributes"] for e in sent}
     ours = degreed_ours(sandbox)
@@ -94,7 +84,7 @@ def test_rename_patches_only_the_title_and_removal_retires_then_readding_revives
         sandbox.imocha.tests[removed] = saved
     mark = sandbox.degreed.log.last_seq
     assert run_sync(sandbox, sqlite_url, instance).success
-    sent = writes(sandbox, mark)
+    sent = sandbox.degreed.log.writes(mark)
     assert len(sent) == 1 and json.loads(sent[0].body)["data"]["attributes"] == {"obsolete": False}
     assert degreed_ours(sandbox)[f"imocha-{removed}"]["obsolete"] is False
 
@@ -167,7 +157,7 @@ def test_retire_guard_blocks_mass_retirement_until_confirmed(sandbox, sqlite_url
     assert not guard.passed
     assert "retires 5 of 8 active assessments" in guard.metadata["verdict"].value
     assert "confirm_large_changes" in guard.metadata["verdict"].value
-    assert writes(sandbox, mark) == [], "a blocked plan sends nothing"
+    assert sandbox.degreed.log.writes(mark) == [], "a blocked plan sends nothing"
     assert not blocked.asset_materializations_for_node("assessment_sync_apply")
 
     confirmed = run_sync(sandbox, sqlite_url, instance,
@@ -180,7 +170,7 @@ def test_dry_run_writes_nothing_and_stages_the_plan(sandbox, sqlite_url, instanc
     mark = sandbox.degreed.log.last_seq
     result = run_sync(sandbox, sqlite_url, instance, dry_run=True)
     assert result.success
-    assert writes(sandbox, mark) == [] and degreed_ours(sandbox) == {}
+    assert sandbox.degreed.log.writes(mark) == [] and degreed_ours(sandbox) == {}
     assert materialization(result, "assessment_sync_apply")["assessment_writes_skipped"] == len(sandbox.world.tests)
     engine = staging.get_engine(sqlite_url)
     with engine.connect() as conn:
@@ -220,7 +210,7 @@ def test_malformed_test_list_entry_is_quarantined_not_retired_and_the_rest_sync(
     mark = sandbox.degreed.log.last_seq
     second = run_sync(sandbox, sqlite_url, instance)
     assert second.success
-    sent = writes(sandbox, mark)
+    sent = sandbox.degreed.log.writes(mark)
     assert len(sent) == 1 and sent[0].method == "POST", "only the repaired test is created, nothing is retired"
     assert degreed_ours(sandbox)[f"imocha-{synced}"]["obsolete"] is False
     reasons = open_quarantine(sqlite_url)
@@ -231,7 +221,7 @@ def test_malformed_test_list_entry_is_quarantined_not_retired_and_the_rest_sync(
     sandbox.imocha.clear_list_entries()
     mark = sandbox.degreed.log.last_seq
     assert run_sync(sandbox, sqlite_url, instance).success
-    assert writes(sandbox, mark) == [] and open_quarantine(sqlite_url) == {}
+    assert sandbox.degreed.log.writes(mark) == [] and open_quarantine(sqlite_url) == {}
 
 
 def test_test_list_entry_without_id_holds_back_retirements_until_a_clean_read(sandbox, sqlite_url, instance):
@@ -246,7 +236,7 @@ def test_test_list_entry_without_id_holds_back_retirements_until_a_clean_read(sa
     # Two tests fewer in the extract (25%): the shrink guard is loosened so only the hold-back is at work.
     run = run_sync(sandbox, sqlite_url, instance, max_extract_shrink_share=0.5)
     assert run.success
-    sent = writes(sandbox, mark)
+    sent = sandbox.degreed.log.writes(mark)
     assert sorted(e.method for e in sent) == ["PATCH", "POST"], "the create and the update go through"
     ours = degreed_ours(sandbox)
     assert ours[f"imocha-{added}"]["obsolete"] is False
@@ -269,7 +259,7 @@ def test_test_list_entry_without_id_holds_back_retirements_until_a_clean_read(sa
     mark = sandbox.degreed.log.last_seq
     clean = run_sync(sandbox, sqlite_url, instance)
     assert clean.success
-    sent = writes(sandbox, mark)
+    sent = sandbox.degreed.log.writes(mark)
     assert len(sent) == 1 and json.loads(sent[0].body)["data"]["attributes"] == {"obsolete": True}
     ours = degreed_ours(sandbox)
     assert ours[f"imocha-{removed}"]["obsolete"] is True and ours[f"imocha-{garbled}"]["obsolete"] is False
@@ -331,4 +321,4 @@ def test_a_launch_template_without_a_per_test_part_is_quarantined_before_degreed
     reasons = open_quarantine(sqlite_url)
     assert len(reasons) == len(sandbox.world.tests)
     assert all("url must be unique" in reason for reason in reasons.values()), reasons
-    assert writes(sandbox, mark) == []
+    assert sandbox.degreed.log.writes(mark) == []

@@ -29,7 +29,7 @@ from imocha_pipeline.sync.triggers.callbacks import (
 )
 from imocha_pipeline.sync.triggers.polling import poll_completions
 from imocha_pipeline.sync.triggers.runs import UnfinishedRun, run_key_for
-from imocha_sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox, SandboxConfig
+from imocha_sandbox.runtime import SANDBOX_IMOCHA_API_KEY
 from imocha_sandbox.server import ServerThread
 
 TOKEN = "s3cret-callback-token-0123456789"
@@ -67,11 +67,10 @@ def endpoint(staging_url):
 
 
 @pytest.fixture
-def sandbox():
-    box = Sandbox(SandboxConfig(seed=5, tests=2, learners=4, attempts=0)).start()
+def sandbox(make_sandbox):
+    box = make_sandbox(seed=5, tests=2, learners=4, attempts=0)
     box.imocha.callbacks.retry_delay = 0.0  # iMocha's 5 tries, without the wait between them
-    yield box
-    box.stop()
+    return box
 
 
 def inbox(url: str) -> list[dict]:

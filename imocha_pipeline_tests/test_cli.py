@@ -90,10 +90,8 @@ def _staging_in_tmp(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def sandbox():
-    box = Sandbox(SandboxConfig(seed=3, tests=3, learners=3, attempts=2, degreed_rate_limit=6000)).start()
-    yield box
-    box.stop()
+def sandbox(make_sandbox):
+    return make_sandbox(seed=3, tests=3, learners=3, attempts=2, degreed_rate_limit=6000)
 
 
 def run_doctor(env: dict[str, str]):

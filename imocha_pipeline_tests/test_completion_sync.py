@@ -8,65 +8,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from imocha_pipeline import staging
-from imocha_pipeline.definitions import build_definitions
-from imocha_pipeline.defs.resources import SyncSettingsResource, resources_from_settings
 from imocha_sandbox.runtime import Sandbox, SandboxConfig
-
-WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
-
-
-class Harness:
-    """A sandbox, a staging database and a Dagster instance, with one-line job runs."""
-
-    def __init__(self, sandbox: Sandbox, staging_url: str, instance, **sync_settings):
-        self.sandbox = sandbox
-        self.staging_url = staging_url
-        self.instance = instance
-        self.defs = build_definitions(resources_from_settings(sandbox.env(), staging_url,
-                                                              SyncSettingsResource(**sync_settings)))
-
-    def assessments(self):
-        result = self.defs.resolve_job_def("assessment_sync_job").execute_in_process(instance=self.instance)
-        assert result.success
-        return result
-
-    def completions(self, start: str | None = None, end: str | None = None, run_config=None):
-        today = datetime.now(UTC).date().isoformat()
-        tags = {"dagster/asset_partition_range_start": start or today,
-                "dagster/asset_partition_range_end": end or start or today}
-        return self.defs.resolve_job_def("completion_sync_job").execute_in_process(
-            instance=self.instance, tags=tags, run_config=run_config, raise_on_error=False)
-
-    def catch_up(self):
-        return self.defs.resolve_job_def("catch_up_job").execute_in_process(instance=self.instance,
-                                                                           raise_on_error=False)
-
-    def writes(self, since: int = 0) -> list:
-        return [e for e in self.sandbox.degreed.log.entries(since)
-                if e.method in WRITE_METHODS and e.path.startswith("/api/")]
-
-    def state(self) -> dict:
-        return self.sandbox.degreed.state()
-
-    def rows(self, table) -> list[dict]:
-        with staging.get_engine(self.staging_url).connect() as conn:
-            return staging.read_rows(conn, table)
-
-    def learner(self, in_degreed: bool = True):
-        return next(learner for learner in self.sandbox.world.learners if learner.in_degreed == in_degreed)
+from sync_harness import SyncHarness
 
 
 @pytest.fixture
-def sandbox():
-    box = Sandbox(SandboxConfig(seed=21, tests=3, learners=6, attempts=0, degreed_rate_limit=6000)).start()
-    yield box
-    box.stop()
+def sandbox(make_sandbox):
+    return make_sandbox(seed=21, tests=3, learners=6, attempts=0, degreed_rate_limit=6000)
 
 
 @pytest.fixture
 def harness(sandbox, sqlite_url, instance, monkeypatch):
     monkeypatch.setenv("IMOCHA_PIPELINE_WAITING_RETRY_SECONDS", "0")
-    return Harness(sandbox, sqlite_url, instance)
+    return SyncHarness(sandbox, sqlite_url, instance)
 
 
 def step_outcome(result, step: str) -> tuple[dict, str]:
@@ -91,7 +45,7 @@ def ratings_of(state: dict, email: str) -> dict[str, dict]:
     return {r["skill_name"]: r for r in state["skill_ratings"] if r.get("user_email", "").lower() == email.lower()}
 
 
-def assert_one_completion_and_ratings(h: Harness, learner, test, percents):
+def assert_one_completion_and_ratings(h: SyncHarness, learner, test, percents):
     state = h.state()
     mine = completions_of(state, learner.email)
     assert len(mine) == 1
@@ -109,7 +63,7 @@ def assert_one_completion_and_ratings(h: Harness, learner, test, percents):
 def test_a_finished_attempt_becomes_one_completion_and_ratings(sandbox, instance, monkeypatch, request,
                                                                staging_kind):
     url = request.getfixturevalue(f"{staging_kind}_url")
-    h = Harness(sandbox, url, instance)
+    h = SyncHarness(sandbox, url, instance)
     h.assessments()
     learner, test = h.learner(), sandbox.world.tests[0]
     percents = [95.0, 40.0, 10.0][: len(test.banks)]
@@ -136,7 +90,7 @@ def test_a_retake_updates_the_completion_and_rating_without_duplicates(sqlite_ur
     config = SandboxConfig(seed=22, tests=2, learners=4, attempts=0, degreed_rate_limit=6000,
                            completion_duplicates=duplicates)
     with Sandbox(config) as sandbox:
-        h = Harness(sandbox, sqlite_url, instance)
+        h = SyncHarness(sandbox, sqlite_url, instance)
         h.assessments()
         learner, test = h.learner(), sandbox.world.tests[0]
         sandbox.imocha.complete_attempt(test.test_id, learner.email, learner.name,
@@ -158,7 +112,7 @@ def test_a_retake_updates_the_completion_and_rating_without_duplicates(sqlite_ur
 def test_backfill_of_several_days_syncs_history_exactly_once(sqlite_url, instance):
     config = SandboxConfig(seed=23, tests=3, learners=10, attempts=25, degreed_rate_limit=6000)
     with Sandbox(config) as sandbox:
-        h = Harness(sandbox, sqlite_url, instance)
+        h = SyncHarness(sandbox, sqlite_url, instance)
         h.assessments()
         today = datetime.now(UTC).date()
         start = (today - timedelta(days=15)).isoformat()
@@ -263,7 +217,7 @@ def test_learner_and_skill_mapping_tables(sandbox, sqlite_url, instance, tmp_pat
     monkeypatch.setenv("IMOCHA_PIPELINE_LEARNER_MAP", str(learners_csv))
     monkeypatch.setenv("IMOCHA_PIPELINE_SKILL_MAP", str(skills_csv))
     monkeypatch.setenv("IMOCHA_PIPELINE_SKILL_MAP_STRICT", "1")
-    h = Harness(sandbox, sqlite_url, instance)
+    h = SyncHarness(sandbox, sqlite_url, instance)
     h.assessments()
     sandbox.imocha.complete_attempt(test.test_id, learner.email, learner.name, bank_scores=60.0)
     assert h.completions().success
@@ -286,7 +240,7 @@ def test_a_write_that_cannot_reach_degreed_gets_one_more_try_at_the_end_of_the_r
 
     config = SandboxConfig(seed=26, tests=1, learners=3, attempts=0, degreed_rate_limit=6000)
     with Sandbox(config) as sandbox:
-        h = Harness(sandbox, sqlite_url, instance)
+        h = SyncHarness(sandbox, sqlite_url, instance)
         h.assessments()
         test = sandbox.world.tests[0]
         learners = sorted((x for x in sandbox.world.learners if x.in_degreed), key=lambda x: x.email.lower())[:2]
@@ -321,7 +275,7 @@ def test_an_unlucky_report_is_read_again_after_the_others_and_an_outage_stops_th
 
     config = SandboxConfig(seed=27, tests=2, learners=12, attempts=120, degreed_rate_limit=6000)
     with Sandbox(config) as sandbox:
-        h = Harness(sandbox, sqlite_url, instance)
+        h = SyncHarness(sandbox, sqlite_url, instance)
         h.assessments()
         today = datetime.now(UTC).date()
         first_half = (today - timedelta(days=15)).isoformat(), (today - timedelta(days=8)).isoformat()
@@ -373,7 +327,7 @@ def test_the_sync_and_the_reconcile_converge_with_every_shape_degreed_may_answer
     config = SandboxConfig(seed=28, tests=2, learners=4, attempts=0, degreed_rate_limit=6000)
     with Sandbox(config) as sandbox:
         sandbox.degreed.configure(completion_duplicates="409", **variant)
-        h = Harness(sandbox, sqlite_url, instance)
+        h = SyncHarness(sandbox, sqlite_url, instance)
         h.assessments()
         test = sandbox.world.tests[0]
         learners = [x for x in sandbox.world.learners if x.in_degreed][:2]

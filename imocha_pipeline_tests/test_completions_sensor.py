@@ -20,7 +20,7 @@ from imocha_pipeline.sync.triggers.polling import PollSettings, poll_completions
 from imocha_pipeline.sync.triggers.runs import UnfinishedRun, run_key_for
 from imocha_pipeline.timestamps import parse_utc
 from imocha_pipeline_tests.test_callbacks import queued_run, report
-from imocha_sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox, SandboxConfig
+from imocha_sandbox.runtime import SANDBOX_IMOCHA_API_KEY, Sandbox
 
 NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 LOOKBACK = timedelta(days=2)
@@ -28,10 +28,8 @@ ATTEMPTS_PATH = "/v3/candidates/testattempts"
 
 
 @pytest.fixture
-def sandbox():
-    box = Sandbox(SandboxConfig(seed=3, tests=3, learners=4, attempts=0)).start()
-    yield box
-    box.stop()
+def sandbox(make_sandbox):
+    return make_sandbox(seed=3, tests=3, learners=4, attempts=0)
 
 
 @pytest.fixture

@@ -11,14 +11,13 @@ import pandas as pd
 import pytest
 
 from imocha_pipeline import staging
-from imocha_pipeline.definitions import build_definitions
-from imocha_pipeline.defs.resources import resources_from_settings
 from imocha_pipeline.sync.catch_up import catch_up_work
 from imocha_pipeline.sync.core.ledger import SUPERSEDED, Ledger, Source
 from imocha_pipeline.sync.core.outstanding import NOT_DUE_ASSESSMENT, NOT_DUE_LEARNER, Scope, outstanding
 from imocha_pipeline.sync.core.plan_store import stage_latest
 from imocha_pipeline.sync.core.quarantine import WAITING_FOR_LEARNER, Entry, Quarantine
 from imocha_pipeline.sync.entities import ATTEMPT_ENTITIES, COMPLETIONS, SKILL_RATINGS
+from sync_harness import UNREACHABLE_SETTINGS, definitions_for
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 DAY = T0.date()
@@ -134,16 +133,12 @@ def test_outstanding_follows_from_plan_ledger_and_quarantine_alone(engine):
 
 
 def test_the_catch_up_schedule_starts_a_run_exactly_when_something_is_due(engine, staging_url, instance):
-    unused = "http://127.0.0.1:9"  # the schedule talks to neither API
-    resources = resources_from_settings({"IMOCHA_API_KEY": "k", "IMOCHA_BASE_URL": unused, "DEGREED_CLIENT_ID": "c",
-                                         "DEGREED_CLIENT_SECRET": "s", "DEGREED_API_BASE_URL": unused,
-                                         "DEGREED_TOKEN_URL": unused}, staging_url)
-    defs = build_definitions(resources)
+    defs = definitions_for(UNREACHABLE_SETTINGS, staging_url)  # the schedule talks to neither API
     schedule = defs.resolve_schedule_def("catch_up_schedule")
     assert schedule.cron_schedule == "*/5 * * * *" and schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
     def tick():
-        context = dg.build_schedule_context(instance=instance, resources=resources,
+        context = dg.build_schedule_context(instance=instance, resources=defs.resources,
                                             scheduled_execution_time=datetime.now(UTC))
         return schedule.evaluate_tick(context)
 

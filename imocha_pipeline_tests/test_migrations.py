@@ -17,9 +17,8 @@ from click.testing import CliRunner
 
 from imocha_pipeline import staging
 from imocha_pipeline.cli import main
-from imocha_pipeline.definitions import build_definitions
-from imocha_pipeline.defs.resources import resources_from_settings
 from imocha_pipeline.staging import versions as schema
+from sync_harness import UNREACHABLE_SETTINGS, definitions_for
 
 VIEWS = {"v_sync_status", "v_open_quarantine", "v_skill_ratings_current", "v_drift_last_reconcile",
          "v_unmapped_skills"}
@@ -210,10 +209,7 @@ def _step_errors(result: dg.ExecuteInProcessResult) -> str:
 
 def test_a_database_behind_makes_a_job_run_fail_naming_the_command(staging_url):
     schema.upgrade(staging_url, "0001")
-    unreachable = {"IMOCHA_API_KEY": "k", "IMOCHA_BASE_URL": "http://127.0.0.1:9", "DEGREED_CLIENT_ID": "c",
-                   "DEGREED_CLIENT_SECRET": "s", "DEGREED_API_BASE_URL": "http://127.0.0.1:9",
-                   "DEGREED_TOKEN_URL": "http://127.0.0.1:9/oauth/token"}
-    defs = build_definitions(resources_from_settings(unreachable, staging_url))
+    defs = definitions_for(UNREACHABLE_SETTINGS, staging_url)
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("assessment_sync_job").execute_in_process(instance=instance,
                                                                                  raise_on_error=False)

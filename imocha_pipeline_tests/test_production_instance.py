@@ -22,10 +22,9 @@ import yaml
 from dagster._core.errors import DagsterInvalidConfigError
 from dagster._core.instance.config import dagster_instance_config
 
-from imocha_pipeline.definitions import build_definitions
-from imocha_pipeline.defs.resources import resources_from_settings
 from imocha_pipeline.staging import dispose_engine, normalise_url
 from imocha_sandbox.runtime import Sandbox, SandboxConfig
+from sync_harness import definitions_for
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_INSTANCE = REPO / "deploy" / "dagster.yaml"
@@ -180,8 +179,8 @@ def test_instance_on_postgres_runs_a_job_a_sensor_tick_and_a_schedule_tick(dagst
         assert instance.get_settings("sensors")["use_threads"] is True
 
         with Sandbox(SandboxConfig(seed=31, tests=2, learners=3, attempts=0, degreed_rate_limit=6000)) as box:
-            defs = build_definitions(resources_from_settings(box.env(), sqlite_url))
-            resources = resources_from_settings(box.env(), sqlite_url)
+            defs = definitions_for(box, sqlite_url)
+            resources = defs.resources
 
             # A schedule tick: the run request of assessment_sync_schedule, run on the PostgreSQL instance.
             schedule = defs.resolve_schedule_def("assessment_sync_schedule")

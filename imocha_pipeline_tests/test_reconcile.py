@@ -8,9 +8,8 @@ import dagster as dg
 import pytest
 
 from imocha_pipeline import staging
-from imocha_pipeline.definitions import build_definitions
-from imocha_pipeline.defs.resources import resources_from_settings
 from imocha_sandbox.runtime import Sandbox, SandboxConfig
+from sync_harness import definitions_for
 
 
 @pytest.fixture
@@ -18,7 +17,7 @@ def synced(sqlite_url):
     """A sandbox whose assessments and a few completions are already synced."""
     with Sandbox(SandboxConfig(seed=31, tests=2, learners=6, attempts=0, degreed_rate_limit=6000)) as box, \
             dg.instance_for_test() as instance:
-        defs = build_definitions(resources_from_settings(box.env(), sqlite_url))
+        defs = definitions_for(box, sqlite_url)
         assert defs.resolve_job_def("assessment_sync_job").execute_in_process(instance=instance).success
         learners = [x for x in box.world.learners if x.in_degreed][:3]
         for learner in learners:

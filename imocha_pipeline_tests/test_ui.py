@@ -18,10 +18,9 @@ import pytest
 import requests
 import yaml
 
-from imocha_pipeline.definitions import build_definitions
-from imocha_pipeline.defs.resources import resources_from_settings
 from imocha_pipeline.staging import dispose_engine
 from imocha_sandbox.runtime import Sandbox, SandboxConfig
+from sync_harness import definitions_for
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -90,7 +89,7 @@ def materialize_everything(home: Path, box: Sandbox, staging_url: str) -> None:
     started = max(now - timedelta(minutes=20), now.replace(hour=0, minute=0, second=1, microsecond=0))
     box.imocha.complete_attempt(box.world.tests[0].test_id, learner.email, learner.name, bank_scores=75.0,
                                 attempted_on=started, time_taken_seconds=5)
-    defs = build_definitions(resources_from_settings(box.env(), staging_url))
+    defs = definitions_for(box, staging_url)
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         assert defs.resolve_job_def("assessment_sync_job").execute_in_process(instance=instance).success

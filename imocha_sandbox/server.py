@@ -69,6 +69,9 @@ class LoggedRequest:
         return asdict(self)
 
 
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+
+
 class RequestLog:
     """Thread-safe record of every API request a simulator answered (or dropped)."""
 
@@ -91,6 +94,11 @@ class RequestLog:
     def entries(self, since: int = 0) -> list[LoggedRequest]:
         with self._lock:
             return [entry for entry in self._entries if entry.seq > since]
+
+    def writes(self, since: int = 0) -> list[LoggedRequest]:
+        """Write calls (POST, PATCH, PUT, DELETE) to the API under ``/api/``; the token endpoint is not one."""
+        return [entry for entry in self.entries(since)
+                if entry.method in WRITE_METHODS and entry.path.startswith("/api/")]
 
     @property
     def last_seq(self) -> int:
