@@ -136,131 +136,86 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  baseline (no fault): {baseline_line}", flush=True)
 
     timeout = max(120.0, size.attempts / 10)
+
+    def play(drill_fn, describe, *, against_baseline: bool = False, drill=None) -> None:
+        """One drill on a fresh world: run it, record its row (``describe(facts)`` is the detail), scan for
+        secrets."""
+        t = time.monotonic()
+        with drill or new_drill() as d:
+            outcome = drill_fn(d)
+            if against_baseline:
+                outcome.baseline_requests = baseline
+            record(outcome, time.monotonic() - t, detail=describe(outcome.facts))
+            scan(d)
+        return outcome
+
     if 1 in only:
-        t = time.monotonic()
-        with new_drill() as drill:
-            outcome = scenarios.drill_kill(drill, scenarios.kill_points(args.kill_points, size.tests), timeout=timeout)
-            outcome.baseline_requests = baseline
-            f = outcome.facts
-            record(outcome, time.monotonic() - t, detail=f"({f['kills']} kills, {f['after_ack_kills']} after "
-                                                         f"Degreed's ack, {f['stuck_records']} records left "
-                                                         "'sending', none re-sent after ack)"
-                   if not f["resent_after_ack"] else f"RESENT {f['resent_after_ack']}")
-            scan(drill)
+        play(lambda d: scenarios.drill_kill(d, scenarios.kill_points(args.kill_points, size.tests), timeout=timeout),
+             lambda f: f"({f['kills']} kills, {f['after_ack_kills']} after Degreed's ack, {f['stuck_records']} "
+                       "records left 'sending', none re-sent after ack)"
+             if not f["resent_after_ack"] else f"RESENT {f['resent_after_ack']}", against_baseline=True)
     if 2 in only:
-        t = time.monotonic()
-        with new_drill() as drill:
-            outcome = scenarios.drill_faults(drill, baseline)
-            record(outcome, time.monotonic() - t, detail=f"(faults injected: {outcome.facts['faults']})")
-            scan(drill)
+        play(lambda d: scenarios.drill_faults(d, baseline), lambda f: f"(faults injected: {f['faults']})")
     if 3 in only:
-        t = time.monotonic()
-        with new_drill() as drill:
-            outcome = scenarios.drill_tokens(drill, revoke_at=max(8, size.attempts // 10),
-                                             expire_at=max(5, size.attempts // 20))
-            outcome.baseline_requests = baseline
-            record(outcome, time.monotonic() - t, detail="(revoked run stopped: "
-                   f"{outcome.facts['revoked_run_failed']}, 'sending' left: "
-                   f"{len(outcome.facts['sending_after_revocation'])})")
-            scan(drill)
+        play(lambda d: scenarios.drill_tokens(d, revoke_at=max(8, size.attempts // 10),
+                                              expire_at=max(5, size.attempts // 20)),
+             lambda f: f"(revoked run stopped: {f['revoked_run_failed']}, 'sending' left: "
+                       f"{len(f['sending_after_revocation'])})", against_baseline=True)
     if 4 in only:
-        t = time.monotonic()
-        with new_drill() as drill:
-            outcome = scenarios.drill_cursors(drill)
-            f = outcome.facts
-            record(outcome, time.monotonic() - t,
-                   detail=f"(records read in two reconciles, each interrupted once; windows re-read: "
-                          f"{f['first_page_reads_per_window'].count(2)} of {f['windows']}; cursor-expired answers "
-                          f"{f['cursor_expired_answers']})")
-            scan(drill)
+        play(scenarios.drill_cursors,
+             lambda f: f"(records read in two reconciles, each interrupted once; windows re-read: "
+                       f"{f['first_page_reads_per_window'].count(2)} of {f['windows']}; cursor-expired answers "
+                       f"{f['cursor_expired_answers']})")
     if 5 in only:
-        t = time.monotonic()
-        with new_drill() as drill:
-            outcome = scenarios.drill_concurrent(drill, fresh_today=max(6, size.attempts // 100),
-                                                 timeout=max(180.0, size.attempts / 2))
-            outcome.baseline_requests = baseline
-            record(outcome, time.monotonic() - t, detail=f"({len(outcome.facts['runs_succeeded'])} overlapping runs, "
-                   f"created twice: {len(outcome.facts['records_created_more_than_once'])})")
-            scan(drill)
+        play(lambda d: scenarios.drill_concurrent(d, fresh_today=max(6, size.attempts // 100),
+                                                  timeout=max(180.0, size.attempts / 2)),
+             lambda f: f"({len(f['runs_succeeded'])} overlapping runs, created twice: "
+                       f"{len(f['records_created_more_than_once'])})", against_baseline=True)
     if 6 in only:
         if not _pg_available(args.postgres_url):
             rows.append(Row("6 staging database lost mid-run", "—", "—", "—", "—", "SKIPPED (no PostgreSQL)", 0))
         else:
-            t = time.monotonic()
-            with proxied_postgres_schema(args.postgres_url, "bench") as pg, new_drill(pg.url) as drill:
-                outcome = scenarios.drill_database_lost(drill, pg.proxy, pg.admin_url, pg.application,
-                                                        at=max(6, size.attempts // 4))
-                outcome.baseline_requests = baseline
-                record(outcome, time.monotonic() - t, detail="(failed run: " + "; ".join(
-                    m.split(": ", 2)[-1][:90] for m in outcome.facts["failures"]) + ")")
-                scan(drill)
+            with proxied_postgres_schema(args.postgres_url, "bench") as pg:
+                play(lambda d: scenarios.drill_database_lost(d, pg.proxy, pg.admin_url, pg.application,
+                                                             at=max(6, size.attempts // 4)),
+                     lambda f: "(failed run: " + "; ".join(m.split(": ", 2)[-1][:90] for m in f["failures"]) + ")",
+                     against_baseline=True, drill=new_drill(pg.url))
     if 7 in only:
-        t = time.monotonic()
-        with new_drill() as drill:
-            outcome = inputs.drill_bad_input(drill)
-            outcome.baseline_requests = baseline
-            verdicts = outcome.facts["verdicts"]
-            record(outcome, time.monotonic() - t, detail=f"({len(verdicts)} kinds, "
-                   f"{sum(1 for v in verdicts if v[-1])} handled as required)")
-            for name, entity, what, reason, ok in verdicts:
-                shown = f" — {reason[:110]}" if reason else ""
-                print(f"      {'ok ' if ok else 'BAD'} {entity:12} {name}: {what}{shown}")
-            scan(drill)
+        outcome = play(inputs.drill_bad_input,
+                       lambda f: f"({len(f['verdicts'])} kinds, {sum(1 for v in f['verdicts'] if v[-1])} handled "
+                                 "as required)", against_baseline=True)
+        for name, entity, what, reason, ok in outcome.facts["verdicts"]:
+            shown = f" — {reason[:110]}" if reason else ""
+            print(f"      {'ok ' if ok else 'BAD'} {entity:12} {name}: {what}{shown}")
     if 8 in only:
-        t = time.monotonic()
-        with new_drill() as drill:
-            outcome = inputs.drill_hostile(drill)
-            outcome.baseline_requests = baseline
-            record(outcome, time.monotonic() - t, detail="(staged and sent verbatim, request lines clean)"
-                   if outcome.ok else f"{outcome.facts}")
-            scan(drill)
+        play(inputs.drill_hostile, lambda f: "(staged and sent verbatim, request lines clean)", against_baseline=True)
     # Convergence drills (issue 11): what Dagster and ordinary operations do to runs.
     if 10 in only:
         for path in ("/api/v2/completions", "/api/v2/skill-ratings"):
-            t = time.monotonic()
-            with new_drill() as drill:
-                outcome = convergence.drill_run_retry(drill, path)
-                f = outcome.facts
-                record(outcome, time.monotonic() - t, detail=f"(first run red: {f['failed_run_red']}; retry "
-                       f"{'from ' + ','.join(f['retry_steps']) if f['retry_steps'] else ''} under a new run id sent "
-                       f"{f['writes_in_retry']} writes)")
-                scan(drill)
+            play(lambda d, path=path: convergence.drill_run_retry(d, path),
+                 lambda f: f"(first run red: {f['failed_run_red']}; retry "
+                           f"{'from ' + ','.join(f['retry_steps']) if f['retry_steps'] else ''} under a new run id "
+                           f"sent {f['writes_in_retry']} writes)")
     if 11 in only:
         for order in convergence.RETAKE_ORDERS:
-            t = time.monotonic()
-            with new_drill() as drill:
-                outcome = convergence.drill_retake_during_backfill(drill, order, timeout=timeout)
-                f = outcome.facts
-                record(outcome, time.monotonic() - t, detail=f"(Degreed holds {f['degreed_percentile']}, the retake's "
-                       f"score; the older attempt had {f['old_percentile']})")
-                scan(drill)
+            play(lambda d, order=order: convergence.drill_retake_during_backfill(d, order, timeout=timeout),
+                 lambda f: f"(Degreed holds {f['degreed_percentile']}, the retake's score; the older attempt had "
+                           f"{f['old_percentile']})")
     if 12 in only:
-        t = time.monotonic()
-        with new_drill() as drill:
-            outcome = convergence.drill_sensor_forgets_nothing(drill, report_delay=30.0,
-                                                               fresh=max(3, size.attempts // 200), max_ticks=240)
-            f = outcome.facts
-            record(outcome, time.monotonic() - t, detail=f"({f['ticks']} ticks, {f['runs']} runs after the failed "
-                   f"one, {f['reports_not_ready']} report reads answered 404 while being prepared)")
-            scan(drill)
+        play(lambda d: convergence.drill_sensor_forgets_nothing(d, report_delay=30.0,
+                                                                fresh=max(3, size.attempts // 200), max_ticks=240),
+             lambda f: f"({f['ticks']} ticks, {f['runs']} runs after the failed one, {f['reports_not_ready']} "
+                       "report reads answered 404 while being prepared)")
     if 13 in only:
-        t = time.monotonic()
-        with new_drill() as drill:
-            outcome = convergence.drill_catch_up(drill)
-            f = outcome.facts
-            record(outcome, time.monotonic() - t, detail=f"({f['failed_rows']} failed rows, "
-                   f"{f['waiting_for_assessment']} waiting for their assessment; one catch-up run, "
-                   f"{f['partition_runs_after_backfill']} partition runs)")
-            scan(drill)
+        play(convergence.drill_catch_up,
+             lambda f: f"({f['failed_rows']} failed rows, {f['waiting_for_assessment']} waiting for their "
+                       f"assessment; one catch-up run, {f['partition_runs_after_backfill']} partition runs)")
     if 14 in only:
-        t = time.monotonic()
-        with Drill(replace(size, attempts=0), f"sqlite:///{workdir / f'staging-{uuid.uuid4().hex[:8]}.sqlite'}",
-                   degreed_rate_limit=args.rate_limit, workdir=str(workdir)) as drill:
-            outcome = convergence.drill_blocked_plan(drill)
-            f = outcome.facts
-            record(outcome, time.monotonic() - t, detail=f"(apply alone, re-run, retry: "
-                   f"{len(f['writes_while_blocked'])} writes; after confirming {f['retired']} retired)")
-            scan(drill)
+        play(convergence.drill_blocked_plan,
+             lambda f: f"(apply alone, re-run, retry: {len(f['writes_while_blocked'])} writes; after confirming "
+                       f"{f['retired']} retired)",
+             drill=Drill(replace(size, attempts=0), f"sqlite:///{workdir / f'staging-{uuid.uuid4().hex[:8]}.sqlite'}",
+                         degreed_rate_limit=args.rate_limit, workdir=str(workdir)))
     if 9 in only:
         ok = not leaks and secrets_seen > 2
         rows.append(Row("9 secrets in logs/metadata/tables", secrets_seen, len(leaks), "—", "—",
