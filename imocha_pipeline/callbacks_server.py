@@ -39,21 +39,17 @@ from imocha_pipeline.sync.triggers.callbacks import CallbackPayloadError, parse_
 
 logger = logging.getLogger(__name__)
 
-TOKEN_SETTING = "IMOCHA_PIPELINE_CALLBACK_TOKEN"
-MIN_TOKEN_LENGTH = 16
+TOKEN_SETTING = settings.IMOCHA_PIPELINE_CALLBACK_TOKEN.name
+MIN_TOKEN_LENGTH = settings.IMOCHA_PIPELINE_CALLBACK_TOKEN.parser.min_length
 MAX_BODY_BYTES = 64 * 1024
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8790
+DEFAULT_HOST = settings.IMOCHA_PIPELINE_CALLBACK_HOST.default
+DEFAULT_PORT = settings.IMOCHA_PIPELINE_CALLBACK_PORT.default
 CALLBACK_ROUTE = "/imocha/callbacks/{token}"
 
 
 def callback_token_from_env() -> str:
-    """The URL secret; missing or too short is a clear error naming the setting."""
-    token = settings.required(TOKEN_SETTING, "the secret path segment of the callback URL given to iMocha")
-    if len(token) < MIN_TOKEN_LENGTH:
-        raise ValueError(f"setting {TOKEN_SETTING} must be at least {MIN_TOKEN_LENGTH} characters "
-                         "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
-    return token
+    """The URL secret; missing or too short is a clear error naming the setting (never showing the value)."""
+    return settings.IMOCHA_PIPELINE_CALLBACK_TOKEN.value()
 
 
 def callback_path(token: str) -> str:
@@ -126,8 +122,8 @@ def create_app_from_env() -> Starlette:
 def serve(host: str | None = None, port: int | None = None) -> None:
     """Serve the endpoint with uvicorn until interrupted (settings from the environment)."""
     app = create_app_from_env()
-    host = host or settings.optional("IMOCHA_PIPELINE_CALLBACK_HOST", DEFAULT_HOST)
-    port = port or settings.optional_int("IMOCHA_PIPELINE_CALLBACK_PORT", DEFAULT_PORT)
+    host = host or settings.IMOCHA_PIPELINE_CALLBACK_HOST.value()
+    port = port or settings.IMOCHA_PIPELINE_CALLBACK_PORT.value()
     logger.info("callback endpoint on http://%s:%s%s, inbox in %s", host, port, callback_path("<token>"),
                 describe_url(settings.staging_db_url()))
     uvicorn.run(app, host=host, port=port, access_log=False, proxy_headers=True, log_level="info")

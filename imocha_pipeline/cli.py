@@ -97,15 +97,15 @@ def callbacks_replay(since_hours: float, dry_run: bool) -> None:
     from datetime import timedelta
 
     from imocha_pipeline.connections import shared_imocha_client
-    from imocha_pipeline.settings import ImochaSettings, MissingSettingError, staging_db_url
+    from imocha_pipeline.settings import ImochaSettings, InvalidSettingError, MissingSettingError, staging_db_url
     from imocha_pipeline.staging import get_engine
     from imocha_pipeline.sync.triggers.callbacks import replay_missed_callbacks
 
     try:
         cfg = ImochaSettings.from_env()
-    except MissingSettingError as exc:
+        url = staging_db_url()
+    except (MissingSettingError, InvalidSettingError) as exc:
         raise click.ClickException(str(exc)) from exc
-    url = staging_db_url()
     report = replay_missed_callbacks(shared_imocha_client(cfg.base_url, cfg.api_key, url), get_engine(url),
                                      since=timedelta(hours=since_hours), dry_run=dry_run)
     click.echo(report.summary())

@@ -33,8 +33,8 @@ from imocha_pipeline.clients.imocha.contract import imocha_root_url
 from imocha_pipeline.staging import get_engine
 from imocha_pipeline.staging.rate_budget_store import DatabaseBudgetStore
 
-IMOCHA_RATE_LIMIT_SETTING = "IMOCHA_RATE_LIMIT_PER_MINUTE"
-TOKEN_REQUESTS_COUNT_SETTING = "DEGREED_TOKEN_REQUESTS_COUNT"
+IMOCHA_RATE_LIMIT_SETTING = settings.IMOCHA_RATE_LIMIT_PER_MINUTE.name
+TOKEN_REQUESTS_COUNT_SETTING = settings.DEGREED_TOKEN_REQUESTS_COUNT.name
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -68,7 +68,7 @@ def imocha_rate_budget(engine: Engine | None = None, per_minute: int | None = No
                        name: str = "imocha") -> RateBudget:
     """iMocha's optional budget: ``IMOCHA_RATE_LIMIT_PER_MINUTE`` (unset or 0: unlimited, its limit is unknown)."""
     if per_minute is None:
-        per_minute = settings.optional_int(IMOCHA_RATE_LIMIT_SETTING, 0)
+        per_minute = settings.IMOCHA_RATE_LIMIT_PER_MINUTE.value()
     if per_minute <= 0:
         return Unlimited()
     return shared_rate_budget(engine, name, per_minute)
@@ -109,7 +109,7 @@ def shared_imocha_budget(staging_url: str | None = "", per_minute: int | None = 
     """iMocha's budget (``IMOCHA_RATE_LIMIT_PER_MINUTE``) in the staging database at ``staging_url``;
     unlimited, and no database opened, while the setting is unset or 0."""
     if per_minute is None:
-        per_minute = settings.optional_int(IMOCHA_RATE_LIMIT_SETTING, 0)
+        per_minute = settings.IMOCHA_RATE_LIMIT_PER_MINUTE.value()
     if per_minute <= 0:
         return Unlimited()
     return _shared_budget(staging_url, "imocha", per_minute)
@@ -123,13 +123,7 @@ def token_requests_count() -> bool:
     token request (one per token lifetime and process, and one per scope in ``doctor``) goes outside the
     budget. True: it takes a slot in lane ``auth`` of the same shared budget, before any other lane.
     """
-    raw = settings.optional(TOKEN_REQUESTS_COUNT_SETTING, "0").lower()
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise settings.InvalidSettingError(
-        TOKEN_REQUESTS_COUNT_SETTING, f"setting {TOKEN_REQUESTS_COUNT_SETTING} must be true or false, got {raw!r}")
+    return settings.DEGREED_TOKEN_REQUESTS_COUNT.value()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def sandbox_clients(box: Sandbox, staging_url: str) -> tuple[ImochaClient, Degre
     degreed = settings.DegreedSettings(
         client_id=env["DEGREED_CLIENT_ID"], client_secret=env["DEGREED_CLIENT_SECRET"],
         api_base_url=env["DEGREED_API_BASE_URL"], token_url=env["DEGREED_TOKEN_URL"],
-        rate_limit_per_minute=int(env.get("DEGREED_RATE_LIMIT_PER_MINUTE") or box.config.degreed_rate_limit))
+        rate_limit_per_minute=settings.DEGREED_RATE_LIMIT_PER_MINUTE.from_values(env))
     return (shared_imocha_client(env["IMOCHA_BASE_URL"], env["IMOCHA_API_KEY"], staging_url),
             shared_degreed_client(degreed, staging_url))
 

@@ -106,7 +106,11 @@ def check_staging_database(staging_url: str | None = "") -> tuple[Check, str | N
     from imocha_pipeline.staging.versions import SchemaOutOfDate
 
     url = staging_url if staging_url is not None else ""
-    url = url or settings.staging_db_url()
+    try:
+        url = url or settings.staging_db_url()
+    except settings.InvalidSettingError as exc:
+        return Check(FAIL, "Staging database", str(exc),
+                     "correct IMOCHA_PIPELINE_STAGING_DB_URL (the checks below kept their own rate budget)"), None
     where = describe_url(url)
     try:
         get_engine(url)
@@ -138,9 +142,12 @@ def run_doctor(make_degreed_client: Callable, make_imocha_client: Callable,
     except settings.MissingSettingError as exc:
         checks.append(Check(FAIL, "iMocha settings", str(exc), f"export {exc.setting}=..."))
         imocha_cfg = None
+    except settings.InvalidSettingError as exc:
+        checks.append(Check(FAIL, "iMocha settings", str(exc), "correct the setting named above"))
+        imocha_cfg = None
     staging_check, budget_url = check_staging_database(staging_url)
     checks.append(staging_check)
-    provider_code = settings.optional("DEGREED_PROVIDER_CODE", "IMOCHA")
+    provider_code = settings.DEGREED_PROVIDER_CODE.value()
     if degreed_cfg is not None:
         checks += check_degreed(degreed_cfg, provider_code,
                                 functools.partial(make_degreed_client, staging_url=budget_url))

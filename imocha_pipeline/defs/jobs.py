@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from imocha_pipeline.defs.assessments import ASSESSMENT_ASSETS, degreed_assessments
 from imocha_pipeline.defs.completions import CATCH_UP_ASSETS, COMPLETION_ASSETS
 from imocha_pipeline.defs.reconcile import RECONCILE_ASSETS
 from imocha_pipeline.defs.resources import StagingDatabaseResource
+from imocha_pipeline.settings import (
+    IMOCHA_PIPELINE_ASSESSMENT_SYNC_CRON,
+    IMOCHA_PIPELINE_CATCH_UP_CRON,
+    IMOCHA_PIPELINE_RECONCILE_CRON,
+)
 from imocha_pipeline.sync.catch_up import catch_up_work
 from imocha_pipeline.sync.entities import ATTEMPT_ENTITIES
 
-DEFAULT_ASSESSMENT_SYNC_CRON = "0 * * * *"
-DEFAULT_RECONCILE_CRON = "30 2 * * *"
-DEFAULT_CATCH_UP_CRON = "*/5 * * * *"
+DEFAULT_ASSESSMENT_SYNC_CRON = IMOCHA_PIPELINE_ASSESSMENT_SYNC_CRON.default
+DEFAULT_RECONCILE_CRON = IMOCHA_PIPELINE_RECONCILE_CRON.default
+DEFAULT_CATCH_UP_CRON = IMOCHA_PIPELINE_CATCH_UP_CRON.default
 UNFINISHED = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
-
-
-def _cron(setting: str, default: str) -> str:
-    # Read when the code location loads: a deployment setting, not a secret.
-    return os.environ.get(setting, "").strip() or default
+# The cron settings are read when the code location loads: deployment settings, not secrets.
 
 assessment_sync_job = dg.define_asset_job(
     "assessment_sync_job",
@@ -34,7 +33,7 @@ assessment_sync_job = dg.define_asset_job(
 assessment_sync_schedule = dg.ScheduleDefinition(
     name="assessment_sync_schedule",
     job=assessment_sync_job,
-    cron_schedule=_cron("IMOCHA_PIPELINE_ASSESSMENT_SYNC_CRON", DEFAULT_ASSESSMENT_SYNC_CRON),
+    cron_schedule=IMOCHA_PIPELINE_ASSESSMENT_SYNC_CRON.value(),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Keeps Degreed's Assessment content in step with iMocha (hourly by default).",
@@ -63,7 +62,7 @@ reconcile_job = dg.define_asset_job(
 reconcile_schedule = dg.ScheduleDefinition(
     name="reconcile_schedule",
     job=reconcile_job,
-    cron_schedule=_cron("IMOCHA_PIPELINE_RECONCILE_CRON", DEFAULT_RECONCILE_CRON),
+    cron_schedule=IMOCHA_PIPELINE_RECONCILE_CRON.value(),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Nightly reconciliation of Degreed with what the pipeline wrote.",
@@ -83,7 +82,7 @@ catch_up_job = dg.define_asset_job(
 @dg.schedule(
     name="catch_up_schedule",
     job=catch_up_job,
-    cron_schedule=_cron("IMOCHA_PIPELINE_CATCH_UP_CRON", DEFAULT_CATCH_UP_CRON),
+    cron_schedule=IMOCHA_PIPELINE_CATCH_UP_CRON.value(),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every 5 minutes (IMOCHA_PIPELINE_CATCH_UP_CRON): starts catch_up_job when anything outstanding is "

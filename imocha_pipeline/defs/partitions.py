@@ -1,11 +1,11 @@
 """Partitions shared by the completion assets, job and sensors."""
 
-import os
-
 import dagster as dg
 
+from imocha_pipeline.settings import IMOCHA_PIPELINE_HISTORY_START
+
 # The history start is a deployment setting read when the code location loads (not a secret).
-HISTORY_START = os.environ.get("IMOCHA_PIPELINE_HISTORY_START", "").strip() or "2024-01-01"
+HISTORY_START = IMOCHA_PIPELINE_HISTORY_START.value().isoformat()
 
 completion_partitions = dg.DailyPartitionsDefinition(
     start_date=HISTORY_START,

@@ -10,7 +10,7 @@ from imocha_pipeline.clients.http import RequestMetrics
 from imocha_pipeline.defs.assessments import degreed_assessments
 from imocha_pipeline.defs.metadata import preview_table, request_metadata
 from imocha_pipeline.defs.resources import DegreedResource, StagingDatabaseResource, SyncSettingsResource
-from imocha_pipeline.settings import optional_int
+from imocha_pipeline.settings import IMOCHA_PIPELINE_RECONCILE_DAYS
 from imocha_pipeline.sync.assessments.entity import ASSESSMENT
 from imocha_pipeline.sync.completions.plan import plan_unplanned
 from imocha_pipeline.sync.completions.records import COMPLETION, SKILL_RATING
@@ -40,7 +40,7 @@ NO_DRIFT_CHECK = "no_drift_after_repair"
 
 
 def reconcile_days() -> int:
-    return optional_int("IMOCHA_PIPELINE_RECONCILE_DAYS", 30)
+    return IMOCHA_PIPELINE_RECONCILE_DAYS.value()
 
 
 @dg.asset(group_name="degreed_snapshot", kinds={"api", "sql"}, owners=["team:data-engineering"])

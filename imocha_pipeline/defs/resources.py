@@ -1,13 +1,22 @@
 """Dagster resources: the iMocha and Degreed clients, the staging database, and the sync settings.
 
-Secrets arrive through ``dg.EnvVar`` (resolved at run time, never shown in the UI). Optional settings
-left empty fall back to the environment and then to DESIGN.md's defaults when the run starts.
+Every field holds a plain value with the setting's real default. A field the resource was not given takes its
+setting's value (``imocha_pipeline.settings``) when the resource uses it, so a setting changed after the
+definitions were built is seen by the next run. Dagster rebuilds a resource for each run from the values that
+differ from the field's default only, so in a run a field given its default value counts as not given.
+
+``resources_from_env`` (the code location) fills the fields from the settings when it loads; the secrets stay
+``dg.EnvVar`` (resolved at run time, never shown in the UI), and so does the staging URL in effect (it may carry a
+password: read from the setting when used, never copied into the resource). ``resources_from_settings`` (tests,
+the demo, benchmarks) takes the values of a settings mapping; what the mapping does not give follows the settings.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -18,6 +27,7 @@ from imocha_pipeline.clients.degreed import DegreedClient
 from imocha_pipeline.clients.http import RateBudget, RequestMetrics
 from imocha_pipeline.clients.imocha import ImochaClient
 from imocha_pipeline.connections import shared_degreed_budget, shared_degreed_client, shared_imocha_client
+from imocha_pipeline.settings import Setting
 from imocha_pipeline.staging import describe_url, get_engine
 from imocha_pipeline.sync.assessments.mapping import AssessmentMapping
 from imocha_pipeline.sync.completions.mapping import CompletionMapping
@@ -29,19 +39,27 @@ def _rate_budget(client_id: str, per_minute: int, staging_url: str | None = None
     return shared_degreed_budget(client_id, per_minute, staging_url or None)
 
 
+def _given_or_setting(resource: dg.ConfigurableResource, field: str, setting: Setting) -> Any:
+    """The value ``resource`` was given for ``field`` (held to the setting's rules), else the setting's value now."""
+    if field in resource.model_fields_set:
+        return setting.check(getattr(resource, field))
+    return setting.value()
+
+
 class ImochaResource(dg.ConfigurableResource):
     """Connection to the iMocha Assessment API (X-API-KEY)."""
 
     api_key: str
-    base_url: str = ""
+    base_url: str = settings.IMOCHA_BASE_URL.default
     page_size: int = 100
     max_parallel_requests: int = 4
     attempts_window_days: int = 7
     staging_db_url: str = ""
-    """Where the optional iMocha rate budget lives (IMOCHA_RATE_LIMIT_PER_MINUTE; default unlimited)."""
+    """Where the optional iMocha rate budget lives (IMOCHA_RATE_LIMIT_PER_MINUTE; default unlimited). Empty: the
+    staging database of IMOCHA_PIPELINE_STAGING_DB_URL, read when used."""
 
     def resolved_base_url(self) -> str:
-        return self.base_url or settings.optional("IMOCHA_BASE_URL", settings.IMOCHA_DEFAULT_BASE_URL)
+        return _given_or_setting(self, "base_url", settings.IMOCHA_BASE_URL)
 
     def client(self, metrics: RequestMetrics | None = None) -> ImochaClient:
         return shared_imocha_client(self.resolved_base_url(), self.api_key, self.staging_db_url, metrics=metrics,
@@ -54,28 +72,34 @@ class DegreedResource(dg.ConfigurableResource):
     client_id: str
     client_secret: str
     api_base_url: str = ""
+    """Degreed API host; empty: the region's."""
     token_url: str = ""
-    region: str = ""
-    """Degreed region (us, us-betatest, eu, eu-betatest, ca, ca-betatest; default DEGREED_REGION, else us):
-    fills the token and API URLs that are not given explicitly."""
-    rate_limit_per_minute: int = 0
+    """Degreed OAuth token URL; empty: the region's."""
+    region: str = settings.DEGREED_REGION.default
+    """Degreed region (us, us-betatest, eu, eu-betatest, ca, ca-betatest): fills the token and API URLs that are
+    not given explicitly (a URL the resource was not given comes from DEGREED_API_BASE_URL / DEGREED_TOKEN_URL
+    first)."""
+    rate_limit_per_minute: int = settings.DEGREED_RATE_LIMIT_PER_MINUTE.default
     organization_code: str = ""
-    """X-Degreed-Organization-Code for a tenant organization (default DEGREED_ORGANIZATION_CODE)."""
+    """X-Degreed-Organization-Code for a tenant organization (DEGREED_ORGANIZATION_CODE); empty: none."""
     staging_db_url: str = ""
-    """Where the shared rate budget lives (the staging database; default IMOCHA_PIPELINE_STAGING_DB_URL)."""
+    """Where the shared rate budget lives; empty: the staging database of IMOCHA_PIPELINE_STAGING_DB_URL, read
+    when used."""
 
     def resolved(self) -> settings.DegreedSettings:
-        region, api_base_url, token_url = settings.degreed_endpoints(
-            self.region or None, self.api_base_url or None, self.token_url or None)
+        region = _given_or_setting(self, "region", settings.DEGREED_REGION)
+        api_base_url, token_url = settings.region_endpoints(
+            region, _given_or_setting(self, "api_base_url", settings.DEGREED_API_BASE_URL),
+            _given_or_setting(self, "token_url", settings.DEGREED_TOKEN_URL))
         return settings.DegreedSettings(
             client_id=self.client_id,
             client_secret=self.client_secret,
             api_base_url=api_base_url,
             token_url=token_url,
-            rate_limit_per_minute=self.rate_limit_per_minute
-            or settings.optional_int("DEGREED_RATE_LIMIT_PER_MINUTE", settings.DEGREED_DEFAULT_RATE_LIMIT_PER_MINUTE),
+            rate_limit_per_minute=_given_or_setting(self, "rate_limit_per_minute",
+                                                    settings.DEGREED_RATE_LIMIT_PER_MINUTE),
             region=region,
-            organization_code=self.organization_code or settings.optional("DEGREED_ORGANIZATION_CODE", ""),
+            organization_code=_given_or_setting(self, "organization_code", settings.DEGREED_ORGANIZATION_CODE),
         )
 
     def client(self, metrics: RequestMetrics | None = None) -> DegreedClient:
@@ -86,6 +110,8 @@ class StagingDatabaseResource(dg.ConfigurableResource):
     """The SQL database holding the staged tables, the ledger and the quarantine."""
 
     url: str = ""
+    """SQLAlchemy URL; empty: IMOCHA_PIPELINE_STAGING_DB_URL (else the SQLite file under $DAGSTER_HOME), read when
+    used, so a password in it never reaches Dagster's configuration."""
     _engine: Engine | None = PrivateAttr(default=None)
 
     def resolved_url(self) -> str:
@@ -101,62 +127,76 @@ class StagingDatabaseResource(dg.ConfigurableResource):
 
 
 class SyncSettingsResource(dg.ConfigurableResource):
-    """Mapping rules and safety guards (each also settable from the environment)."""
+    """Mapping rules and safety guards; a field not given follows its setting when used."""
 
-    launch_url_template: str = ""
-    sso_url_template: str = ""
-    summary_template: str = ""
-    max_retire_share: float = -1.0
-    max_extract_shrink_share: float = -1.0
-    max_invalid_share: float = -1.0
-    dry_run: bool | None = None
+    launch_url_template: str = settings.IMOCHA_PIPELINE_LAUNCH_URL_TEMPLATE.default
+    sso_url_template: str = settings.IMOCHA_PIPELINE_SSO_URL_TEMPLATE.default
+    summary_template: str = settings.IMOCHA_PIPELINE_SUMMARY_TEMPLATE.default
+    max_retire_share: float = settings.IMOCHA_PIPELINE_MAX_RETIRE_SHARE.default
+    max_extract_shrink_share: float = settings.IMOCHA_PIPELINE_MAX_EXTRACT_SHRINK_SHARE.default
+    max_invalid_share: float = settings.IMOCHA_PIPELINE_MAX_INVALID_SHARE.default
+    dry_run: bool = settings.IMOCHA_PIPELINE_DRY_RUN.default
 
     def assessment_mapping(self) -> AssessmentMapping:
-        base = AssessmentMapping.from_env()
         return AssessmentMapping(
-            launch_url_template=self.launch_url_template or base.launch_url_template,
-            sso_url_template=self.sso_url_template or base.sso_url_template,
-            summary_template=self.summary_template or base.summary_template,
-            external_id_prefix=base.external_id_prefix,
-            language=base.language,
-            title_max_length=base.title_max_length,
+            launch_url_template=_given_or_setting(self, "launch_url_template",
+                                                  settings.IMOCHA_PIPELINE_LAUNCH_URL_TEMPLATE),
+            sso_url_template=_given_or_setting(self, "sso_url_template", settings.IMOCHA_PIPELINE_SSO_URL_TEMPLATE),
+            summary_template=_given_or_setting(self, "summary_template", settings.IMOCHA_PIPELINE_SUMMARY_TEMPLATE),
+            language=settings.IMOCHA_PIPELINE_CONTENT_LANGUAGE.value(),
+            title_max_length=settings.IMOCHA_PIPELINE_TITLE_MAX_LENGTH.value(),
         )
 
     def completion_mapping(self) -> CompletionMapping:
         return CompletionMapping.from_env()
 
-    def _share(self, value: float, env: str, default: float) -> float:
-        if value >= 0:
-            return value
-        raw = settings.optional(env, str(default))
-        try:
-            return float(raw)
-        except ValueError as exc:
-            raise ValueError(f"setting {env} must be a number between 0 and 1, got {raw!r}") from exc
-
     def retire_share_limit(self) -> float:
-        return self._share(self.max_retire_share, "IMOCHA_PIPELINE_MAX_RETIRE_SHARE", 0.2)
+        return _given_or_setting(self, "max_retire_share", settings.IMOCHA_PIPELINE_MAX_RETIRE_SHARE)
 
     def shrink_share_limit(self) -> float:
-        return self._share(self.max_extract_shrink_share, "IMOCHA_PIPELINE_MAX_EXTRACT_SHRINK_SHARE", 0.2)
+        return _given_or_setting(self, "max_extract_shrink_share", settings.IMOCHA_PIPELINE_MAX_EXTRACT_SHRINK_SHARE)
 
     def invalid_share_limit(self) -> float:
-        return self._share(self.max_invalid_share, "IMOCHA_PIPELINE_MAX_INVALID_SHARE", 0.5)
+        return _given_or_setting(self, "max_invalid_share", settings.IMOCHA_PIPELINE_MAX_INVALID_SHARE)
 
     def is_dry_run(self) -> bool:
-        if self.dry_run is not None:
-            return self.dry_run
-        return settings.optional("IMOCHA_PIPELINE_DRY_RUN", "0").lower() in {"1", "true", "yes", "on"}
+        return _given_or_setting(self, "dry_run", settings.IMOCHA_PIPELINE_DRY_RUN)
+
+
+# (resource field, setting) of every non-secret value the code location fills from the settings
+_IMOCHA_FIELDS = (("base_url", settings.IMOCHA_BASE_URL),)
+_DEGREED_FIELDS = (("region", settings.DEGREED_REGION), ("api_base_url", settings.DEGREED_API_BASE_URL),
+                   ("token_url", settings.DEGREED_TOKEN_URL),
+                   ("rate_limit_per_minute", settings.DEGREED_RATE_LIMIT_PER_MINUTE),
+                   ("organization_code", settings.DEGREED_ORGANIZATION_CODE))
+_SYNC_FIELDS = (("launch_url_template", settings.IMOCHA_PIPELINE_LAUNCH_URL_TEMPLATE),
+                ("sso_url_template", settings.IMOCHA_PIPELINE_SSO_URL_TEMPLATE),
+                ("summary_template", settings.IMOCHA_PIPELINE_SUMMARY_TEMPLATE),
+                ("max_retire_share", settings.IMOCHA_PIPELINE_MAX_RETIRE_SHARE),
+                ("max_extract_shrink_share", settings.IMOCHA_PIPELINE_MAX_EXTRACT_SHRINK_SHARE),
+                ("max_invalid_share", settings.IMOCHA_PIPELINE_MAX_INVALID_SHARE),
+                ("dry_run", settings.IMOCHA_PIPELINE_DRY_RUN))
+
+
+def _from_settings(fields: tuple[tuple[str, Setting], ...]) -> dict[str, Any]:
+    return {field: setting.value() for field, setting in fields}
+
+
+def _from_values(values: Mapping[str, str], fields: tuple[tuple[str, Setting], ...]) -> dict[str, Any]:
+    """The fields ``values`` gives a (non-empty) value, parsed by their settings' rules."""
+    return {field: setting.parse(values[setting.name]) for field, setting in fields
+            if str(values.get(setting.name) or "").strip()}
 
 
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
-    """The resources of the code location: secrets from the environment at run time."""
+    """The resources of the code location: values from the settings, secrets from the environment at run time."""
     return {
-        "imocha": ImochaResource(api_key=dg.EnvVar("IMOCHA_API_KEY")),
-        "degreed": DegreedResource(client_id=dg.EnvVar("DEGREED_CLIENT_ID"),
-                                   client_secret=dg.EnvVar("DEGREED_CLIENT_SECRET")),
+        "imocha": ImochaResource(api_key=dg.EnvVar(settings.IMOCHA_API_KEY.name), **_from_settings(_IMOCHA_FIELDS)),
+        "degreed": DegreedResource(client_id=dg.EnvVar(settings.DEGREED_CLIENT_ID.name),
+                                   client_secret=dg.EnvVar(settings.DEGREED_CLIENT_SECRET.name),
+                                   **_from_settings(_DEGREED_FIELDS)),
         "staging_db": StagingDatabaseResource(),
-        "sync_settings": SyncSettingsResource(),
+        "sync_settings": SyncSettingsResource(**_from_settings(_SYNC_FIELDS)),
     }
 
 
@@ -167,24 +207,22 @@ def _secret_ref(name: str, value: str) -> dg.EnvVar:
     return dg.EnvVar(variable)
 
 
-def resources_from_settings(values: dict[str, str], staging_url: str,
+def resources_from_settings(values: Mapping[str, str], staging_url: str,
                             sync_settings: SyncSettingsResource | None = None) -> dict[str, dg.ConfigurableResource]:
     """Resources from explicit setting values (the sandbox's ``env()``), for tests, the demo and benchmarks.
 
-    The two secrets are handed over as ``dg.EnvVar`` references (to process environment variables with random
-    names), never as plain strings: a plain string would be stored in the run's job snapshot
-    in Dagster's run storage (drill 9 found the client secret there).
+    What ``values`` does not give follows the settings when used (``sync_settings`` when not given: every mapping
+    rule and guard). The two secrets are handed over as ``dg.EnvVar`` references (to process environment
+    variables with random names), never as plain strings: a plain string would be stored in the run's job
+    snapshot in Dagster's run storage (drill 9 found the client secret there).
     """
     return {
-        "imocha": ImochaResource(api_key=_secret_ref("IMOCHA_API_KEY", values["IMOCHA_API_KEY"]),
-                                 base_url=values["IMOCHA_BASE_URL"], staging_db_url=staging_url),
+        "imocha": ImochaResource(api_key=_secret_ref("IMOCHA_API_KEY", settings.IMOCHA_API_KEY.from_values(values)),
+                                 staging_db_url=staging_url, **_from_values(values, _IMOCHA_FIELDS)),
         "degreed": DegreedResource(
-            client_id=values["DEGREED_CLIENT_ID"],
-            client_secret=_secret_ref("DEGREED_CLIENT_SECRET", values["DEGREED_CLIENT_SECRET"]),
-            api_base_url=values["DEGREED_API_BASE_URL"], token_url=values["DEGREED_TOKEN_URL"],
-            rate_limit_per_minute=int(values.get("DEGREED_RATE_LIMIT_PER_MINUTE") or 70),
-            region=values.get("DEGREED_REGION", ""), organization_code=values.get("DEGREED_ORGANIZATION_CODE", ""),
-            staging_db_url=staging_url,
+            client_id=settings.DEGREED_CLIENT_ID.from_values(values),
+            client_secret=_secret_ref("DEGREED_CLIENT_SECRET", settings.DEGREED_CLIENT_SECRET.from_values(values)),
+            staging_db_url=staging_url, **_from_values(values, _DEGREED_FIELDS),
         ),
         "staging_db": StagingDatabaseResource(url=staging_url),
         "sync_settings": sync_settings or SyncSettingsResource(),

@@ -34,7 +34,10 @@ import dagster as dg
 
 from imocha_pipeline.defs.partitions import completion_partitions
 from imocha_pipeline.defs.resources import ImochaResource, StagingDatabaseResource
-from imocha_pipeline.settings import number_setting
+from imocha_pipeline.settings import (
+    IMOCHA_PIPELINE_CALLBACK_SENSOR_INTERVAL_SECONDS,
+    IMOCHA_PIPELINE_POLL_INTERVAL_SECONDS,
+)
 from imocha_pipeline.sync.triggers.callbacks import CallbackSettings, plan_inbox_tick
 from imocha_pipeline.sync.triggers.polling import PollSettings, poll_completions, tick_client
 from imocha_pipeline.sync.triggers.runs import UnfinishedRun
@@ -49,11 +52,10 @@ EXTRACT_ASSET = dg.AssetKey("imocha_completions")
 NOT_STARTED_STATUSES = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING)
 
 # Intervals are fixed when the code location loads; every other setting is read at each tick.
-POLL_INTERVAL_SECONDS = int(number_setting("IMOCHA_PIPELINE_POLL_INTERVAL_SECONDS", 30, minimum=1, whole=True))
+POLL_INTERVAL_SECONDS = IMOCHA_PIPELINE_POLL_INTERVAL_SECONDS.value()
 # The daemon evaluates sensors at most every 5 s; a minimum interval of 5 s would skip every other loop (so
 # 10 s between ticks), 1 s lets the callbacks sensor run on every loop (bench/latency.py: p95 from 12 s to 9 s).
-CALLBACK_INTERVAL_SECONDS = int(number_setting("IMOCHA_PIPELINE_CALLBACK_SENSOR_INTERVAL_SECONDS", 1, minimum=1,
-                                               whole=True))
+CALLBACK_INTERVAL_SECONDS = IMOCHA_PIPELINE_CALLBACK_SENSOR_INTERVAL_SECONDS.value()
 
 
 def sensor_result(requests, trigger: str, cursor: str, skip_reason: str | None) -> dg.SensorResult:

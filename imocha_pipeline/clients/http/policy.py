@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 
-READ_TIMEOUT_SETTING = "IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS"
-DEFAULT_READ_TIMEOUT_SECONDS = 30.0
+from imocha_pipeline.settings import IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS
+
+READ_TIMEOUT_SETTING = IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS.name
+DEFAULT_READ_TIMEOUT_SECONDS = IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS.default
 
 
 def default_read_timeout() -> float:
-    """Seconds to wait for an answer (``IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS``, default 30)."""
-    raw = os.environ.get(READ_TIMEOUT_SETTING, "").strip()
-    try:
-        return float(raw) if raw else DEFAULT_READ_TIMEOUT_SECONDS
-    except ValueError as exc:
-        raise ValueError(f"setting {READ_TIMEOUT_SETTING} must be a number of seconds, got {raw!r}") from exc
+    """Seconds to wait for an answer (``IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS``, default 30), read now."""
+    return IMOCHA_PIPELINE_HTTP_READ_TIMEOUT_SECONDS.value()
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,17 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from imocha_pipeline.settings import optional, optional_int
+from imocha_pipeline import settings
 from imocha_pipeline.sync.assessments.models import HTML_TAG_PATTERN
 from imocha_pipeline.sync.core.plain_values import plain
 
 # [assumption] iMocha does not document the public URL of an open test link; the link key is the
 # documented part (`testLink`, e.g. "db282e0a"). Override with IMOCHA_PIPELINE_LAUNCH_URL_TEMPLATE.
-DEFAULT_LAUNCH_URL_TEMPLATE = "https://test.imocha.io/{test_link}"
-DEFAULT_SUMMARY_TEMPLATE = "iMocha assessment: {skills}. {questions} questions, {duration} minutes."
-LAUNCH_FIELDS = ("test_id", "test_link", "test_link_id", "test_name")
-SSO_FIELDS = ("launch_url", "test_id", "test_name")
+DEFAULT_LAUNCH_URL_TEMPLATE = settings.IMOCHA_PIPELINE_LAUNCH_URL_TEMPLATE.default
+DEFAULT_SUMMARY_TEMPLATE = settings.IMOCHA_PIPELINE_SUMMARY_TEMPLATE.default
+LAUNCH_FIELDS = settings.IMOCHA_PIPELINE_LAUNCH_URL_TEMPLATE.parser.fields
+SSO_FIELDS = settings.IMOCHA_PIPELINE_SSO_URL_TEMPLATE.parser.fields
+SUMMARY_FIELDS = settings.IMOCHA_PIPELINE_SUMMARY_TEMPLATE.parser.fields
 
 
 class TemplateError(ValueError):
@@ -60,26 +61,25 @@ class AssessmentMapping:
     sso_url_template: str = ""  # e.g. https://idp.example.com/sso?RelayState={launch_url}
     summary_template: str = DEFAULT_SUMMARY_TEMPLATE
     external_id_prefix: str = "imocha-"
-    language: str = "en"
+    language: str = settings.IMOCHA_PIPELINE_CONTENT_LANGUAGE.default
     content_type: str = "Assessment"
     duration_type: str = "Minutes"
-    title_max_length: int = 255
+    title_max_length: int = settings.IMOCHA_PIPELINE_TITLE_MAX_LENGTH.default
 
     def __post_init__(self):
-        check_template(self.launch_url_template, LAUNCH_FIELDS, "IMOCHA_PIPELINE_LAUNCH_URL_TEMPLATE")
+        check_template(self.launch_url_template, LAUNCH_FIELDS, settings.IMOCHA_PIPELINE_LAUNCH_URL_TEMPLATE.name)
         if self.sso_url_template:
-            check_template(self.sso_url_template, SSO_FIELDS, "IMOCHA_PIPELINE_SSO_URL_TEMPLATE")
-        check_template(self.summary_template, ("skills", "questions", "duration", "test_name", "sections"),
-                       "IMOCHA_PIPELINE_SUMMARY_TEMPLATE")
+            check_template(self.sso_url_template, SSO_FIELDS, settings.IMOCHA_PIPELINE_SSO_URL_TEMPLATE.name)
+        check_template(self.summary_template, SUMMARY_FIELDS, settings.IMOCHA_PIPELINE_SUMMARY_TEMPLATE.name)
 
     @classmethod
     def from_env(cls) -> AssessmentMapping:
         return cls(
-            launch_url_template=optional("IMOCHA_PIPELINE_LAUNCH_URL_TEMPLATE", DEFAULT_LAUNCH_URL_TEMPLATE),
-            sso_url_template=optional("IMOCHA_PIPELINE_SSO_URL_TEMPLATE", ""),
-            summary_template=optional("IMOCHA_PIPELINE_SUMMARY_TEMPLATE", DEFAULT_SUMMARY_TEMPLATE),
-            language=optional("IMOCHA_PIPELINE_CONTENT_LANGUAGE", "en"),
-            title_max_length=optional_int("IMOCHA_PIPELINE_TITLE_MAX_LENGTH", 255),
+            launch_url_template=settings.IMOCHA_PIPELINE_LAUNCH_URL_TEMPLATE.value(),
+            sso_url_template=settings.IMOCHA_PIPELINE_SSO_URL_TEMPLATE.value(),
+            summary_template=settings.IMOCHA_PIPELINE_SUMMARY_TEMPLATE.value(),
+            language=settings.IMOCHA_PIPELINE_CONTENT_LANGUAGE.value(),
+            title_max_length=settings.IMOCHA_PIPELINE_TITLE_MAX_LENGTH.value(),
         )
 
     def external_id(self, test_id: int) -> str:

@@ -8,14 +8,13 @@ import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from itertools import pairwise
 from numbers import Integral, Rational
 from pathlib import Path
 
 import pandas as pd
 
+from imocha_pipeline import settings
 from imocha_pipeline.clients.imocha.values import normalize_status
-from imocha_pipeline.settings import optional
 from imocha_pipeline.sync.completions.records import STATUS_COMPLETE
 
 
@@ -41,28 +40,22 @@ class CompletionMapping:
     send_statuses: tuple[str, ...] = (STATUS_COMPLETE,)
     content_type: str = "Assessment"
     # Level boundaries in percent: level n+1 starts at bands[n]. Default: 8 equal bands of 12.5%.
-    bands: tuple[float, ...] = tuple(12.5 * i for i in range(1, 8))
-    rating_type: str = "Evaluation"
+    bands: tuple[float, ...] = settings.IMOCHA_PIPELINE_SKILL_LEVEL_BANDS.default
+    rating_type: str = settings.IMOCHA_PIPELINE_RATING_TYPE.default
     learner_map: dict[str, str] = field(default_factory=dict)  # email -> EmployeeId
     skill_map: dict[str, str] = field(default_factory=dict)  # iMocha skill name (lower) -> Degreed skill name
     skill_map_configured: bool = False
 
     @classmethod
     def from_env(cls) -> CompletionMapping:
-        statuses = tuple(s.strip() for s in optional("IMOCHA_PIPELINE_SEND_STATUSES", STATUS_COMPLETE).split(",")
-                         if s.strip())
-        raw_bands = optional("IMOCHA_PIPELINE_SKILL_LEVEL_BANDS", "")
-        bands = parse_bands(raw_bands) if raw_bands else cls.bands
-        learner_path = optional("IMOCHA_PIPELINE_LEARNER_MAP", "")
-        skill_path = optional("IMOCHA_PIPELINE_SKILL_MAP", "")
+        learners, skills = settings.IMOCHA_PIPELINE_LEARNER_MAP, settings.IMOCHA_PIPELINE_SKILL_MAP
+        learner_path, skill_path = learners.value(), skills.value()
         return cls(
-            send_statuses=tuple(normalize_status(s) or s for s in statuses),
-            bands=bands,
-            rating_type=optional("IMOCHA_PIPELINE_RATING_TYPE", "Evaluation"),
-            learner_map=read_mapping_csv(learner_path, "email", "employee_id", "IMOCHA_PIPELINE_LEARNER_MAP")
-            if learner_path else {},
-            skill_map=read_mapping_csv(skill_path, "imocha_skill", "degreed_skill", "IMOCHA_PIPELINE_SKILL_MAP")
-            if skill_path else {},
+            send_statuses=tuple(normalize_status(s) or s for s in settings.IMOCHA_PIPELINE_SEND_STATUSES.value()),
+            bands=settings.IMOCHA_PIPELINE_SKILL_LEVEL_BANDS.value(),
+            rating_type=settings.IMOCHA_PIPELINE_RATING_TYPE.value(),
+            learner_map=read_mapping_csv(learner_path, "email", "employee_id", learners.name) if learner_path else {},
+            skill_map=read_mapping_csv(skill_path, "imocha_skill", "degreed_skill", skills.name) if skill_path else {},
             skill_map_configured=bool(skill_path),
         )
 
@@ -102,7 +95,7 @@ class CompletionMapping:
 
     @property
     def skill_map_strict(self) -> bool:
-        return optional("IMOCHA_PIPELINE_SKILL_MAP_STRICT", "0").lower() in {"1", "true", "yes"}
+        return settings.IMOCHA_PIPELINE_SKILL_MAP_STRICT.value()
 
 
 def exact(value) -> Fraction | None:
@@ -122,13 +115,6 @@ def exact(value) -> Fraction | None:
 
 
 def parse_bands(text: str) -> tuple[float, ...]:
-    """``"12.5,25,37.5,50,62.5,75,87.5"``: seven strictly increasing boundaries between 0 and 100."""
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError as exc:
-        raise ValueError(f"IMOCHA_PIPELINE_SKILL_LEVEL_BANDS must be comma-separated numbers, got {text!r}") from exc
-    increasing = all(low < high for low, high in pairwise(values))
-    if len(values) != 7 or not increasing or not all(0 < v < 100 for v in values):
-        raise ValueError("IMOCHA_PIPELINE_SKILL_LEVEL_BANDS needs 7 increasing boundaries between 0 and 100 "
-                         f"(level 1 below the first, level 8 from the last), got {text!r}")
-    return values
+    """``"12.5,25,37.5,50,62.5,75,87.5"``: seven strictly increasing boundaries between 0 and 100
+    (IMOCHA_PIPELINE_SKILL_LEVEL_BANDS's rules; a bad list is an ``InvalidSettingError`` naming it)."""
+    return settings.IMOCHA_PIPELINE_SKILL_LEVEL_BANDS.parse(text)

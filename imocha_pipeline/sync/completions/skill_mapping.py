@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline import staging
-from imocha_pipeline.settings import optional
+from imocha_pipeline.settings import IMOCHA_PIPELINE_SKILL_MAP
 from imocha_pipeline.sync.completions.mapping import read_mapping_csv
 
-SETTING = "IMOCHA_PIPELINE_SKILL_MAP"
+SETTING = IMOCHA_PIPELINE_SKILL_MAP.name
 STATE_NAME = "skill_mapping"
 
 
@@ -38,7 +38,7 @@ def mapping_rows(path: str) -> list[dict[str, str]]:
 
 def stage_skill_mapping(engine: Engine, path: str | None = None) -> int:
     """Replace the staged mapping with the CSV at ``path`` (default: IMOCHA_PIPELINE_SKILL_MAP); rows staged."""
-    path = optional(SETTING, "") if path is None else path
+    path = IMOCHA_PIPELINE_SKILL_MAP.value() if path is None else path
     rows = mapping_rows(path) if path else []
     now = staging.utcnow()
     with engine.begin() as conn:

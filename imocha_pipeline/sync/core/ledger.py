@@ -21,7 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from imocha_pipeline.settings import optional_int
+from imocha_pipeline.settings import IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS
 from imocha_pipeline.staging import sync_ledger, upsert, utcnow
 
 PLANNED = "planned"
@@ -33,13 +33,13 @@ STATES = (PLANNED, SENDING, ACKNOWLEDGED, FAILED)
 HELD = "held"
 DONE = "done"
 SUPERSEDED = "superseded"
-LEASE_SETTING = "IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS"
-DEFAULT_LEASE_SECONDS = 120
+LEASE_SETTING = IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS.name
+DEFAULT_LEASE_SECONDS = IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS.default
 
 
 def claim_lease() -> timedelta:
     """How long a claim lives without a heartbeat (the claiming run renews it every quarter of that)."""
-    return timedelta(seconds=max(1, optional_int(LEASE_SETTING, DEFAULT_LEASE_SECONDS)))
+    return timedelta(seconds=IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS.value())
 
 _ERROR_LIMIT = 2000
 

@@ -9,29 +9,20 @@ from the budget. Every write is at least one request, so ``remaining / per_minut
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from imocha_pipeline.settings import optional
+from imocha_pipeline.settings import IMOCHA_PIPELINE_PROGRESS_SECONDS
 
-DEFAULT_EVERY_SECONDS = 30.0
+DEFAULT_EVERY_SECONDS = IMOCHA_PIPELINE_PROGRESS_SECONDS.default
 # Below this much elapsed time the observed rate is noise; the budget's rate is used instead.
 MIN_SECONDS_FOR_RATE = 5.0
 
 
 def progress_every_seconds() -> float:
     """IMOCHA_PIPELINE_PROGRESS_SECONDS: seconds between progress lines (0: a line after every record)."""
-    raw = optional("IMOCHA_PIPELINE_PROGRESS_SECONDS", str(DEFAULT_EVERY_SECONDS))
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ValueError(f"setting IMOCHA_PIPELINE_PROGRESS_SECONDS must be a number of seconds, got {raw!r}") \
-            from exc
-    if value < 0 or math.isnan(value):
-        raise ValueError(f"setting IMOCHA_PIPELINE_PROGRESS_SECONDS must not be negative, got {raw!r}")
-    return value
+    return IMOCHA_PIPELINE_PROGRESS_SECONDS.value()
 
 
 def format_duration(seconds: float) -> str:

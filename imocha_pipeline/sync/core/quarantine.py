@@ -17,7 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from imocha_pipeline.settings import optional_int
+from imocha_pipeline.settings import IMOCHA_PIPELINE_WAITING_RETRY_SECONDS
 from imocha_pipeline.staging import sync_quarantine, utcnow
 
 VALIDATION = "validation"
@@ -51,7 +51,7 @@ class Quarantine:
         self.entity = entity
         self.run_id = run_id
         self.retry_base = retry_base if retry_base is not None else timedelta(
-            seconds=optional_int("IMOCHA_PIPELINE_WAITING_RETRY_SECONDS", 300))
+            seconds=IMOCHA_PIPELINE_WAITING_RETRY_SECONDS.value())
 
     def put(self, entries: Iterable[Entry]) -> int:
         """Record entries (open); a key already open gets its reason refreshed and attempts counted up."""

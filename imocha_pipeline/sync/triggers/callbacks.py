@@ -47,7 +47,7 @@ from imocha_pipeline.clients.errors import BadRequestError
 from imocha_pipeline.clients.imocha import ProcessCallbacksResult
 from imocha_pipeline.clients.imocha.contract import PROCESS_CALLBACKS_BATCH
 from imocha_pipeline.clients.imocha.values import format_utc, normalize_status, to_number
-from imocha_pipeline.settings import number_setting
+from imocha_pipeline.settings import catalogue
 from imocha_pipeline.sync.completions.extract import staged_invitation_ids
 from imocha_pipeline.sync.triggers.polling import AttemptSource
 from imocha_pipeline.sync.triggers.runs import UnfinishedRuns, UnfinishedRunsByDay, run_key_for
@@ -69,21 +69,18 @@ _NUMBER_FIELDS = ("TotalScore", "CandidateScore")
 
 @dataclass(frozen=True)
 class CallbackSettings:
-    """The callbacks sensor's settings (``IMOCHA_PIPELINE_CALLBACK_*``)."""
+    """The callbacks sensor's settings (``IMOCHA_PIPELINE_CALLBACK_*``; the defaults are the settings' defaults)."""
 
-    sensor_interval_seconds: int = 1
-    max_attempt: timedelta = timedelta(hours=12)
-    max_rows_per_tick: int = 1000
+    sensor_interval_seconds: int = catalogue.IMOCHA_PIPELINE_CALLBACK_SENSOR_INTERVAL_SECONDS.default
+    max_attempt: timedelta = timedelta(hours=catalogue.IMOCHA_PIPELINE_CALLBACK_MAX_ATTEMPT_HOURS.default)
+    max_rows_per_tick: int = catalogue.IMOCHA_PIPELINE_CALLBACK_MAX_PER_TICK.default
 
     @classmethod
     def from_env(cls) -> CallbackSettings:
         return cls(
-            sensor_interval_seconds=int(number_setting("IMOCHA_PIPELINE_CALLBACK_SENSOR_INTERVAL_SECONDS", 1,
-                                                       minimum=1, whole=True)),
-            max_attempt=timedelta(hours=number_setting("IMOCHA_PIPELINE_CALLBACK_MAX_ATTEMPT_HOURS", 12,
-                                                       minimum=0)),
-            max_rows_per_tick=int(number_setting("IMOCHA_PIPELINE_CALLBACK_MAX_PER_TICK", 1000, minimum=1,
-                                                 whole=True)),
+            sensor_interval_seconds=catalogue.IMOCHA_PIPELINE_CALLBACK_SENSOR_INTERVAL_SECONDS.value(),
+            max_attempt=timedelta(hours=catalogue.IMOCHA_PIPELINE_CALLBACK_MAX_ATTEMPT_HOURS.value()),
+            max_rows_per_tick=catalogue.IMOCHA_PIPELINE_CALLBACK_MAX_PER_TICK.value(),
         )
 
 

@@ -62,7 +62,7 @@ from sqlalchemy.engine import Engine
 
 from imocha_pipeline.clients.imocha import ImochaAttempt, ImochaClient
 from imocha_pipeline.clients.imocha.values import format_utc
-from imocha_pipeline.settings import number_setting
+from imocha_pipeline.settings import catalogue
 from imocha_pipeline.sync.completions.extract import staged_invitation_ids
 from imocha_pipeline.sync.triggers.poll_cursor import PendingAttempt, PollCursor, parse_cursor, whole_seconds
 from imocha_pipeline.sync.triggers.runs import (
@@ -83,41 +83,42 @@ RUN_KEY_PREFIX = "completions"
 
 @dataclass(frozen=True)
 class PollSettings:
-    """How the completions sensor polls; every value is an ``IMOCHA_PIPELINE_POLL_*`` setting."""
+    """How the completions sensor polls; every value is an ``IMOCHA_PIPELINE_POLL_*`` setting (the defaults are
+    the settings' defaults)."""
 
-    interval_seconds: int = 30
-    overlap: timedelta = timedelta(minutes=15)
-    lookback: timedelta = timedelta(days=2)
-    window: timedelta = timedelta(hours=6)
-    max_attempts: int = 500
-    read_timeout_seconds: float = 10.0
-    time_budget_seconds: float = 20.0
-    max_attempt: timedelta = timedelta(hours=12)
+    interval_seconds: int = catalogue.IMOCHA_PIPELINE_POLL_INTERVAL_SECONDS.default
+    overlap: timedelta = timedelta(minutes=catalogue.IMOCHA_PIPELINE_POLL_OVERLAP_MINUTES.default)
+    lookback: timedelta = timedelta(hours=catalogue.IMOCHA_PIPELINE_POLL_LOOKBACK_HOURS.default)
+    window: timedelta = timedelta(hours=catalogue.IMOCHA_PIPELINE_POLL_WINDOW_HOURS.default)
+    max_attempts: int = catalogue.IMOCHA_PIPELINE_POLL_MAX_ATTEMPTS.default
+    read_timeout_seconds: float = catalogue.IMOCHA_PIPELINE_POLL_READ_TIMEOUT_SECONDS.default
+    time_budget_seconds: float = catalogue.IMOCHA_PIPELINE_POLL_TIME_BUDGET_SECONDS.default
+    max_attempt: timedelta = timedelta(minutes=catalogue.IMOCHA_PIPELINE_POLL_MAX_ATTEMPT_MINUTES.default)
     """``IMOCHA_PIPELINE_POLL_MAX_ATTEMPT_MINUTES`` (720): the longest an attempt runs from start to finish; each
     tick re-reads this much before ``until``. The default assumes Retrieve Invites may filter on the *start* time
     (the spec does not say): an attempt then appears, once completed, in the window of its start. 12 h, like
     ``IMOCHA_PIPELINE_CALLBACK_MAX_ATTEMPT_HOURS``, so both paths assume the same longest attempt. It costs 2 more
     Retrieve Invites calls a tick at 6-hour windows; set it to the overlap once iMocha is known to filter on the
     completion time."""
-    retry: timedelta = timedelta(seconds=60)
+    retry: timedelta = timedelta(seconds=catalogue.IMOCHA_PIPELINE_POLL_RETRY_SECONDS.default)
     """``IMOCHA_PIPELINE_POLL_RETRY_SECONDS`` (60): the back-off after the first request of an attempt still not
     staged; it doubles with every further request."""
-    retry_max: timedelta = timedelta(hours=1)
+    retry_max: timedelta = timedelta(seconds=catalogue.IMOCHA_PIPELINE_POLL_RETRY_MAX_SECONDS.default)
     """``IMOCHA_PIPELINE_POLL_RETRY_MAX_SECONDS`` (3600): the longest back-off between two requests."""
 
     @classmethod
     def from_env(cls) -> PollSettings:
         return cls(
-            interval_seconds=int(number_setting("IMOCHA_PIPELINE_POLL_INTERVAL_SECONDS", 30, minimum=1, whole=True)),
-            overlap=timedelta(minutes=number_setting("IMOCHA_PIPELINE_POLL_OVERLAP_MINUTES", 15, minimum=0)),
-            lookback=timedelta(hours=number_setting("IMOCHA_PIPELINE_POLL_LOOKBACK_HOURS", 48, minimum=1)),
-            window=timedelta(hours=number_setting("IMOCHA_PIPELINE_POLL_WINDOW_HOURS", 6, minimum=0.1)),
-            max_attempts=int(number_setting("IMOCHA_PIPELINE_POLL_MAX_ATTEMPTS", 500, minimum=1, whole=True)),
-            read_timeout_seconds=number_setting("IMOCHA_PIPELINE_POLL_READ_TIMEOUT_SECONDS", 10, minimum=1),
-            time_budget_seconds=number_setting("IMOCHA_PIPELINE_POLL_TIME_BUDGET_SECONDS", 20, minimum=1),
-            max_attempt=timedelta(minutes=number_setting("IMOCHA_PIPELINE_POLL_MAX_ATTEMPT_MINUTES", 720, minimum=0)),
-            retry=timedelta(seconds=number_setting("IMOCHA_PIPELINE_POLL_RETRY_SECONDS", 60, minimum=1)),
-            retry_max=timedelta(seconds=number_setting("IMOCHA_PIPELINE_POLL_RETRY_MAX_SECONDS", 3600, minimum=1)),
+            interval_seconds=catalogue.IMOCHA_PIPELINE_POLL_INTERVAL_SECONDS.value(),
+            overlap=timedelta(minutes=catalogue.IMOCHA_PIPELINE_POLL_OVERLAP_MINUTES.value()),
+            lookback=timedelta(hours=catalogue.IMOCHA_PIPELINE_POLL_LOOKBACK_HOURS.value()),
+            window=timedelta(hours=catalogue.IMOCHA_PIPELINE_POLL_WINDOW_HOURS.value()),
+            max_attempts=catalogue.IMOCHA_PIPELINE_POLL_MAX_ATTEMPTS.value(),
+            read_timeout_seconds=catalogue.IMOCHA_PIPELINE_POLL_READ_TIMEOUT_SECONDS.value(),
+            time_budget_seconds=catalogue.IMOCHA_PIPELINE_POLL_TIME_BUDGET_SECONDS.value(),
+            max_attempt=timedelta(minutes=catalogue.IMOCHA_PIPELINE_POLL_MAX_ATTEMPT_MINUTES.value()),
+            retry=timedelta(seconds=catalogue.IMOCHA_PIPELINE_POLL_RETRY_SECONDS.value()),
+            retry_max=timedelta(seconds=catalogue.IMOCHA_PIPELINE_POLL_RETRY_MAX_SECONDS.value()),
         )
 
     @property
