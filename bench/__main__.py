@@ -47,8 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--economy-learners", type=int, help="learners (default 200; quick 40)")
     group = parser.add_argument_group("4. diff/plan engine")
     group.add_argument("--diff-sizes", type=_sizes,
-                       help="completions (default 10000,100000,1000000; quick 10000,100000)")
+                       help="records per shape (default 10000,100000,1000000; quick 10000,100000)")
     group.add_argument("--diff-repeat", type=int, default=3, help="runs per size, best taken (default 3; 2 at 1M)")
+    group.add_argument("--diff-shapes", default="assessments,completions",
+                       help="record shapes: assessments, completions or both (default both)")
     group = parser.add_argument_group("5. extraction")
     group.add_argument("--reports", type=int, help="reports to fetch (default 1000; quick 100)")
     group.add_argument("--latency-ms", type=float, default=100.0, help="simulated iMocha latency (default 100)")
@@ -91,7 +93,8 @@ def runners(args: argparse.Namespace) -> dict[str, Callable[[], list[Result]]]:
         "throughput": lambda: throughput.run_single(args.writes, args.rate_limit, log=log),
         "shared": lambda: throughput.run_shared(args.shared_writes, args.shared_rate_limit, args.processes, log=log),
         "economy": lambda: economy.run(args.economy_tests, args.economy_learners, args.economy_attempts, log=log),
-        "diff": lambda: diff_engine.run(args.diff_sizes, args.diff_repeat, log=log),
+        "diff": lambda: diff_engine.run(args.diff_sizes, args.diff_repeat,
+                                        tuple(s.strip() for s in args.diff_shapes.split(",") if s.strip()), log=log),
         "extraction": lambda: extraction.run(args.reports, args.latency_ms, args.parallelism, log=log),
         "latency": lambda: latency.run(args.latency_attempts, args.latency_spacing, modes, args.latency_rate_limit,
                                        log=log),

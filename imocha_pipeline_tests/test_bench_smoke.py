@@ -34,7 +34,8 @@ def test_quick_benchmarks_produce_figures(tmp_path):
     assert names[:3] == ["3. economy: first sync", "3. economy: incremental 1%", "3. economy: no change"]
     assert "5. extraction" in names
     if "diff" in only:
-        assert {"4. diff/plan 2k", "4. diff/plan 5k"} <= set(names)
+        assert {f"4. diff/plan {size} {shape}" for size in ("2k", "5k") for shape in ("assessments", "completions")
+                } <= set(names)
     for result in results:
         assert result["figure"] != "(not measured)", result
         assert result["benchmark"] in table

@@ -1,13 +1,14 @@
 """The one diff engine: desired Degreed state versus what Degreed has, as a per-record plan.
 
 Both sides are DataFrames keyed by the entity's natural key. Values are normalised the same way on
-both sides; the work is done on whole columns (numpy arrays), never row by row, so a plan over a
-million records takes about a second:
+both sides; the work is done on whole columns (numpy arrays), never row by row (the columns themselves:
+``diff_columns.py``); ``bench/diff_engine.py`` measures a million records of both entity shapes:
 
 - keys are matched through one hash table built on the desired keys (which also proves they are
   unique; duplicates take the slow, exact path of ``drop_duplicates``);
 - a matched record is unchanged when every owned field is equal after normalisation (compared
-  column by column, which also yields the changed fields of an update);
+  column by column, which also yields the changed fields of an update); text is compared raw first and
+  stripped only where the raw values differ;
 - the payload hash (stable 64-bit, ``pandas.util.hash_pandas_object`` of the normalised fields, as 16
   hex digits) is computed once per desired row, and for the actual side only for retired rows;
 - the rows to write (create, update, retire) come first, ordered by record key whatever order the inputs
@@ -24,6 +25,8 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
+from imocha_pipeline.sync.core.diff_columns import FieldColumn, hash_rows, hex_digits
+from imocha_pipeline.sync.core.diff_columns import differs as field_differs
 from imocha_pipeline.sync.core.entity import EntitySpec
 
 CREATE = "create"
@@ -44,46 +47,8 @@ REASONS = {
 }
 REVIVED_REASON = "back in iMocha after being retired"
 
-# The constants of pandas.core.util.hashing.combine_hash_arrays (CPython's tuple hash), so that our row
-# hashes equal ``pd.util.hash_pandas_object(frame, index=False)`` (a test pins this).
-_HASH_START = np.uint64(0x345678)
-_HASH_MULT = np.uint64(1000003)
-_HASH_END = np.uint64(97531)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Normalisation and hashing, column by column
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _normalise_column(column: pd.Series, float_places: int) -> np.ndarray:
-    """The comparable form of one column: float64 (rounded), int8 (booleans) or an object array of
-    stripped strings with missing values as ''."""
-    if pd.api.types.is_bool_dtype(column):
-        return column.astype("boolean").fillna(False).astype(np.int8).to_numpy()
-    if pd.api.types.is_numeric_dtype(column):
-        return column.astype("float64").round(float_places).fillna(np.nan).to_numpy(dtype=np.float64)
-    if isinstance(column.dtype, pd.StringDtype):
-        # Fast path for text (pandas' str dtype): strip in one C-level map instead of pandas' per-row lambda;
-        # a missing value (not a str) sends it to the copy that fills them with ''.
-        try:
-            return np.fromiter(map(str.strip, np.asarray(column.array, dtype=object)), dtype=object,
-                               count=len(column))
-        except TypeError:
-            values = column.to_numpy(dtype=object, na_value="")
-            return np.fromiter(map(str.strip, values), dtype=object, count=len(values))
-    numeric = pd.to_numeric(column, errors="coerce") if column.dtype == object else None
-    if numeric is not None and numeric.notna().sum() == column.notna().sum() and column.notna().any():
-        return numeric.astype("float64").round(float_places).to_numpy(dtype=np.float64)
-    return column.astype("string").fillna("").str.strip().to_numpy(dtype=object)
-
-
 def _normalised_columns(frame: pd.DataFrame, fields: Sequence[str], float_places: int) -> list[np.ndarray]:
-    columns = []
-    for field in fields:
-        column = frame[field] if field in frame.columns else pd.Series(pd.NA, index=frame.index, dtype=object)
-        columns.append(_normalise_column(column, float_places))
-    return columns
+    return [FieldColumn.of(frame, field, float_places).normalised() for field in fields]
 
 
 def normalise(frame: pd.DataFrame, fields: tuple[str, ...], float_places: int = 6) -> pd.DataFrame:
@@ -94,43 +59,12 @@ def normalise(frame: pd.DataFrame, fields: tuple[str, ...], float_places: int = 
                         index=frame.index, columns=list(fields))
 
 
-def _column_hash(values: np.ndarray) -> np.ndarray:
-    # categorize=False: the same hashes, without factorizing first (text fields are mostly distinct).
-    return pd.util.hash_array(values, categorize=False)
-
-
-def _hash_rows(columns: Sequence[np.ndarray], rows: np.ndarray | None = None) -> np.ndarray:
-    """Per-row uint64 hash of the normalised columns, equal to ``hash_pandas_object(index=False)``."""
-    if rows is not None:
-        columns = [values[rows] for values in columns]
-    count = len(columns)
-    size = len(columns[0]) if columns else 0
-    out = np.full(size, _HASH_START, dtype=np.uint64)
-    mult = _HASH_MULT
-    with np.errstate(over="ignore"):
-        for i, values in enumerate(columns):
-            out ^= _column_hash(values)
-            out *= mult
-            mult += np.uint64(82520 + 2 * (count - i))
-        out += _HASH_END
-    return out
-
-
-def _hex(hashes: np.ndarray) -> np.ndarray:
-    """uint64 hashes as 16 lower-case hex digits (an object array of str), without a per-row format call."""
-    if not len(hashes):
-        return np.array([], dtype=object)
-    text = hashes.astype(">u8").tobytes().hex()
-    digits = np.frombuffer(text.encode("utf-32-le"), dtype="<U16").tolist()
-    return np.fromiter(digits, dtype=object, count=len(digits))
-
-
 def row_hashes(normalised: pd.DataFrame) -> pd.Series:
     """Stable 64-bit hash per row as 16 hex digits."""
     if normalised.empty:
         return pd.Series([], dtype="string", index=normalised.index)
     columns = [_as_hashable(normalised[name]) for name in normalised.columns]
-    return pd.Series(_hex(_hash_rows(columns)), index=normalised.index, dtype="string")
+    return pd.Series(hex_digits(hash_rows(columns)), index=normalised.index, dtype="string")
 
 
 def _as_hashable(column: pd.Series) -> np.ndarray:
@@ -142,7 +76,7 @@ def _as_hashable(column: pd.Series) -> np.ndarray:
 def payload_hash(record: dict, spec: EntitySpec) -> str:
     """The hash of one record's owned fields, identical to what ``plan`` computes for that row."""
     frame = pd.DataFrame([{field: record.get(field) for field in spec.fields}])
-    return str(_hex(_hash_rows(_normalised_columns(frame, spec.fields, spec.float_places)))[0])
+    return str(hex_digits(hash_rows(_normalised_columns(frame, spec.fields, spec.float_places)))[0])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -194,12 +128,12 @@ def _plan(desired: pd.DataFrame, actual: pd.DataFrame, spec: EntitySpec) -> pd.D
                 else np.zeros(n_actual, dtype=bool))
 
     # Compare the matched pairs field by field on their normalised values.
-    desired_norm = _normalised_columns(desired, fields, spec.float_places)
-    actual_norm = _normalised_columns(actual, fields, spec.float_places)
+    desired_cols = [FieldColumn.of(desired, field, spec.float_places) for field in fields]
+    actual_cols = [FieldColumn.of(actual, field, spec.float_places) for field in fields]
     pairs_desired = np.flatnonzero(desired_to_actual >= 0)
     pairs_actual = desired_to_actual[pairs_desired]
-    differs = [~_equal(d_values[pairs_desired], a_values[pairs_actual])
-               for d_values, a_values in zip(desired_norm, actual_norm, strict=True)]
+    differs = [field_differs(d_col, a_col, desired_to_actual, pairs_desired)
+               for d_col, a_col in zip(desired_cols, actual_cols, strict=True)]
     pair_changed = np.logical_or.reduce(differs) if differs else np.zeros(len(pairs_desired), dtype=bool)
     pair_revived = obsolete[pairs_actual]
 
@@ -247,9 +181,9 @@ def _plan(desired: pd.DataFrame, actual: pd.DataFrame, spec: EntitySpec) -> pd.D
 
     hashes = np.empty(n_rows, dtype=np.uint64)
     if n_desired:
-        hashes[from_desired] = _hash_rows(desired_norm)[desired_row[from_desired]]
+        hashes[from_desired] = hash_rows([col.normalised() for col in desired_cols])[desired_row[from_desired]]
     if len(retired):
-        hashes[~from_desired] = _hash_rows(actual_norm, actual_row[~from_desired])
+        hashes[~from_desired] = hash_rows([col.normalised_at(actual_row[~from_desired]) for col in actual_cols])
 
     # The payload: the desired values (as given, not normalised); none for retired records (label -1 is
     # missing, so whole numbers become floats and booleans objects, as pandas upcasts).
@@ -261,7 +195,7 @@ def _plan(desired: pd.DataFrame, actual: pd.DataFrame, spec: EntitySpec) -> pd.D
         "reason": pd.array(ACTION_REASONS[action_code], dtype="str"),
         "changed_fields": np.fromiter(changed, dtype=object, count=n_rows),
         "degreed_id": ids,
-        "payload_hash": pd.array(_hex(hashes), dtype="string"),
+        "payload_hash": pd.array(hex_digits(hashes), dtype="string"),
     })
     return pd.concat([result, values], axis=1)[PLAN_BASE_COLUMNS + list(fields)]
 
@@ -307,18 +241,6 @@ def _dedupe_actual(actual: pd.DataFrame, key: str) -> pd.DataFrame:
         order = actual["obsolete"].astype("boolean").fillna(False).astype(int)
         actual = actual.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order")
     return actual.drop_duplicates(subset=[key], keep="first").reset_index(drop=True)
-
-
-def _equal(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Elementwise equality of normalised values; two missing numbers are equal."""
-    if left.dtype == np.float64 and right.dtype == np.float64:
-        return (left == right) | (np.isnan(left) & np.isnan(right))
-    if left.dtype == object and right.dtype == object:
-        # Normalised text is never missing: compare the strings directly.
-        return np.asarray(left == right, dtype=bool)
-    both_nan = pd.isna(left) & pd.isna(right)
-    with np.errstate(invalid="ignore"):
-        return both_nan | np.asarray(left == right, dtype=bool)
 
 
 @contextmanager
