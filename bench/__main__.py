@@ -1,9 +1,9 @@
 """``make bench`` (``python -m bench``): run the benchmarks and print one table.
 
-    python -m bench                         # everything (about 12 minutes)
+    python -m bench                         # everything (about 22 minutes)
     python -m bench --quick                 # a small smoke version of everything (about 5 minutes)
     python -m bench --only diff,economy     # a subset: throughput, shared, economy, diff, extraction, latency
-    python -m bench --writes 1200 --rate-limit 300 --json bench.json
+    python -m bench --writes 1200 --rate-limit 300 --json bench.json   # other sizes and limits
 
 Progress goes to stderr, the table to stdout. See docs/benchmarks.md for what each figure means.
 """
@@ -35,11 +35,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
     parser.add_argument("--json", default="", help="also write the results (with raw data) to this file")
     group = parser.add_argument_group("1. write throughput")
-    group.add_argument("--writes", type=int, help="completions to send (default 1000; quick 90)")
-    group.add_argument("--rate-limit", type=int, help="simulator limit per minute (default 600; quick 60)")
+    group.add_argument("--writes", type=int,
+                       help="completions to send (default 6 x the limit: 420 at 70/min, over five windows; quick 90)")
+    group.add_argument("--rate-limit", type=int,
+                       help="simulator limit per minute, sliding window (default 70, Degreed's; quick 60)")
     group = parser.add_argument_group("2. shared budget")
-    group.add_argument("--shared-writes", type=int, help="completions in all (default 1000; quick 90)")
-    group.add_argument("--shared-rate-limit", type=int, help="limit per minute (default 600; quick 60)")
+    group.add_argument("--shared-writes", type=int, help="completions in all (default 6 x the limit; quick 90)")
+    group.add_argument("--shared-rate-limit", type=int, help="limit per minute (default 70; quick 60)")
     group.add_argument("--processes", type=int, default=2, help="concurrent OS processes (default 2)")
     group = parser.add_argument_group("3. request economy")
     group.add_argument("--economy-tests", type=int, help="iMocha tests (default 250; quick 30)")
@@ -68,10 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(BENCHMARKS)}")
     args.selected = [name for name in BENCHMARKS if name in chosen and name not in skipped]
     q = args.quick
-    args.writes = args.writes or (90 if q else 1000)
-    args.rate_limit = args.rate_limit or (60 if q else 600)
-    args.shared_writes = args.shared_writes or (90 if q else 1000)
-    args.shared_rate_limit = args.shared_rate_limit or (60 if q else 600)
+    args.rate_limit = args.rate_limit or (60 if q else 70)
+    args.writes = args.writes or (90 if q else 6 * args.rate_limit)
+    args.shared_rate_limit = args.shared_rate_limit or (60 if q else 70)
+    args.shared_writes = args.shared_writes or (90 if q else 6 * args.shared_rate_limit)
+    args.min_windows = 1 if q else 5
     args.economy_tests = args.economy_tests or (30 if q else 250)
     args.economy_attempts = args.economy_attempts or (60 if q else 400)
     args.economy_learners = args.economy_learners or (40 if q else 200)
@@ -90,8 +93,10 @@ def runners(args: argparse.Namespace) -> dict[str, Callable[[], list[Result]]]:
 
     modes = tuple(m.strip() for m in args.latency_modes.split(",") if m.strip())
     return {
-        "throughput": lambda: throughput.run_single(args.writes, args.rate_limit, log=log),
-        "shared": lambda: throughput.run_shared(args.shared_writes, args.shared_rate_limit, args.processes, log=log),
+        "throughput": lambda: throughput.run_single(args.writes, args.rate_limit, log=log,
+                                                    min_windows=args.min_windows),
+        "shared": lambda: throughput.run_shared(args.shared_writes, args.shared_rate_limit, args.processes, log=log,
+                                                min_windows=args.min_windows),
         "economy": lambda: economy.run(args.economy_tests, args.economy_learners, args.economy_attempts, log=log),
         "diff": lambda: diff_engine.run(args.diff_sizes, args.diff_repeat,
                                         tuple(s.strip() for s in args.diff_shapes.split(",") if s.strip()), log=log),

@@ -46,3 +46,22 @@ def test_quick_benchmarks_produce_figures(tmp_path):
     assert sum(first["writes_needed"].values()) > 0  # the first sync created content and completions
     extraction = next(r["data"] for r in results if r["benchmark"] == "5. extraction")
     assert extraction["reports"] == 24 and extraction["ideal"] > 0
+
+
+@pytest.mark.slow
+def test_quick_throughput_counts_on_a_sliding_window_server(tmp_path):
+    """Benchmark 1 in its quick form: counted from the simulator's log and limiter in sliding-window mode, the
+    budget never puts more than the limit into any rolling minute and draws no 429 (no time is asserted)."""
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "bench", "--quick", "--only", "throughput", "--writes", "45",
+               "--rate-limit", "30", "--json", str(out)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads(out.read_text())
+    assert result["benchmark"] == "1. write throughput" and result["figure"] != "(not measured)", result
+    assert "sliding window" in result["reference"]
+    data = result["data"]
+    assert data["requests"] == 45 and data["429"] == 0
+    assert data["busiest"] <= 30 and data["limiter_max"] <= 30
+    assert data["busiest"] == data["limiter_max"] == 30, "the first window is spent in full"
+    assert data["outcome"]["counts"] == {"created": 45}

@@ -58,6 +58,7 @@ def deliver_all(context: dg.AssetExecutionContext, engine: Engine,
             description=f"Degreed did not take everything that was due ({counts}). The records stay outstanding and "
                         "are sent by a retry of this step, the next run or the catch-up job. First errors:\n"
                         + "\n".join(errors),
-            metadata={key: value for key, value in metadata.items() if not isinstance(value, dg.MetadataValue)},
+            metadata={key: value for key, value in metadata.items()
+                      if not isinstance(value, dg.MetadataValue) or isinstance(value, dg.IntMetadataValue)},
         )
     return dg.MaterializeResult(metadata=metadata)

@@ -25,10 +25,17 @@ def preview_table(frame: pd.DataFrame) -> dg.TableMetadataValue:
     return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
 
 
+def request_key(prefix: str, endpoint: str, outcome: str) -> str:
+    """The metadata key of one endpoint and outcome, e.g. ``degreed_requests POST /api/v2/completions 201``
+    (outcome: the HTTP status, or ``error:<kind>`` for a request that got no answer)."""
+    return f"{prefix} {endpoint} {outcome}"
+
+
 def request_metadata(metrics: RequestMetrics, prefix: str) -> dict[str, object]:
-    """Request counts by endpoint and outcome: flat numbers the UI can plot, plus the full breakdown."""
+    """Request counts by endpoint and outcome: flat numbers the UI can plot over time (totals by class, and
+    one integer per endpoint template and outcome, see ``request_key``), plus the full breakdown as JSON."""
     snapshot = metrics.snapshot()
-    flat = {f"{prefix}_total": sum(sum(outcomes.values()) for outcomes in snapshot.values())}
+    flat: dict[str, object] = {f"{prefix}_total": sum(sum(outcomes.values()) for outcomes in snapshot.values())}
     classes = {"2xx": 0, "4xx": 0, "429": 0, "5xx": 0, "transport_errors": 0}
     for outcomes in snapshot.values():
         for outcome, count in outcomes.items():
@@ -40,4 +47,7 @@ def request_metadata(metrics: RequestMetrics, prefix: str) -> dict[str, object]:
                 classes[f"{outcome[0]}xx"] += count
     flat.update({f"{prefix}_{name}": count for name, count in classes.items()})
     flat[f"{prefix}_by_endpoint"] = dg.MetadataValue.json(snapshot)
+    for endpoint, outcomes in snapshot.items():
+        for outcome, count in outcomes.items():
+            flat[request_key(prefix, endpoint, outcome)] = dg.MetadataValue.int(count)
     return flat
