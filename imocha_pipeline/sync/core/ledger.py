@@ -179,6 +179,17 @@ class Ledger:
             return pd.DataFrame([dict(r._mapping) for r in conn.execute(statement)],
                                 columns=[c.name for c in sync_ledger.columns])
 
+    def acknowledged(self, keys: list[str], chunk: int = 500) -> list[dict[str, Any]]:
+        """The acknowledged rows of ``keys`` (looked up by key: the cost follows ``keys``, not the ledger's size)."""
+        keys = sorted(set(keys))
+        found: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), chunk):
+                found += [dict(r._mapping) for r in conn.execute(sa.select(sync_ledger).where(
+                    sync_ledger.c.entity == self.entity, sync_ledger.c.record_key.in_(keys[start:start + chunk]),
+                    sync_ledger.c.state == ACKNOWLEDGED))]
+        return found
+
     def get(self, key: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(sync_ledger).where(self._where(key))).first()

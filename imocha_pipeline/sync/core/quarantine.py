@@ -114,11 +114,20 @@ class Quarantine:
             return pd.DataFrame([dict(r._mapping) for r in conn.execute(statement)],
                                 columns=[c.name for c in sync_quarantine.columns])
 
-    def not_due(self, kind: str, now: datetime | None = None) -> set[str]:
-        """Keys of open entries of ``kind`` whose next retry time has not come yet."""
+    def not_due(self, kind: str, now: datetime | None = None, keys: Iterable[str] | None = None,
+                chunk: int = 500) -> set[str]:
+        """Keys of open entries of ``kind`` whose next retry time has not come yet; with ``keys``, only among
+        those (looked up by key, so the cost follows ``keys``, not the quarantine's size)."""
         now = now or utcnow()
+        condition = [sync_quarantine.c.entity == self.entity, sync_quarantine.c.status == OPEN,
+                     sync_quarantine.c.kind == kind, sync_quarantine.c.next_retry_at > now]
+        statement = sa.select(sync_quarantine.c.record_key)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(sync_quarantine.c.record_key).where(
-                sync_quarantine.c.entity == self.entity, sync_quarantine.c.status == OPEN,
-                sync_quarantine.c.kind == kind, sync_quarantine.c.next_retry_at > now))
-            return {row.record_key for row in rows}
+            if keys is None:
+                return {row.record_key for row in conn.execute(statement.where(*condition))}
+            wanted = sorted(set(keys))
+            found: set[str] = set()
+            for start in range(0, len(wanted), chunk):
+                found |= {row.record_key for row in conn.execute(statement.where(
+                    *condition, sync_quarantine.c.record_key.in_(wanted[start:start + chunk])))}
+            return found
