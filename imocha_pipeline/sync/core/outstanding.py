@@ -107,14 +107,15 @@ def _plan_with_ledger(engine: Engine, entity: EntitySpec, scope: Scope, now: dat
         statements = [statement.where(plan.c.plan_id == scope.plan_id)]
     else:
         statement = statement.where(sa.not_(_not_due_yet(quarantine, now)))
+        unacknowledged = sa.select(ledger.c.record_key).where(ledger.c.entity == entity.name,
+                                                              ledger.c.state.in_(NOT_ACKNOWLEDGED))
         statements = [statement.where(plan.c.delivered_at.is_(None)),
-                      statement.where(plan.c.delivered_at.is_not(None),
-                                      ledger.c.entity == entity.name, ledger.c.state.in_(NOT_ACKNOWLEDGED))]
-    rows: list[dict] = []
+                      statement.where(plan.c.record_key.in_(unacknowledged))]
+    found: dict[str, dict] = {}
     with engine.connect() as conn:
-        for each in statements:
-            rows += [dict(row._mapping) for row in conn.execute(each)]
-    rows.sort(key=lambda row: row["record_key"])
+        for each in statements:  # a record in both (unmarked, ledger not acknowledged) is kept once
+            found.update((row.record_key, dict(row._mapping)) for row in conn.execute(each))
+    rows = [found[key] for key in sorted(found)]
     return pd.DataFrame(rows)
 
 
