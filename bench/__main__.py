@@ -2,7 +2,8 @@
 
     python -m bench                         # everything (about 12 minutes)
     python -m bench --quick                 # a small smoke version of everything (about 5 minutes)
-    python -m bench --only diff,economy     # a subset: throughput, shared, economy, diff, extraction, latency
+    python -m bench --only diff,economy     # a subset: throughput, shared, economy, diff, extraction, latency,
+                                            # history
     python -m bench --writes 1200 --rate-limit 300 --json bench.json
 
 Progress goes to stderr, the table to stdout. See docs/benchmarks.md for what each figure means.

@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections import Counter
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,65 @@ def full_scans(url: str, statements: list[tuple[str, object, bool, int]]) -> lis
             if scanned:
                 problems.append(f"{sql}\n  plan: {plan}")
     return problems
+
+
+def _ledger_row(entity: str, key: str, state: str, payload_hash: str, at: datetime, **extra) -> dict:
+    return {"entity": entity, "record_key": key, "state": state, "payload_hash": payload_hash, "action": "create",
+            "attempts": 1, "degreed_id": f"d-{key}", "created_at": at, "updated_at": at,
+            "acknowledged_at": at if state == "acknowledged" else None, **extra}
+
+
+def _plan_row(key: str, payload_hash: str, at: datetime, payload: dict | None = None) -> dict:
+    return {"entity": "completion", "record_key": key, "action": "create", "payload_hash": payload_hash,
+            "payload": payload or {}, "planned_at": at, "source_id": 1, "source_at": at, "source_day": at.date()}
+
+
+def test_upgrade_to_0005_marks_the_plan_rows_the_ledger_shows_delivered(staging_url):
+    from imocha_pipeline.staging import versions
+
+    assert versions.upgrade(staging_url, "0004")[1] == "0004"
+    at = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+    engine = staging.create_engine(staging_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(staging.sync_ledger.insert(), [
+                _ledger_row("completion", "a", "acknowledged", "h1", at),
+                _ledger_row("completion", "b", "acknowledged", "old", at),  # the plan holds newer values
+                _ledger_row("completion", "c", "failed", "h3", at)])
+            conn.execute(staging.sync_plan.insert(), [_plan_row("a", "h1", at), _plan_row("b", "h2", at),
+                                                      _plan_row("c", "h3", at), _plan_row("d", "h4", at)])
+        assert versions.upgrade(staging_url) == ("0004", versions.head_revision())
+        with engine.connect() as conn:
+            marked = dict(conn.execute(sa.select(staging.sync_plan.c.record_key,
+                                                 staging.sync_plan.c.delivered_at)).all())
+        assert marked == {"a": at, "b": None, "c": None, "d": None}
+    finally:
+        engine.dispose()
+
+
+def test_outstanding_of_every_day_finds_unmarked_rows_and_marked_rows_whose_ledger_left_acknowledged(staging_url):
+    from imocha_pipeline.sync.completions.entity import COMPLETIONS
+    from imocha_pipeline.sync.core.outstanding import Scope, outstanding
+    from imocha_pipeline.sync.core.plan_store import mark_delivered
+
+    engine = staging.get_engine(staging_url)
+    at = datetime.now(UTC) - timedelta(days=3)
+    payload = {"user_id": "x@example.com", "user_identifier_type": "Email", "content_id": "imocha-1",
+               "content_id_type": "ExternalId", "content_type": "Assessment", "completed_at": "2026-11-02T09:30:00Z",
+               "percentile": 70.0, "test_invitation_id": 1}
+    with engine.begin() as conn:
+        conn.execute(staging.sync_ledger.insert(), [
+            _ledger_row("assessment", "imocha-1", "acknowledged", "ha", at),
+            _ledger_row("completion", "delivered", "acknowledged", "h1", at)])
+        conn.execute(staging.sync_plan.insert(), [_plan_row("delivered", "h1", at, payload),
+                                                  _plan_row("never-sent", "h2", at, payload)])
+
+    def due() -> set[str]:
+        return set(outstanding(engine, COMPLETIONS, Scope()).due["record_key"])
+
+    assert mark_delivered(engine, "completion", ["delivered", "never-sent"]) == 1, "only what the ledger shows"
+    assert due() == {"never-sent"}
+    with engine.begin() as conn:  # a repair of the record failed: the ledger no longer shows it delivered
+        conn.execute(staging.sync_ledger.update().where(staging.sync_ledger.c.record_key == "delivered")
+                     .values(state="failed"))
+    assert due() == {"delivered", "never-sent"}
