@@ -180,15 +180,15 @@ class Ledger:
                                 columns=[c.name for c in sync_ledger.columns])
 
     def acknowledged(self, keys: list[str], chunk: int = 500) -> list[dict[str, Any]]:
-        """The acknowledged rows of ``keys`` (looked up by key: the cost follows ``keys``, not the ledger's size)."""
+        """The acknowledged rows of ``keys``, looked up by primary key (the state is checked here: with it in the
+        query a planner without statistics may walk the ``(entity, state)`` index over the whole history)."""
         keys = sorted(set(keys))
         found: list[dict[str, Any]] = []
         with self.engine.connect() as conn:
             for start in range(0, len(keys), chunk):
                 found += [dict(r._mapping) for r in conn.execute(sa.select(sync_ledger).where(
-                    sync_ledger.c.entity == self.entity, sync_ledger.c.record_key.in_(keys[start:start + chunk]),
-                    sync_ledger.c.state == ACKNOWLEDGED))]
-        return found
+                    sync_ledger.c.entity == self.entity, sync_ledger.c.record_key.in_(keys[start:start + chunk])))]
+        return [row for row in found if row["state"] == ACKNOWLEDGED]
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

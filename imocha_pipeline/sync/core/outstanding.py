@@ -222,10 +222,13 @@ def known_assessments(engine: Engine, content_ids: Iterable[str | None] | None =
     with engine.connect() as conn:
         if content_ids is None:
             found |= set(conn.execute(acknowledged).scalars()) | set(conn.execute(seen).scalars())
-        else:
+        else:  # by key; the ledger row's state is checked here so no planner prefers the (entity, state) index
             wanted = sorted({str(i) for i in content_ids if i is not None and not pd.isna(i)})
             for start in range(0, len(wanted), chunk):
                 part = wanted[start:start + chunk]
-                found |= set(conn.execute(acknowledged.where(ledger.c.record_key.in_(part))).scalars())
+                found |= {row.record_key for row in conn.execute(
+                    sa.select(ledger.c.record_key, ledger.c.state, ledger.c.action).where(
+                        ledger.c.entity == "assessment", ledger.c.record_key.in_(part)))
+                    if row.state == ACKNOWLEDGED and (row.action or "") != "retire"}
                 found |= set(conn.execute(seen.where(snapshot.c.external_id.in_(part))).scalars())
     return {key for key in found if key}
