@@ -245,8 +245,9 @@ def test_upgrade_to_0005_marks_the_plan_rows_the_ledger_shows_delivered(staging_
         engine.dispose()
 
 
-def test_outstanding_of_every_day_finds_unmarked_rows_and_marked_rows_whose_ledger_left_acknowledged(staging_url):
+def test_outstanding_of_every_day_finds_unmarked_rows_and_rows_claimed_again(staging_url):
     from imocha_pipeline.sync.completions.entity import COMPLETIONS
+    from imocha_pipeline.sync.core.ledger import Ledger
     from imocha_pipeline.sync.core.outstanding import Scope, outstanding
     from imocha_pipeline.sync.core.plan_store import mark_delivered
 
@@ -267,7 +268,11 @@ def test_outstanding_of_every_day_finds_unmarked_rows_and_marked_rows_whose_ledg
 
     assert mark_delivered(engine, "completion", ["delivered", "never-sent"]) == 1, "only what the ledger shows"
     assert due() == {"never-sent"}
-    with engine.begin() as conn:  # a repair of the record failed: the ledger no longer shows it delivered
-        conn.execute(staging.sync_ledger.update().where(staging.sync_ledger.c.record_key == "delivered")
-                     .values(state="failed"))
-    assert due() == {"delivered", "never-sent"}
+    ledger = Ledger(engine, "completion", "repair-run")  # a repair of the record is sent again, and fails
+    assert ledger.claim("delivered", "create", payload, "h1", resend=True)
+    ledger.fail("delivered", "503 Service Unavailable")
+    assert due() == {"delivered", "never-sent"}, "the claim unmarked it: the ledger no longer shows it delivered"
+    ledger.claim("delivered", "create", payload, "h1")
+    ledger.acknowledge("delivered", "d-delivered", "h1", payload)
+    assert mark_delivered(engine, "completion", ["delivered"]) == 1
+    assert due() == {"never-sent"}

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from imocha_pipeline.settings import IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS
-from imocha_pipeline.staging import sync_ledger, upsert, utcnow
+from imocha_pipeline.staging import sync_ledger, sync_plan, upsert, utcnow
 
 PLANNED = "planned"
 SENDING = "sending"
@@ -117,7 +117,13 @@ class Ledger:
                     **values,
                 )
             )
-            return result.rowcount == 1
+            if result.rowcount != 1:
+                return False
+            # The ledger no longer shows the record delivered: its plan row is outstanding again until the send is
+            # acknowledged (``plan_store.mark_delivered``), so the catch-up finds it if this send fails.
+            conn.execute(sync_plan.update().where(sync_plan.c.entity == self.entity, sync_plan.c.record_key == key,
+                                                  sync_plan.c.delivered_at.is_not(None)).values(delivered_at=None))
+            return True
 
     def refusal(self, key: str, payload_hash: str, action: str = "", source: Source | None = None) -> str:
         """Why ``claim`` refused: ``SUPERSEDED`` (a later attempt is acknowledged or in flight), ``DONE``

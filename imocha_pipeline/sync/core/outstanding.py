@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 from imocha_pipeline import staging
 from imocha_pipeline.sync.core.diff import CREATE, RETIRE, UPDATE, WAIT
 from imocha_pipeline.sync.core.entity import EntitySpec
-from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED, STATES, Source
+from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED, Source
 from imocha_pipeline.sync.core.plain_values import same_value
 from imocha_pipeline.sync.core.plan_store import PLAN_COLUMNS, delivered
 from imocha_pipeline.sync.core.quarantine import OPEN, REJECTED, WAITING_FOR_ASSESSMENT, WAITING_FOR_LEARNER
@@ -43,7 +43,6 @@ NOT_DUE_LEARNER = "waiting_for_learner"
 NOT_DUE_ASSESSMENT = "waiting_for_assessment"
 NOT_DUE_REJECTED = "rejected_retry_later"
 SUPERSEDED = "superseded"
-NOT_ACKNOWLEDGED = tuple(state for state in STATES if state != ACKNOWLEDGED)
 RETRY_LATER_KINDS = (WAITING_FOR_LEARNER, REJECTED)  # held back until their retry time
 _NOT_DUE_REASON = {WAITING_FOR_LEARNER: NOT_DUE_LEARNER, REJECTED: NOT_DUE_REJECTED}
 
@@ -81,9 +80,9 @@ def _plan_with_ledger(engine: Engine, entity: EntitySpec, scope: Scope, now: dat
     """The scope's planned records not delivered with their planned values, with their ledger and gating
     quarantine rows. Every query is driven by an index, so its cost follows the records it returns, not history:
     a scope of days by ``(entity, source_day)``; a plan by ``plan_id``'s rows of the entity; every day by the
-    plan rows not yet known delivered (``delivered_at`` NULL, ``(entity, delivered_at, action)``) plus the
-    ledger rows not acknowledged (``(entity, state)``). Across every day, records whose retry time has not come
-    are left out in SQL (counted by ``waiting_counts``)."""
+    plan rows not marked delivered (``delivered_at`` NULL, index ``(entity, delivered_at, action)``: a row is
+    marked once the ledger shows its values acknowledged, and unmarked by any later claim, ``Ledger.claim``).
+    Across every day, records whose retry time has not come are left out in SQL (counted by ``waiting_counts``)."""
     plan, ledger, quarantine = staging.sync_plan, staging.sync_ledger, staging.sync_quarantine
     statement = (
         sa.select(plan,
@@ -106,16 +105,10 @@ def _plan_with_ledger(engine: Engine, entity: EntitySpec, scope: Scope, now: dat
     elif scope.plan_id is not None:
         statements = [statement.where(plan.c.plan_id == scope.plan_id)]
     else:
-        statement = statement.where(sa.not_(_not_due_yet(quarantine, now)))
-        unacknowledged = sa.select(ledger.c.record_key).where(ledger.c.entity == entity.name,
-                                                              ledger.c.state.in_(NOT_ACKNOWLEDGED))
-        statements = [statement.where(plan.c.delivered_at.is_(None)),
-                      statement.where(plan.c.record_key.in_(unacknowledged))]
-    found: dict[str, dict] = {}
+        statements = [statement.where(plan.c.delivered_at.is_(None), sa.not_(_not_due_yet(quarantine, now)))]
     with engine.connect() as conn:
-        for each in statements:  # a record in both (unmarked, ledger not acknowledged) is kept once
-            found.update((row.record_key, dict(row._mapping)) for row in conn.execute(each))
-    rows = [found[key] for key in sorted(found)]
+        rows = [dict(row._mapping) for each in statements for row in conn.execute(each)]
+    rows.sort(key=lambda row: row["record_key"])
     return pd.DataFrame(rows)
 
 
