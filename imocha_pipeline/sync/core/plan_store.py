@@ -10,8 +10,8 @@ What is still to send is computed from these rows and the ledger (``sync/outstan
 run that planned them.
 
 ``delivered_at`` marks a plan row whose values the ledger showed acknowledged (``mark_delivered``, after each
-delivery); a staged row starts unmarked. It only narrows where the outstanding records of every day are looked
-for (``sync/outstanding.py``): the ledger stays the truth.
+delivery); a staged row starts unmarked, and a claim of the record unmarks it (``Ledger.claim``). It only narrows
+where the outstanding records of every day are looked for (``sync/outstanding.py``): the ledger stays the truth.
 """
 
 from __future__ import annotations

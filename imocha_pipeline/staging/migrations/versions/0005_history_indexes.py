@@ -1,8 +1,8 @@
 """History indexes: a run's cost follows its own attempts, not the size of the ledger, plan or quarantine.
 
 - ``sync_plan.delivered_at``: when the ledger showed Degreed acknowledged exactly the plan row's values (set after
-  each delivery); the catch-up looks for outstanding records among unmarked rows (``ix_sync_plan_outstanding``:
-  entity, delivered_at, action) and unacknowledged ledger rows, instead of every plan row ever staged. Rows
+  each delivery, cleared by a later claim); the catch-up looks for outstanding records among unmarked rows only
+  (``ix_sync_plan_outstanding``: entity, delivered_at, action), instead of every plan row ever staged. Rows
   already delivered when this revision runs are marked from the ledger.
 - ``ix_sync_plan_plan_id``: an assessment plan's rows.
 - ``ix_sync_ledger_entity_state``: an entity's ledger rows in one state (the few not acknowledged).
