@@ -1,8 +1,9 @@
 """``make bench`` (``python -m bench``): run the benchmarks and print one table.
 
-    python -m bench                         # everything (about 22 minutes)
+    python -m bench                         # everything (about 30 minutes)
     python -m bench --quick                 # a small smoke version of everything (about 5 minutes)
-    python -m bench --only diff,economy     # a subset: throughput, shared, economy, diff, extraction, latency
+    python -m bench --only diff,economy     # a subset: throughput, shared, economy, diff, extraction, latency,
+                                            # history
     python -m bench --writes 1200 --rate-limit 300 --json bench.json   # other sizes and limits
 
 Progress goes to stderr, the table to stdout. See docs/benchmarks.md for what each figure means.
@@ -18,9 +19,10 @@ from collections.abc import Callable
 
 from bench.report import Result, machine_line, quiet_warnings, render, to_json
 
-BENCHMARKS = ("throughput", "shared", "economy", "diff", "extraction", "latency")
+BENCHMARKS = ("throughput", "shared", "economy", "diff", "extraction", "latency", "history")
 LABELS = {"throughput": "1. write throughput", "shared": "2. shared budget", "economy": "3. economy",
-          "diff": "4. diff/plan", "extraction": "5. extraction", "latency": "6-7. latency and overhead"}
+          "diff": "4. diff/plan", "extraction": "5. extraction", "latency": "6-7. latency and overhead",
+          "history": "8. run cost vs history"}
 
 
 def _sizes(text: str) -> list[int]:
@@ -62,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--latency-spacing", type=float, default=3.0, help="seconds between attempts (default 3)")
     group.add_argument("--latency-modes", default="polling,callbacks", help="polling, callbacks or both")
     group.add_argument("--latency-rate-limit", type=int, default=600, help="Degreed limit per minute (default 600)")
+    group = parser.add_argument_group("8. run cost vs history")
+    group.add_argument("--history-attempts", type=int, help="staged attempts in history (default 1000000; quick 20000)")
+    group.add_argument("--history-ledger", type=int, help="acknowledged ledger rows (default 1000000; quick 20000)")
+    group.add_argument("--history-waiting", type=int, help="records waiting for their learner (default 100000; "
+                                                           "quick 2000)")
+    group.add_argument("--history-backends", default="sqlite,postgresql", help="sqlite, postgresql or both")
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()] or list(BENCHMARKS)
     skipped = {name.strip() for name in args.skip.split(",") if name.strip()}
@@ -81,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.diff_sizes = args.diff_sizes or ([10_000, 100_000] if q else [10_000, 100_000, 1_000_000])
     args.reports = args.reports or (100 if q else 1000)
     args.latency_attempts = args.latency_attempts or (10 if q else 50)
+    args.history_attempts = args.history_attempts or (20_000 if q else 1_000_000)
+    args.history_ledger = args.history_ledger or (20_000 if q else 1_000_000)
+    args.history_waiting = args.history_waiting or (2_000 if q else 100_000)
     return args
 
 
@@ -89,7 +100,7 @@ def log(message: str) -> None:
 
 
 def runners(args: argparse.Namespace) -> dict[str, Callable[[], list[Result]]]:
-    from bench import diff_engine, economy, extraction, latency, throughput
+    from bench import diff_engine, economy, extraction, history_cost, latency, throughput
 
     modes = tuple(m.strip() for m in args.latency_modes.split(",") if m.strip())
     return {
@@ -103,6 +114,9 @@ def runners(args: argparse.Namespace) -> dict[str, Callable[[], list[Result]]]:
         "extraction": lambda: extraction.run(args.reports, args.latency_ms, args.parallelism, log=log),
         "latency": lambda: latency.run(args.latency_attempts, args.latency_spacing, modes, args.latency_rate_limit,
                                        log=log),
+        "history": lambda: history_cost.run(args.history_attempts, args.history_ledger, args.history_waiting,
+                                            backends=tuple(b.strip() for b in args.history_backends.split(",")
+                                                           if b.strip()), log=log),
     }
 
 

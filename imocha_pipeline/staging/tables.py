@@ -214,6 +214,8 @@ sync_ledger = sa.Table(
     _ts("acknowledged_at"),
     _ts("created_at", nullable=False),
     _ts("updated_at", nullable=False),
+    # Rows of an entity in one state (the few in flight among a million acknowledged: heartbeats, stuck claims).
+    sa.Index("ix_sync_ledger_entity_state", "entity", "state"),
 )
 
 sync_quarantine = sa.Table(
@@ -233,6 +235,8 @@ sync_quarantine = sa.Table(
     _ts("last_seen_at", nullable=False),
     _ts("next_retry_at"),
     _ts("resolved_at"),
+    # Open entries of an entity by kind and retry time (what waits, what is due), without reading the rest.
+    sa.Index("ix_sync_quarantine_open", "entity", "status", "kind", "next_retry_at"),
 )
 
 sync_plan = sa.Table(
@@ -255,7 +259,13 @@ sync_plan = sa.Table(
     sa.Column("source_day", sa.Date),
     # Assessments: the plan the rows belong to; the apply step sends only the plan the guard approved.
     sa.Column("plan_id", sa.String(64)),
+    # When the ledger showed Degreed acknowledged exactly this row's values (NULL: not yet, or claimed again since).
+    # The outstanding records of every day are looked for among unmarked rows only, so the catch-up does not read
+    # the delivered history (``sync/core/outstanding.py``; set by ``plan_store.mark_delivered``, cleared by a claim).
+    _ts("delivered_at"),
     sa.Index("ix_sync_plan_entity_source_day", "entity", "source_day"),
+    sa.Index("ix_sync_plan_outstanding", "entity", "delivered_at", "action"),
+    sa.Index("ix_sync_plan_plan_id", "plan_id"),
 )
 
 sync_state = sa.Table(

@@ -31,7 +31,7 @@ from imocha_pipeline.sync.completions.records import (
 )
 from imocha_pipeline.sync.core.diff import UNCHANGED, UPDATE, WAIT, plan
 from imocha_pipeline.sync.core.entity import EntitySpec
-from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED, Ledger
+from imocha_pipeline.sync.core.ledger import Ledger
 from imocha_pipeline.sync.core.outstanding import known_assessments
 from imocha_pipeline.sync.core.plan_store import SOURCE_COLUMNS, stage_latest
 from imocha_pipeline.sync.core.quarantine import (
@@ -167,7 +167,7 @@ def _plan_completions(engine, sent: pd.DataFrame, mapping: CompletionMapping, sk
     desired = pd.DataFrame(desired_rows, columns=["record_key", *COMPLETION_PAYLOAD, *COMPLETION_FIELDS,
                                                   *SOURCE_COLUMNS])
     desired = latest_wins(desired, "record_key", "completed_at") if not desired.empty else desired
-    known = known_assessments(engine)
+    known = known_assessments(engine, set(desired["content_id"])) if not desired.empty else set()
     waiting_assessment = desired[~desired["content_id"].isin(known)] if not desired.empty else desired
     entries += [Entry(r["record_key"], WAITING_FOR_ASSESSMENT,
                       f"assessment {r['content_id']} is not in Degreed yet; waiting for assessment_sync_job",
@@ -219,15 +219,14 @@ def _plan_against_ledger(engine: Engine, desired: pd.DataFrame, spec: EntitySpec
                          quarantine: Quarantine, waiting_assessment: set[str]) -> pd.DataFrame:
     """Diff against the ledger's acknowledged payloads; keep later attempts; mark waiting records."""
     payload_columns = [c for c in desired.columns if c not in ("record_key", *spec.fields)]
-    acknowledged = Ledger(engine, spec.name).rows((ACKNOWLEDGED,))
+    keys = [str(key) for key in desired["record_key"]] if not desired.empty else []
+    # Only the planned records' ledger rows, by key: a run's cost follows its attempts, not the ledger's size.
     actual_rows = [
         {"record_key": r["record_key"], "degreed_id": r["degreed_id"],
          **{f: (r["payload"] or {}).get(f) for f in spec.fields}}
-        for r in acknowledged.to_dict("records")
-    ] if not acknowledged.empty else []
+        for r in Ledger(engine, spec.name).acknowledged(keys)
+    ]
     actual = pd.DataFrame(actual_rows, columns=["record_key", "degreed_id", *spec.fields])
-    if not desired.empty:
-        actual = actual[actual["record_key"].isin(desired["record_key"])]
     result = plan(desired[["record_key", *spec.fields]], actual, spec)
     if result.empty:
         return result.assign(**{c: pd.Series(dtype=object) for c in payload_columns})
@@ -241,7 +240,7 @@ def _plan_against_ledger(engine: Engine, desired: pd.DataFrame, spec: EntitySpec
     ]
     result.loc[newer_in_degreed, ["action", "reason"]] = [UNCHANGED, "a later attempt is already in Degreed"]
 
-    not_due = quarantine.not_due(WAITING_FOR_LEARNER)
+    not_due = quarantine.not_due(WAITING_FOR_LEARNER, keys=keys)
     waiting_learner = result["record_key"].isin(not_due) & result["action"].isin(["create", UPDATE])
     result.loc[waiting_learner, ["action", "reason"]] = [WAIT, "learner not in Degreed yet; retried later"]
     waiting_content = result["record_key"].isin(waiting_assessment) & result["action"].isin(["create", UPDATE])

@@ -21,6 +21,7 @@ from imocha_pipeline.sync.core.diff import WRITE_ACTIONS
 from imocha_pipeline.sync.core.entity import EntitySpec
 from imocha_pipeline.sync.core.ledger import Ledger
 from imocha_pipeline.sync.core.outstanding import Scope, outstanding
+from imocha_pipeline.sync.core.plan_store import mark_delivered
 from imocha_pipeline.sync.core.quarantine import VALIDATION, Entry, Quarantine
 from imocha_pipeline.sync.core.validation import SchemaProblem, split_valid
 
@@ -91,4 +92,5 @@ def deliver(engine: Engine, entity: EntitySpec, writer: EntityWriter, scope: Sco
         return delivery
     delivery.result = apply_plan(frame, writer, Ledger(engine, entity.name, run_id), quarantine,
                                  fields=entity.all_fields, progress=progress)
+    mark_delivered(engine, entity.name, frame["record_key"])
     return delivery

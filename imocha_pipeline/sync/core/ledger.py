@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from imocha_pipeline.settings import IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS
-from imocha_pipeline.staging import sync_ledger, upsert, utcnow
+from imocha_pipeline.staging import sync_ledger, sync_plan, upsert, utcnow
 
 PLANNED = "planned"
 SENDING = "sending"
@@ -117,7 +117,13 @@ class Ledger:
                     **values,
                 )
             )
-            return result.rowcount == 1
+            if result.rowcount != 1:
+                return False
+            # The ledger no longer shows the record delivered: its plan row is outstanding again until the send is
+            # acknowledged (``plan_store.mark_delivered``), so the catch-up finds it if this send fails.
+            conn.execute(sync_plan.update().where(sync_plan.c.entity == self.entity, sync_plan.c.record_key == key,
+                                                  sync_plan.c.delivered_at.is_not(None)).values(delivered_at=None))
+            return True
 
     def refusal(self, key: str, payload_hash: str, action: str = "", source: Source | None = None) -> str:
         """Why ``claim`` refused: ``SUPERSEDED`` (a later attempt is acknowledged or in flight), ``DONE``
@@ -178,6 +184,17 @@ class Ledger:
         with self.engine.connect() as conn:
             return pd.DataFrame([dict(r._mapping) for r in conn.execute(statement)],
                                 columns=[c.name for c in sync_ledger.columns])
+
+    def acknowledged(self, keys: list[str], chunk: int = 500) -> list[dict[str, Any]]:
+        """The acknowledged rows of ``keys``, looked up by primary key (the state is checked here: with it in the
+        query a planner without statistics may walk the ``(entity, state)`` index over the whole history)."""
+        keys = sorted(set(keys))
+        found: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), chunk):
+                found += [dict(r._mapping) for r in conn.execute(sa.select(sync_ledger).where(
+                    sync_ledger.c.entity == self.entity, sync_ledger.c.record_key.in_(keys[start:start + chunk])))]
+        return [row for row in found if row["state"] == ACKNOWLEDGED]
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

@@ -21,6 +21,7 @@ was computed against Degreed's own snapshot.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -33,7 +34,7 @@ from imocha_pipeline.sync.core.diff import CREATE, RETIRE, UPDATE, WAIT
 from imocha_pipeline.sync.core.entity import EntitySpec
 from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED, Source
 from imocha_pipeline.sync.core.plain_values import same_value
-from imocha_pipeline.sync.core.plan_store import PLAN_COLUMNS
+from imocha_pipeline.sync.core.plan_store import PLAN_COLUMNS, delivered
 from imocha_pipeline.sync.core.quarantine import OPEN, REJECTED, WAITING_FOR_ASSESSMENT, WAITING_FOR_LEARNER
 
 GATED_KINDS = (WAITING_FOR_LEARNER, WAITING_FOR_ASSESSMENT, REJECTED)
@@ -42,6 +43,8 @@ NOT_DUE_LEARNER = "waiting_for_learner"
 NOT_DUE_ASSESSMENT = "waiting_for_assessment"
 NOT_DUE_REJECTED = "rejected_retry_later"
 SUPERSEDED = "superseded"
+RETRY_LATER_KINDS = (WAITING_FOR_LEARNER, REJECTED)  # held back until their retry time
+_NOT_DUE_REASON = {WAITING_FOR_LEARNER: NOT_DUE_LEARNER, REJECTED: NOT_DUE_REJECTED}
 
 
 @dataclass(frozen=True)
@@ -73,13 +76,14 @@ class Outstanding:
         return len(self.due) + sum(count for reason, count in self.waiting.items() if reason != SUPERSEDED)
 
 
-def _plan_with_ledger(engine: Engine, entity: EntitySpec, scope: Scope) -> pd.DataFrame:
+def _plan_with_ledger(engine: Engine, entity: EntitySpec, scope: Scope, now: datetime) -> pd.DataFrame:
+    """The scope's planned records not delivered with their planned values, with their ledger and gating
+    quarantine rows. Every query is driven by an index, so its cost follows the records it returns, not history:
+    a scope of days by ``(entity, source_day)``; a plan by ``plan_id``'s rows of the entity; every day by the
+    plan rows not marked delivered (``delivered_at`` NULL, index ``(entity, delivered_at, action)``: a row is
+    marked once the ledger shows its values acknowledged, and unmarked by any later claim, ``Ledger.claim``).
+    Across every day, records whose retry time has not come are left out in SQL (counted by ``waiting_counts``)."""
     plan, ledger, quarantine = staging.sync_plan, staging.sync_ledger, staging.sync_quarantine
-    delivered = sa.and_(
-        ledger.c.state == ACKNOWLEDGED,
-        sa.func.coalesce(ledger.c.payload_hash, "") == sa.func.coalesce(plan.c.payload_hash, ""),
-        (sa.func.coalesce(ledger.c.action, "") == RETIRE) == (plan.c.action == RETIRE),
-    )
     statement = (
         sa.select(plan,
                   ledger.c.state.label("ledger_state"), ledger.c.degreed_id.label("ledger_degreed_id"),
@@ -94,16 +98,36 @@ def _plan_with_ledger(engine: Engine, entity: EntitySpec, scope: Scope) -> pd.Da
                                                     quarantine.c.status == OPEN,
                                                     quarantine.c.kind.in_(GATED_KINDS))))
         .where(plan.c.entity == entity.name, plan.c.action.in_(OUTSTANDING_ACTIONS),
-               sa.not_(sa.and_(ledger.c.state.is_not(None), delivered)))
-        .order_by(plan.c.record_key)
+               sa.not_(sa.and_(ledger.c.state.is_not(None), delivered(plan, ledger))))
     )
     if scope.days is not None:
-        statement = statement.where(plan.c.source_day.in_(sorted(scope.days)))
-    if scope.plan_id is not None:
-        statement = statement.where(plan.c.plan_id == scope.plan_id)
+        statements = [statement.where(plan.c.source_day.in_(sorted(scope.days)))]
+    elif scope.plan_id is not None:
+        statements = [statement.where(plan.c.plan_id == scope.plan_id)]
+    else:
+        statements = [statement.where(plan.c.delivered_at.is_(None), sa.not_(_not_due_yet(quarantine, now)))]
     with engine.connect() as conn:
-        rows = [dict(row._mapping) for row in conn.execute(statement)]
+        rows = [dict(row._mapping) for each in statements for row in conn.execute(each)]
+    rows.sort(key=lambda row: row["record_key"])
     return pd.DataFrame(rows)
+
+
+def _not_due_yet(quarantine: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
+    """The joined quarantine row holds the record back until its retry time (learner not in Degreed, rejected)."""
+    return sa.and_(quarantine.c.kind.in_(RETRY_LATER_KINDS), quarantine.c.next_retry_at.is_not(None),
+                   quarantine.c.next_retry_at > now)
+
+
+def waiting_counts(engine: Engine, entity: EntitySpec, now: datetime) -> Counter:
+    """Open quarantine entries of the entity whose retry time has not come, by reason (a count over the
+    ``(entity, status, kind, next_retry_at)`` index, no rows read)."""
+    quarantine = staging.sync_quarantine
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(quarantine.c.kind, sa.func.count()).where(
+            quarantine.c.entity == entity.name, quarantine.c.status == OPEN,
+            quarantine.c.kind.in_(RETRY_LATER_KINDS), quarantine.c.next_retry_at > now,
+        ).group_by(quarantine.c.kind)).all()
+    return Counter({_NOT_DUE_REASON[kind]: int(count) for kind, count in found if count})
 
 
 def _source(at, source_id) -> Source | None:
@@ -117,13 +141,15 @@ def outstanding(engine: Engine, entity: EntitySpec, scope: Scope, *, now: dateti
                 assessments: set[str] | None = None) -> Outstanding:
     """The entity's outstanding records in ``scope``: those due now, and counts of those that wait and why."""
     now = now or staging.utcnow()
-    rows = _plan_with_ledger(engine, entity, scope)
+    rows = _plan_with_ledger(engine, entity, scope, now)
     columns = [*PLAN_COLUMNS, *entity.all_fields, "source_id", "source_at", "source_day", "waiting_kind"]
     result = Outstanding(pd.DataFrame(columns=columns))
+    if scope.days is None and scope.plan_id is None:
+        result.waiting.update(waiting_counts(engine, entity, now))
     if rows.empty:
         return result
     if entity.needs_assessment and assessments is None:
-        assessments = known_assessments(engine)
+        assessments = known_assessments(engine, {(payload or {}).get("content_id") for payload in rows["payload"]})
     due: list[dict] = []
     for row in rows.to_dict("records"):
         payload = row.get("payload") or {}
@@ -175,13 +201,27 @@ def _action(row: dict, payload: dict, entity: EntitySpec) -> dict:
     return {"action": CREATE, "reason": reason, "degreed_id": row.get("ledger_degreed_id"), "changed_fields": []}
 
 
-def known_assessments(engine: Engine) -> set[str]:
-    """External ids Degreed has as active content: acknowledged by our ledger or seen in its snapshot."""
+def known_assessments(engine: Engine, content_ids: Iterable[str | None] | None = None,
+                       chunk: int = 500) -> set[str]:
+    """External ids Degreed has as active content: acknowledged by our ledger or seen in its snapshot; with
+    ``content_ids``, only among those (looked up by key)."""
     ledger, snapshot = staging.sync_ledger, staging.degreed_assessments
+    acknowledged = sa.select(ledger.c.record_key).where(
+        ledger.c.entity == "assessment", ledger.c.state == ACKNOWLEDGED,
+        sa.func.coalesce(ledger.c.action, "") != "retire")
+    seen = sa.select(snapshot.c.external_id).where(sa.or_(snapshot.c.obsolete.is_(False),
+                                                          snapshot.c.obsolete.is_(None)))
+    found: set[str] = set()
     with engine.connect() as conn:
-        acknowledged = conn.execute(sa.select(ledger.c.record_key).where(
-            ledger.c.entity == "assessment", ledger.c.state == ACKNOWLEDGED,
-            sa.func.coalesce(ledger.c.action, "") != "retire")).scalars().all()
-        seen = conn.execute(sa.select(snapshot.c.external_id).where(
-            sa.or_(snapshot.c.obsolete.is_(False), snapshot.c.obsolete.is_(None)))).scalars().all()
-    return {key for key in (*acknowledged, *seen) if key}
+        if content_ids is None:
+            found |= set(conn.execute(acknowledged).scalars()) | set(conn.execute(seen).scalars())
+        else:  # by key; the ledger row's state is checked here so no planner prefers the (entity, state) index
+            wanted = sorted({str(i) for i in content_ids if i is not None and not pd.isna(i)})
+            for start in range(0, len(wanted), chunk):
+                part = wanted[start:start + chunk]
+                found |= {row.record_key for row in conn.execute(
+                    sa.select(ledger.c.record_key, ledger.c.state, ledger.c.action).where(
+                        ledger.c.entity == "assessment", ledger.c.record_key.in_(part)))
+                    if row.state == ACKNOWLEDGED and (row.action or "") != "retire"}
+                found |= set(conn.execute(seen.where(snapshot.c.external_id.in_(part))).scalars())
+    return {key for key in found if key}

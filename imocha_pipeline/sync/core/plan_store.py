@@ -8,14 +8,22 @@ replaced only by a plan of the same or a later attempt (``source_at``, then ``so
 the same learner at once (a backfill of older days and a sensor run for today) never put an older attempt back.
 What is still to send is computed from these rows and the ledger (``sync/outstanding.py``), not remembered by the
 run that planned them.
+
+``delivered_at`` marks a plan row whose values the ledger showed acknowledged (``mark_delivered``, after each
+delivery); a staged row starts unmarked, and a claim of the record unmarks it (``Ledger.claim``). It only narrows
+where the outstanding records of every day are looked for (``sync/outstanding.py``): the ledger stays the truth.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline import staging
+from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED
 from imocha_pipeline.sync.core.plain_values import plain
 
 PLAN_COLUMNS = ["record_key", "action", "reason", "changed_fields", "degreed_id", "payload_hash"]
@@ -33,6 +41,7 @@ def plan_rows(entity: str, plan_frame: pd.DataFrame, fields: tuple[str, ...], ru
             "reason": rec.get("reason"), "changed_fields": list(plain(rec.get("changed_fields")) or []),
             "degreed_id": plain(rec.get("degreed_id")), "payload": {f: plain(rec.get(f)) for f in fields},
             "payload_hash": plain(rec.get("payload_hash")), "run_id": run_id, "planned_at": now, "plan_id": plan_id,
+            "delivered_at": None,
         }
         for column in SOURCE_COLUMNS:
             value = plain(rec.get(column))
@@ -57,3 +66,28 @@ def stage_latest(engine: Engine, entity: str, plan_frame: pd.DataFrame, fields: 
     table = staging.sync_plan
     with engine.begin() as conn:
         staging.upsert(conn, table, rows, only_if=lambda excluded: staging.not_older(table, excluded))
+
+
+def delivered(plan: sa.Table, ledger: sa.Table) -> sa.ColumnElement[bool]:
+    """The (joined) ledger row shows Degreed acknowledged exactly the plan row's values."""
+    return sa.and_(
+        ledger.c.state == ACKNOWLEDGED,
+        sa.func.coalesce(ledger.c.payload_hash, "") == sa.func.coalesce(plan.c.payload_hash, ""),
+        (sa.func.coalesce(ledger.c.action, "") == "retire") == (plan.c.action == "retire"),
+    )
+
+
+def mark_delivered(engine: Engine, entity: str, keys: Iterable[str], chunk: int = 500) -> int:
+    """Mark the plan rows of ``keys`` whose values the ledger shows acknowledged (``delivered_at``); returns how
+    many. Looked up by key, so the cost follows the keys."""
+    plan, ledger = staging.sync_plan, staging.sync_ledger
+    keys = sorted({str(key) for key in keys})
+    acknowledged = sa.exists().where(ledger.c.entity == plan.c.entity, ledger.c.record_key == plan.c.record_key,
+                                     delivered(plan, ledger))
+    marked = 0
+    with engine.begin() as conn:
+        for start in range(0, len(keys), chunk):
+            marked += conn.execute(plan.update().where(
+                plan.c.entity == entity, plan.c.record_key.in_(keys[start:start + chunk]),
+                plan.c.delivered_at.is_(None), acknowledged).values(delivered_at=staging.utcnow())).rowcount or 0
+    return marked

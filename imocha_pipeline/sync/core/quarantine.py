@@ -114,11 +114,24 @@ class Quarantine:
             return pd.DataFrame([dict(r._mapping) for r in conn.execute(statement)],
                                 columns=[c.name for c in sync_quarantine.columns])
 
-    def not_due(self, kind: str, now: datetime | None = None) -> set[str]:
-        """Keys of open entries of ``kind`` whose next retry time has not come yet."""
+    def not_due(self, kind: str, now: datetime | None = None, keys: Iterable[str] | None = None,
+                chunk: int = 500) -> set[str]:
+        """Keys of open entries of ``kind`` whose next retry time has not come yet; with ``keys``, only among
+        those, looked up by primary key (the rest is checked here, so no planner walks the open entries' index:
+        the cost follows ``keys``, not the quarantine's size)."""
         now = now or utcnow()
+        table = sync_quarantine
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(sync_quarantine.c.record_key).where(
-                sync_quarantine.c.entity == self.entity, sync_quarantine.c.status == OPEN,
-                sync_quarantine.c.kind == kind, sync_quarantine.c.next_retry_at > now))
-            return {row.record_key for row in rows}
+            if keys is None:
+                return {row.record_key for row in conn.execute(sa.select(table.c.record_key).where(
+                    table.c.entity == self.entity, table.c.status == OPEN, table.c.kind == kind,
+                    table.c.next_retry_at > now))}
+            wanted = sorted(set(keys))
+            found: set[str] = set()
+            for start in range(0, len(wanted), chunk):
+                rows = conn.execute(sa.select(table.c.record_key, table.c.status, table.c.kind, table.c.next_retry_at)
+                                    .where(table.c.entity == self.entity,
+                                           table.c.record_key.in_(wanted[start:start + chunk])))
+                found |= {row.record_key for row in rows if row.status == OPEN and row.kind == kind
+                          and row.next_retry_at is not None and row.next_retry_at > now}
+            return found
