@@ -65,3 +65,21 @@ def test_quick_throughput_counts_on_a_sliding_window_server(tmp_path):
     assert data["busiest"] <= 30 and data["limiter_max"] <= 30
     assert data["busiest"] == data["limiter_max"] == 30, "the first window is spent in full"
     assert data["outcome"]["counts"] == {"created": 45}
+
+
+@pytest.mark.slow
+def test_quick_history_cost_counts_the_same_statements_on_a_small_history(tmp_path):
+    """Benchmark 8 at a tiny size on SQLite: both runs are measured, and the five-attempt run sends the same
+    number of SQL statements with a history as without one (no time is asserted)."""
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "bench", "--quick", "--only", "history", "--history-attempts", "2000",
+               "--history-ledger", "2000", "--history-waiting", "200", "--history-backends", "sqlite",
+               "--json", str(out)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads(out.read_text())
+    assert result["benchmark"] == "8. run cost vs history (SQLite)"
+    full, empty = result["data"]["full"], result["data"]["empty"]
+    assert result["data"]["attempts"] == 2000
+    assert full["statements"] == empty["statements"] > 0
+    assert full["peak_mb"] > 0 and full["plan"] > 0
