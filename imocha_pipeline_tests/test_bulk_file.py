@@ -35,6 +35,16 @@ def stage_attempts(engine, pairs: list[tuple], start_id: int = 5_000_000) -> lis
     return rows
 
 
+def stage_skill_scores(engine, attempts: list[dict]) -> None:
+    """One skill score ("Python", 7 of 10 points) for each of ``attempts``."""
+    rows = [{"test_invitation_id": a["test_invitation_id"], "skill_id": 11, "skill_name": "Python",
+             "learner_email": a["learner_email"], "test_id": a["test_id"], "attempted_on": a["attempted_on"],
+             "attempt_date": a["attempt_date"], "points": 7.0, "max_points": 10.0, "percent": 70.0,
+             "extracted_at": NOW} for a in attempts]
+    with engine.begin() as conn:
+        staging.upsert(conn, staging.imocha_skill_scores, rows)
+
+
 def ledger_rows(engine) -> list[dict]:
     with engine.connect() as conn:
         return staging.read_rows(conn, staging.sync_ledger, staging.sync_ledger.c.entity == "completion")
@@ -42,6 +52,10 @@ def ledger_rows(engine) -> list[dict]:
 
 def completion_writes(box, since: int) -> Counter:
     return Counter(e.method for e in box.degreed.log.writes(since) if e.path.startswith(COMPLETIONS))
+
+
+def rating_writes(box, since: int) -> int:
+    return sum(1 for e in box.degreed.log.writes(since) if not e.path.startswith(COMPLETIONS))
 
 
 def export(env: dict[str, str]):
@@ -71,7 +85,8 @@ def test_bulk_backfill_end_to_end(make_sandbox, staging_url, instance, drop, tmp
     pairs = [(learner, test, NOW - timedelta(days=1 + (i % 60), hours=i % 7, minutes=i % 50))
              for i, (learner, test) in enumerate((x, t) for x in present for t in box.world.tests)][:1997]
     pairs += [(learner, box.world.tests[0], NOW - timedelta(days=2, hours=3)) for learner in missing]
-    stage_attempts(engine, pairs)
+    staged = stage_attempts(engine, pairs)
+    stage_skill_scores(engine, staged[0:100:5] + staged[-1:])  # 20 learners Degreed knows, one it does not yet
     env = {**drop.settings(folder="inbound"), "IMOCHA_PIPELINE_STAGING_DB_URL": staging_url,
            "IMOCHA_PIPELINE_BULK_TARGET": "sftp", "IMOCHA_PIPELINE_BULK_DIRECTORY": str(tmp_path / "files"),
            "IMOCHA_PIPELINE_BULK_CLIENT_NAME": "Acme Corp", "DEGREED_PROVIDER_CODE": "IMOCHA"}
@@ -96,7 +111,8 @@ def test_bulk_backfill_end_to_end(make_sandbox, staging_url, instance, drop, tmp
     assert {r["file_name"] for r in ledger} == {uploaded.name}
     assert box.degreed.log.writes(mark) == [], "the export sends nothing by API"
 
-    # Within the grace period neither a catch-up run nor a second export sends the records again.
+    # Within the grace period neither a catch-up run nor a second export sends the records again, nor the skill
+    # ratings of their attempts (they follow their completion).
     assert harness.catch_up().success
     assert "no completion to export" in export(env)
     assert box.degreed.log.writes(mark) == [] and len(list((drop.root / "inbound").iterdir())) == 1
@@ -118,6 +134,7 @@ def test_bulk_backfill_end_to_end(make_sandbox, staging_url, instance, drop, tmp
     assert metadata["file_confirmed"] == 1997 and metadata["file_waiting"] == 3
     assert metadata["file_followup_updated"] == 1997 and metadata["remaining"] == 0
     assert completion_writes(box, mark) == {"PATCH": 1997}
+    assert rating_writes(box, mark) == 20 and metadata["file_skill_ratings_created"] == 20
     states = Counter(r["state"] for r in ledger_rows(engine))
     assert states == {ACKNOWLEDGED: 1997, SENT_BY_FILE: 3}
 
@@ -126,13 +143,15 @@ def test_bulk_backfill_end_to_end(make_sandbox, staging_url, instance, drop, tmp
     result = harness.run("reconcile_job")
     assert result.success
     assert completion_writes(box, mark) == {"PATCH": 1997, "POST": 3}
+    assert rating_writes(box, mark) == 21
     assert {r["state"] for r in ledger_rows(engine)} == {ACKNOWLEDGED}
 
     # Nothing more to send, by any path; Degreed holds each completion once, with its score and time.
     assert harness.run("reconcile_job").success and harness.catch_up().success
     assert "no completion to export" in export(env)
     assert completion_writes(box, mark) == {"PATCH": 1997, "POST": 3}
-    assert len(box.degreed.log.writes(mark)) == 2000
+    assert len(box.degreed.log.writes(mark)) == 2000 + 21
+    assert len(box.degreed.state()["skill_ratings"]) == 21
     held = box.degreed.state()["completions"]
     assert len(held) == 2000 and len({(c["user_email"], c["content_external_id"]) for c in held}) == 2000
     assert all(c["percentile"] is not None for c in held)

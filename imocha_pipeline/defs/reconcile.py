@@ -25,7 +25,7 @@ from imocha_pipeline.sync.core.identities import DegreedDirectory
 from imocha_pipeline.sync.core.ledger import Ledger
 from imocha_pipeline.sync.core.outstanding import Scope, outstanding
 from imocha_pipeline.sync.core.quarantine import Quarantine
-from imocha_pipeline.sync.entities import ALL_ENTITIES, ATTEMPT_ENTITIES, COMPLETIONS
+from imocha_pipeline.sync.entities import ALL_ENTITIES, ATTEMPT_ENTITIES
 from imocha_pipeline.sync.reconcile import (
     CHANGED,
     MISSING,
@@ -126,7 +126,8 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
     directory = DegreedDirectory(engine, client)
     # What the file could not carry (score, time of day) and what Degreed did not take within the grace period go
     # by API now, at the rate budget; then nothing of the file path counts as never delivered.
-    files = deliver_file_followups(engine, COMPLETIONS.writer_for(client, directory), run_id, files)
+    files = deliver_file_followups(engine, {e.name: e.writer_for(client, directory) for e in ATTEMPT_ENTITIES},
+                                   run_id, files)
     if files.confirmed or files.followups.counts or files.waiting:
         context.log.info("records sent by file: %s", files.as_metadata())
     for entity in ATTEMPT_ENTITIES:

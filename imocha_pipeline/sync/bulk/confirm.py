@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline import staging
-from imocha_pipeline.sync.completions.entity import COMPLETIONS
+from imocha_pipeline.sync.completions.entity import COMPLETIONS, SKILL_RATINGS
 from imocha_pipeline.sync.completions.records import utc_text
 from imocha_pipeline.sync.core.apply import ApplyResult, EntityWriter, apply_plan
 from imocha_pipeline.sync.core.delivery import validate_payloads
@@ -38,10 +38,12 @@ class FileConfirmation:
     waiting: int = 0
     due_by_api: int = 0
     followups: ApplyResult = field(default_factory=ApplyResult)
+    rating_followups: ApplyResult = field(default_factory=ApplyResult)
 
     def as_metadata(self) -> dict[str, int]:
         return {"file_confirmed": self.confirmed, "file_waiting": self.waiting, "file_due_by_api": self.due_by_api,
-                **{f"file_followup_{k}": v for k, v in self.followups.as_metadata().items() if v}}
+                **{f"file_followup_{k}": v for k, v in self.followups.as_metadata().items() if v},
+                **{f"file_skill_ratings_{k}": v for k, v in self.rating_followups.as_metadata().items() if v}}
 
 
 def _missing(value) -> bool:
@@ -114,20 +116,37 @@ def file_record_keys(engine: Engine) -> set[str]:
             ledger.c.entity == COMPLETIONS.name, ledger.c.file_name.is_not(None))).scalars())
 
 
-def deliver_file_followups(engine: Engine, writer: EntityWriter, run_id: str, result: FileConfirmation,
-                           now: datetime | None = None) -> FileConfirmation:
+def file_attempt_ids(engine: Engine) -> set[int]:
+    """The iMocha attempts whose completion went in a file."""
+    ledger = staging.sync_ledger
+    with engine.connect() as conn:
+        return {int(i) for i in conn.execute(sa.select(ledger.c.source_id).where(
+            ledger.c.entity == COMPLETIONS.name, ledger.c.file_name.is_not(None),
+            ledger.c.source_id.is_not(None))).scalars()}
+
+
+def deliver_file_followups(engine: Engine, writers: dict[str, EntityWriter], run_id: str,
+                           result: FileConfirmation, now: datetime | None = None) -> FileConfirmation:
     """Send by API, at the rate budget, what is due of the file's records: the score and time of the confirmed
-    ones (a PATCH each) and a create (after a read of Degreed) for those Degreed did not take in time."""
+    completions (a PATCH each), a create (after a read of Degreed) for those Degreed did not take in time, then the
+    skill ratings of those attempts (``writers``: by entity name, completions and skill ratings)."""
     keys = file_record_keys(engine)
     if not keys:
         return result
-    found = outstanding(engine, COMPLETIONS, Scope(), now=now)
-    due = found.due[found.due["record_key"].isin(keys)]
-    frame, invalid = validate_payloads(due, COMPLETIONS)
-    quarantine = Quarantine(engine, COMPLETIONS.name, run_id)
-    quarantine.put(invalid)
-    result.waiting = len(found.waiting_keys.get(NOT_DUE_FILE, []))
-    if not frame.empty:
-        result.followups = apply_plan(frame, writer, Ledger(engine, COMPLETIONS.name, run_id), quarantine,
-                                      fields=COMPLETIONS.all_fields)
+    attempts = file_attempt_ids(engine)
+    for entity in (COMPLETIONS, SKILL_RATINGS):
+        found = outstanding(engine, entity, Scope(), now=now)
+        mine = found.due["record_key"].isin(keys) if entity is COMPLETIONS else \
+            found.due["source_id"].isin(attempts)
+        frame, invalid = validate_payloads(found.due[mine], entity)
+        quarantine = Quarantine(engine, entity.name, run_id)
+        quarantine.put(invalid)
+        if entity is COMPLETIONS:
+            result.waiting = len(found.waiting_keys.get(NOT_DUE_FILE, []))
+        if not frame.empty:
+            applied = apply_plan(frame, writers[entity.name], Ledger(engine, entity.name, run_id), quarantine,
+                                 fields=entity.all_fields)
+            target = result.followups if entity is COMPLETIONS else result.rating_followups
+            target.counts.update(applied.counts)
+            target.errors.extend(applied.errors)
     return result

@@ -130,6 +130,8 @@ def export_completions(engine: Engine, bulk: BulkSettings, run_id: str, *, now: 
             report.remote_path = upload(bulk.sftp, report.path)
     except (OSError, SftpUploadError):
         ledger.unmark_file(name)  # Degreed never got it: the records are outstanding again
+        if report.path is not None:
+            report.path.unlink(missing_ok=True)  # no copy of a file that was not sent (nobody uploads it by hand)
         raise
     return report
 

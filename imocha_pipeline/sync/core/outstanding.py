@@ -12,7 +12,8 @@ An outstanding record is *due* unless it waits for something:
   attempt wins at send time too: ``Ledger.claim``);
 - a completion sent in a Completions Template file (ledger ``sent_by_file``, ``sync/bulk``): until the grace
   period (``IMOCHA_PIPELINE_BULK_GRACE_HOURS``) after the file was handed over has passed; then it is due (a
-  create, after a read of Degreed) unless the reconcile saw it in Degreed first.
+  create, after a read of Degreed) unless the reconcile saw it in Degreed first. The skill ratings of an attempt
+  whose completion waits so wait with it (they go by API after the completion, as on the API path).
 A ``failed`` row is always due: the next run that covers it sends it again.
 
 For completions and skill ratings the action is decided here, from the ledger, not taken from the plan: a record
@@ -46,6 +47,7 @@ NOT_DUE_LEARNER = "waiting_for_learner"
 NOT_DUE_ASSESSMENT = "waiting_for_assessment"
 NOT_DUE_REJECTED = "rejected_retry_later"
 NOT_DUE_FILE = "waiting_for_file"
+FILE_ENTITY = "completion"  # the one entity a Completions Template file carries
 SUPERSEDED = "superseded"
 
 
@@ -135,10 +137,14 @@ def outstanding(engine: Engine, entity: EntitySpec, scope: Scope, *, now: dateti
         return result
     if entity.needs_assessment and assessments is None:
         assessments = known_assessments(engine)
+    in_files = _attempts_in_files(engine, file_due_before) if entity.per_attempt and entity.name != FILE_ENTITY \
+        else set()
     due: list[dict] = []
     for row in rows.to_dict("records"):
         payload = row.get("payload") or {}
         reason = _waiting_reason(row, payload, entity, assessments, now, file_due_before)
+        if reason is None and in_files and _plain_int(row.get("source_id")) in in_files:
+            reason = NOT_DUE_FILE
         if reason is not None:
             result.waiting[reason] += 1
             result.waiting_keys.setdefault(reason, []).append(row["record_key"])
@@ -151,6 +157,19 @@ def outstanding(engine: Engine, entity: EntitySpec, scope: Scope, *, now: dateti
         due.append(record)
     result.due = pd.DataFrame(due, columns=columns) if due else result.due
     return result
+
+
+def _attempts_in_files(engine: Engine, due_before: datetime) -> set[int]:
+    """iMocha attempts whose completion went in a file that Degreed has not confirmed, within the grace period."""
+    ledger = staging.sync_ledger
+    with engine.connect() as conn:
+        return {int(i) for i in conn.execute(sa.select(ledger.c.source_id).where(
+            ledger.c.entity == FILE_ENTITY, ledger.c.state == SENT_BY_FILE, ledger.c.file_sent_at > due_before,
+            ledger.c.source_id.is_not(None))).scalars()}
+
+
+def _plain_int(value) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
 
 
 def _waiting_reason(row: dict, payload: dict, entity: EntitySpec, assessments: set[str] | None,
