@@ -71,6 +71,7 @@ def drop(tmp_path):
         yield server
 
 
+@pytest.mark.slow
 def test_bulk_backfill_end_to_end(make_sandbox, staging_url, instance, drop, tmp_path, monkeypatch):
     box = make_sandbox(seed=41, tests=5, learners=403, missing_in_degreed=3, attempts=0, degreed_rate_limit=60000)
     box.degreed.file_drop_folder = str(drop.root / "inbound")

@@ -84,11 +84,12 @@ class BulkExport:
         else:
             where = f", uploaded to {self.remote_path}" if self.remote_path else ""
             head = f"{self.records} completions in {self.path}{where}; ledger: sent_by_file"
-        return (f"{head}. Left out: {self.left_out} held by another run, {self.invalid} invalid (quarantined), "
+        return (f"{head}. Left out: {self.left_out} being sent by another run or already in an earlier file past "
+                f"its grace period (API path), {self.invalid} invalid (quarantined), "
                 f"{self.api_only} already in Degreed with other values (API path); waiting: {waiting}")
 
     def as_metadata(self) -> dict[str, object]:
-        return {"file_name": self.file_name or "", "records": self.records, "left_out_held": self.left_out,
+        return {"file_name": self.file_name or "", "records": self.records, "left_out": self.left_out,
                 "invalid_payloads": self.invalid, "api_path_updates": self.api_only,
                 "remote_path": self.remote_path or "", "dry_run": self.dry_run,
                 **{f"waiting_{reason}": int(n) for reason, n in sorted(self.waiting.items())}}
