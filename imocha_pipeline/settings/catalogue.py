@@ -245,7 +245,7 @@ DEGREED_SFTP_USER = Setting(
     "DEGREED_SFTP_USER", Text(), "", "user name on the Degreed SFTP server", CONNECTIONS)
 DEGREED_SFTP_KEY_PATH = Setting(
     "DEGREED_SFTP_KEY_PATH", Text(), "", "path of the private key (OpenSSH format) that logs in to the SFTP server",
-    CONNECTIONS, secret=False)
+    CONNECTIONS)
 DEGREED_SFTP_KNOWN_HOSTS = Setting(
     "DEGREED_SFTP_KNOWN_HOSTS", Text(), "",
     "known_hosts file holding the SFTP server's host key (the upload refuses a server it cannot verify)",
