@@ -1,4 +1,4 @@
-"""The ``imocha-pipeline`` command: sandbox, demo, doctor, callbacks and db."""
+"""The ``imocha-pipeline`` command: sandbox, demo, doctor, callbacks, bulk-export and db."""
 
 from __future__ import annotations
 
@@ -108,6 +108,46 @@ def callbacks_replay(since_hours: float, dry_run: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     report = replay_missed_callbacks(shared_imocha_client(cfg.base_url, cfg.api_key, url), get_engine(url),
                                      since=timedelta(hours=since_hours), dry_run=dry_run)
+    click.echo(report.summary())
+
+
+@main.command("bulk-export")
+@click.option("--target", type=click.Choice(["directory", "sftp"]), default=None,
+              help="Where the file goes (default: IMOCHA_PIPELINE_BULK_TARGET, directory).")
+@click.option("--directory", default=None, help="Folder for the file (default: IMOCHA_PIPELINE_BULK_DIRECTORY).")
+@click.option("--dry-run", is_flag=True, help="Only count what would go in the file; write and mark nothing.")
+def bulk_export(target: str | None, directory: str | None, dry_run: bool) -> None:
+    """Write every completion Degreed does not have yet into a Completions Template file (and upload it by SFTP);
+    Degreed processes it overnight, the reconcile confirms it. Scores and skill ratings still go by API."""
+    import uuid
+
+    from imocha_pipeline.clients.sftp import SftpUploadError
+    from imocha_pipeline.settings import InvalidSettingError, MissingSettingError, staging_db_url
+    from imocha_pipeline.staging import get_engine
+    from imocha_pipeline.staging import versions as schema
+    from imocha_pipeline.sync.bulk.export import BulkSettings, export_completions
+    from imocha_pipeline.sync.completions.mapping import CompletionMapping
+    from imocha_pipeline.sync.completions.plan import plan_unplanned
+
+    run_id = f"bulk-export-{uuid.uuid4().hex[:12]}"
+    try:
+        bulk = BulkSettings.from_env(target=target, directory=directory)
+        url = staging_db_url()
+        mapping = CompletionMapping.from_env()
+    except (MissingSettingError, InvalidSettingError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        engine = get_engine(url)
+    except schema.SchemaOutOfDate as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not dry_run:
+        days = plan_unplanned(engine, mapping, run_id)
+        if days:
+            click.echo(f"planned {len(days)} day(s) with staged attempts no plan had seen")
+    try:
+        report = export_completions(engine, bulk, run_id, dry_run=dry_run)
+    except (SftpUploadError, OSError) as exc:
+        raise click.ClickException(f"{exc}; the records stay outstanding") from exc
     click.echo(report.summary())
 
 

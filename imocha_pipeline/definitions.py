@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from imocha_pipeline.defs.assessments import ASSESSMENT_ASSETS, ASSESSMENT_CHECKS
+from imocha_pipeline.defs.bulk import BULK_ASSETS
 from imocha_pipeline.defs.completions import CATCH_UP_ASSETS, COMPLETION_ASSETS, COMPLETION_CHECKS
 from imocha_pipeline.defs.jobs import (
     assessment_sync_job,
@@ -26,7 +27,7 @@ from imocha_pipeline.defs.sensors import COMPLETION_SENSORS
 def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The definitions with the given resources (tests pass sandbox-bound ones; production reads the env)."""
     return dg.Definitions(
-        assets=[*ASSESSMENT_ASSETS, *COMPLETION_ASSETS, *CATCH_UP_ASSETS, *RECONCILE_ASSETS],
+        assets=[*ASSESSMENT_ASSETS, *COMPLETION_ASSETS, *CATCH_UP_ASSETS, *RECONCILE_ASSETS, *BULK_ASSETS],
         asset_checks=[*ASSESSMENT_CHECKS, *COMPLETION_CHECKS],
         jobs=[assessment_sync_job, completion_sync_job, catch_up_job, reconcile_job],
         schedules=[assessment_sync_schedule, catch_up_schedule, reconcile_schedule],

@@ -32,7 +32,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 ASSETS = {"imocha_assessments", "degreed_assessments", "desired_assessments", "assessment_sync_plan",
           "assessment_sync_apply", "imocha_completions", "imocha_skill_scores", "completion_sync_plan",
-          "completion_sync_apply", "completion_catch_up", "degreed_completions", "degreed_skill_ratings", "sync_drift"}
+          "completion_sync_apply", "completion_catch_up", "degreed_completions", "degreed_skill_ratings", "sync_drift",
+          "degreed_completions_file"}
 CHECKS = {"desired_assessments_valid": "desired_assessments", "assessment_plan_guard": "assessment_sync_plan",
           "completion_payloads_valid": "completion_sync_plan", "no_drift_after_repair": "sync_drift"}
 JOBS = {"assessment_sync_job", "completion_sync_job", "catch_up_job", "reconcile_job"}

@@ -12,6 +12,11 @@ from imocha_pipeline.defs.metadata import preview_table, request_metadata
 from imocha_pipeline.defs.resources import DegreedResource, StagingDatabaseResource, SyncSettingsResource
 from imocha_pipeline.settings import IMOCHA_PIPELINE_RECONCILE_DAYS
 from imocha_pipeline.sync.assessments.entity import ASSESSMENT
+from imocha_pipeline.sync.bulk.confirm import (
+    confirm_file_deliveries,
+    deliver_file_followups,
+    earliest_file_day,
+)
 from imocha_pipeline.sync.completions.plan import plan_unplanned
 from imocha_pipeline.sync.completions.records import COMPLETION, SKILL_RATING
 from imocha_pipeline.sync.core.apply import apply_plan
@@ -52,6 +57,8 @@ def degreed_completions(context: dg.AssetExecutionContext, degreed: DegreedResou
     end = started.date() + timedelta(days=1)
     start = end - timedelta(days=reconcile_days())
     client, engine = degreed.client(metrics=metrics), staging_db.engine()
+    # Completions sent by file may be older than the window: read back far enough to confirm them.
+    start = min(start, earliest_file_day(engine) or start)
     rows = snapshot_completions(client, start, end, started, DegreedDirectory(engine, client))
     _, count = staging.stage_full_extract(engine, staging.degreed_completions, rows, "snapshot_at", started)
     context.log.info("Degreed holds %d completions between %s and %s", count, start, end)
@@ -92,6 +99,9 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
         snapshots = {name: pd.DataFrame(staging.read_rows(conn, table)) for name, table in (
             (ASSESSMENT, staging.degreed_assessments), (COMPLETION, staging.degreed_completions),
             (SKILL_RATING, staging.degreed_skill_ratings))}
+    # Completions sent in a Completions Template file: acknowledged where Degreed shows them (before the drift is
+    # computed, so they are ours and hold Degreed's values).
+    files = confirm_file_deliveries(engine, snapshots[COMPLETION], run_id)
     ledgers = {entity: acknowledged(engine, entity) for entity in (ASSESSMENT, COMPLETION, SKILL_RATING)}
     ledgers[ASSESSMENT] = ledgers[ASSESSMENT][ledgers[ASSESSMENT]["action"] != "retire"] \
         if not ledgers[ASSESSMENT].empty else ledgers[ASSESSMENT]
@@ -110,12 +120,18 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
     # The truth side: every staged latest attempt must be acknowledged. Plan what no plan has seen yet, then
     # whatever is outstanding and due was never delivered.
     plan_unplanned(engine, sync_settings.completion_mapping(), run_id)
-    for entity in ATTEMPT_ENTITIES:
-        drift += never_delivered(entity.name, outstanding(engine, entity, Scope()).due)
     metrics = RequestMetrics()
     client = degreed.client(metrics=metrics)
     repaired: set[tuple[str, str]] = set()
     directory = DegreedDirectory(engine, client)
+    # What the file could not carry (score, time of day) and what Degreed did not take within the grace period go
+    # by API now, at the rate budget; then nothing of the file path counts as never delivered.
+    files = deliver_file_followups(engine, {e.name: e.writer_for(client, directory) for e in ATTEMPT_ENTITIES},
+                                   run_id, files)
+    if files.confirmed or files.followups.counts or files.waiting:
+        context.log.info("records sent by file: %s", files.as_metadata())
+    for entity in ATTEMPT_ENTITIES:
+        drift += never_delivered(entity.name, outstanding(engine, entity, Scope()).due)
     for spec in ALL_ENTITIES:
         missing = [d for d in drift if d.entity == spec.name and d.kind == MISSING]
         if not missing:
@@ -125,7 +141,7 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
                             Quarantine(engine, spec.name, run_id), fields=spec.all_fields, resend=True)
         acknowledged_now = acknowledged(engine, spec.name)
         fixed = set(acknowledged_now[acknowledged_now["run_id"] == run_id]["record_key"])
-        repaired |= {(spec.name, key) for key in fixed}
+        repaired |= {(spec.name, key) for key in fixed} & {(d.entity, d.record_key) for d in missing}
         context.log.info("repaired %s: %s", spec.name, result.as_metadata())
     for entity in ATTEMPT_ENTITIES:
         if not any(d.entity == entity.name and d.kind == NEVER_DELIVERED for d in drift):
@@ -133,7 +149,7 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
         delivery = deliver(engine, entity, entity.writer_for(client, directory), Scope(), run_id)
         acknowledged_now = acknowledged(engine, entity.name)
         fixed = set(acknowledged_now[acknowledged_now["run_id"] == run_id]["record_key"])
-        repaired |= {(entity.name, key) for key in fixed}
+        repaired |= {(entity.name, key) for key in fixed} & {(d.entity, d.record_key) for d in drift}
         context.log.info("delivered what %s never got: %s", entity.name, delivery.as_metadata())
     stage_drift(engine, drift, repaired, run_id)
     remaining = [d for d in drift if (d.entity, d.record_key) not in repaired]
@@ -142,7 +158,7 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
                          columns=["entity", "record_key", "kind", "detail", "repaired"])
     counts = {f"{kind}": int((frame["kind"] == kind).sum()) for kind in (MISSING, CHANGED, UNKNOWN, NEVER_DELIVERED)}
     return dg.MaterializeResult(
-        metadata={**counts, "repaired": len(repaired), "remaining": len(remaining),
+        metadata={**counts, "repaired": len(repaired), "remaining": len(remaining), **files.as_metadata(),
                   "drift": preview_table(frame.head(50)), "staging_table": "sync_drift",
                   **request_metadata(metrics, "degreed_requests")},
         check_results=[dg.AssetCheckResult(

@@ -220,6 +220,40 @@ IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS = Setting(
     "how long a run's claim on a record lives without a heartbeat (the run renews it every quarter of that); the "
     "records of a run that died go out again, after a read of Degreed, once it has passed", DELIVERY)
 
+IMOCHA_PIPELINE_BULK_GRACE_HOURS = Setting(
+    "IMOCHA_PIPELINE_BULK_GRACE_HOURS", Number(minimum=0.0, noun="a number of hours"), 48.0,
+    "how long a completion sent in a Completions Template file (`bulk-export`) waits for Degreed's overnight "
+    "processing; the reconcile or catch-up sends it by API after that if Degreed does not show it", DELIVERY)
+IMOCHA_PIPELINE_BULK_TARGET = Setting(
+    "IMOCHA_PIPELINE_BULK_TARGET", Choice(("directory", "sftp")), "directory",
+    "where `bulk-export` puts the Completions Template file: `directory` (IMOCHA_PIPELINE_BULK_DIRECTORY, for the "
+    "admin's File Upload page) or `sftp` (the organisation's SFTP folder, DEGREED_SFTP_*)", DELIVERY)
+IMOCHA_PIPELINE_BULK_DIRECTORY = Setting(
+    "IMOCHA_PIPELINE_BULK_DIRECTORY", Text(), "degreed_files",
+    "folder the Completions Template files are written to (created if missing; with `sftp` a copy stays here)",
+    DELIVERY)
+IMOCHA_PIPELINE_BULK_CLIENT_NAME = Setting(
+    "IMOCHA_PIPELINE_BULK_CLIENT_NAME", Text(), "",
+    "the `{Client}` part of the file name `{Client}_Completions_File_YYYYMMDDHHMMSS.csv`", DELIVERY,
+    shown_default="DEGREED_ORGANIZATION_CODE, else `iMocha`")
+DEGREED_SFTP_HOST = Setting(
+    "DEGREED_SFTP_HOST", Text(), "", "host of the organisation's Degreed SFTP folder (`bulk-export` with `sftp`)",
+    CONNECTIONS)
+DEGREED_SFTP_PORT = Setting(
+    "DEGREED_SFTP_PORT", WholeNumber(minimum=1, maximum=65535), 22, "port of the Degreed SFTP server", CONNECTIONS)
+DEGREED_SFTP_USER = Setting(
+    "DEGREED_SFTP_USER", Text(), "", "user name on the Degreed SFTP server", CONNECTIONS)
+DEGREED_SFTP_KEY_PATH = Setting(
+    "DEGREED_SFTP_KEY_PATH", Text(), "", "path of the private key (OpenSSH format) that logs in to the SFTP server",
+    CONNECTIONS)
+DEGREED_SFTP_KNOWN_HOSTS = Setting(
+    "DEGREED_SFTP_KNOWN_HOSTS", Text(), "",
+    "known_hosts file holding the SFTP server's host key (the upload refuses a server it cannot verify)",
+    CONNECTIONS, shown_default="`~/.ssh/known_hosts`")
+DEGREED_SFTP_FOLDER = Setting(
+    "DEGREED_SFTP_FOLDER", Text(), "", "remote folder the files go to (Degreed's inbound folder for completions)",
+    CONNECTIONS, shown_default="the login folder")
+
 # ---------------------------------------------------------------------------------------------------------
 # The callback endpoint (`imocha-pipeline callbacks`)
 

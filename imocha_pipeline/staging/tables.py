@@ -212,6 +212,10 @@ sync_ledger = sa.Table(
     _ts("source_at"),
     _ts("claimed_at"),
     _ts("acknowledged_at"),
+    # The Completions Template file that carried the record (state ``sent_by_file`` until Degreed shows it) and
+    # when it was handed over; the grace period before an API re-send counts from ``file_sent_at``.
+    sa.Column("file_name", sa.String(128)),
+    _ts("file_sent_at"),
     _ts("created_at", nullable=False),
     _ts("updated_at", nullable=False),
     # Rows of an entity in one state (the few in flight among a million acknowledged: heartbeats, stuck claims).

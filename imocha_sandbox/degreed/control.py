@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -15,6 +16,7 @@ from starlette.routing import Route
 
 from imocha_pipeline.timestamps import parse_utc
 from imocha_sandbox.degreed.auth import ApiClientSpec, OAuthServer
+from imocha_sandbox.degreed.file_ingest import CompletionFileIngest
 from imocha_sandbox.degreed.paging import Pager
 from imocha_sandbox.degreed.problems import ApiProblem
 from imocha_sandbox.degreed.rate_limit import RateLimiter
@@ -42,6 +44,9 @@ class DegreedControl:
         self._limiter = limiter
         self._pager = pager
         self._clock = clock
+        self._files = CompletionFileIngest(store)
+        self.file_drop_folder: str | None = None
+        """The SFTP drop folder ``ingest_completion_files`` reads when not given one (set by the sandbox)."""
 
     # -- settings, keys, tokens, rate limits, cursors -------------------------------------------------
 
@@ -210,6 +215,19 @@ class DegreedControl:
             self._store.get(table, key)
             del table[key]
 
+    def ingest_completion_files(self, folder: str | None = None) -> dict[str, Any]:
+        """Degreed's overnight job: process the Completions Template files in the drop folder (``folder`` or
+        ``file_drop_folder``); returns the ingest report (created, updated, unchanged, rejected rows)."""
+        chosen = folder or self.file_drop_folder
+        if not chosen:
+            raise ValueError("no drop folder: pass folder or set file_drop_folder")
+        with self._store.lock:
+            return self._files.ingest(Path(chosen), utc_now(self._clock))
+
+    def ingest_reports(self) -> list[dict[str, Any]]:
+        with self._store.lock:
+            return list(self._files.reports)
+
     def state(self) -> dict[str, Any]:
         """Everything Degreed holds, JSON-ready, snake_case, UTC ISO timestamps."""
         with self._store.lock:
@@ -253,6 +271,8 @@ class DegreedControl:
             ("POST", "/skill-ratings", lambda r, b: self.add_skill_rating(**b)),
             ("PATCH", "/skill-ratings/{id}", lambda r, b: self.update_skill_rating(r.path_params["id"], **b)),
             ("DELETE", "/skill-ratings/{id}", lambda r, b: self.delete_skill_rating(r.path_params["id"])),
+            ("POST", "/files/ingest", lambda r, b: self.ingest_completion_files(b.get("folder"))),
+            ("GET", "/files/reports", lambda r, b: self.ingest_reports()),
             ("GET", "/requests", lambda r, b: [e.to_dict() for e in self.log.entries(
                 int(r.query_params.get("since", "0")))]),
             ("DELETE", "/requests", lambda r, b: self.log.clear()),

@@ -9,6 +9,11 @@ lease: the claiming run renews it (``heartbeat``)
 while it works, so a claim left by a run that died (SIGKILL, lost host) can be taken over as soon as its
 lease has run out (``IMOCHA_PIPELINE_CLAIM_LEASE_SECONDS``, default 120) instead of blocking the record
 for long; the run that takes it over resolves it by reading Degreed first.
+
+A completion can also go to Degreed in a Completions Template file (``sync/bulk``): its row is then
+``sent_by_file`` with the file's name and time until the reconcile sees it in Degreed (``acknowledged``) or, past
+the grace period, sends it again by API (a claim, as usual; ``attempts`` counts the file, so that send reads
+Degreed first).
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ PLANNED = "planned"
 SENDING = "sending"
 ACKNOWLEDGED = "acknowledged"
 FAILED = "failed"
-STATES = (PLANNED, SENDING, ACKNOWLEDGED, FAILED)
+SENT_BY_FILE = "sent_by_file"
+STATES = (PLANNED, SENDING, ACKNOWLEDGED, FAILED, SENT_BY_FILE)
 # Why a claim was refused: another live run holds the record, or it was already delivered with these values.
 HELD = "held"
 DONE = "done"
@@ -176,6 +182,54 @@ class Ledger:
             now = utcnow()
             conn.execute(sync_ledger.insert().values(entity=self.entity, record_key=key, attempts=0,
                                                      created_at=now, **{"updated_at": now, **values}))
+
+    def mark_sent_by_file(self, records: list[dict[str, Any]], file_name: str, sent_at: datetime) -> set[str]:
+        """Record that ``records`` (``record_key``, ``payload``, ``payload_hash``, ``source``) go in ``file_name``;
+        returns the keys marked. A record another live run is sending, or that Degreed acknowledged meanwhile, is
+        left alone (not marked: it must not go in the file)."""
+        if not records:
+            return set()
+        self.ensure_rows([r["record_key"] for r in records])
+        now = utcnow()
+        marked: set[str] = set()
+        free = sa.and_(sync_ledger.c.entity == self.entity,
+                       sync_ledger.c.state.in_((PLANNED, FAILED, SENDING)),
+                       sa.or_(sync_ledger.c.state != SENDING, sync_ledger.c.claimed_at.is_(None),
+                              sync_ledger.c.claimed_at < now - self.stale_claim_after))
+        with self.engine.begin() as conn:
+            for record in records:
+                source: Source | None = record.get("source")
+                values = {"source_at": source.at, "source_id": source.id} if source is not None else {}
+                where = sa.and_(free, sync_ledger.c.record_key == record["record_key"])
+                if source is not None:
+                    where = sa.and_(where, _not_newer_than(source))
+                updated = conn.execute(sync_ledger.update().where(where).values(
+                    state=SENT_BY_FILE, action="create", payload=record["payload"],
+                    payload_hash=record["payload_hash"], attempts=sync_ledger.c.attempts + 1, run_id=self.run_id,
+                    claimed_at=None, file_name=file_name, file_sent_at=sent_at, last_error=None, updated_at=now,
+                    **values)).rowcount
+                if updated == 1:
+                    marked.add(record["record_key"])
+        return marked
+
+    def unmark_file(self, file_name: str) -> int:
+        """The file never reached Degreed (the upload failed): its records go back to ``planned``."""
+        with self.engine.begin() as conn:
+            return conn.execute(sync_ledger.update().where(
+                sync_ledger.c.entity == self.entity, sync_ledger.c.state == SENT_BY_FILE,
+                sync_ledger.c.file_name == file_name).values(
+                state=PLANNED, file_name=None, file_sent_at=None, updated_at=utcnow())).rowcount or 0
+
+    def confirm_file(self, key: str, degreed_id: str, payload: dict[str, Any], payload_hash: str) -> bool:
+        """Degreed shows a record sent by file: ``acknowledged`` with its Degreed id and the values Degreed holds
+        (no score, the file's date). Only while the row is still ``sent_by_file`` (an API send may have taken
+        over after the grace period); True if confirmed."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            return conn.execute(sync_ledger.update().where(self._where(key), sync_ledger.c.state == SENT_BY_FILE)
+                                .values(state=ACKNOWLEDGED, degreed_id=degreed_id, payload=payload,
+                                        payload_hash=payload_hash, action="create", last_error=None,
+                                        acknowledged_at=now, updated_at=now, run_id=self.run_id)).rowcount == 1
 
     def rows(self, states: tuple[str, ...] | None = None) -> pd.DataFrame:
         statement = sa.select(sync_ledger).where(sync_ledger.c.entity == self.entity)

@@ -9,7 +9,11 @@ An outstanding record is *due* unless it waits for something:
 - a completion whose assessment Degreed does not have yet: until the assessment is acknowledged by our ledger or
   seen in Degreed's snapshot (an assessment sync creates it);
 - a record whose ledger row already carries a later iMocha attempt is *superseded*, never sent (the newest
-  attempt wins at send time too: ``Ledger.claim``).
+  attempt wins at send time too: ``Ledger.claim``);
+- a completion sent in a Completions Template file (ledger ``sent_by_file``, ``sync/bulk``): until the grace
+  period (``IMOCHA_PIPELINE_BULK_GRACE_HOURS``) after the file was handed over has passed; then it is due (a
+  create, after a read of Degreed) unless the reconcile saw it in Degreed first. The skill ratings of an attempt
+  whose completion waits so wait with it (they go by API after the completion, as on the API path).
 A ``failed`` row is always due: the next run that covers it sends it again.
 
 For completions and skill ratings the action is decided here, from the ledger, not taken from the plan: a record
@@ -23,16 +27,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline import staging
+from imocha_pipeline.settings import IMOCHA_PIPELINE_BULK_GRACE_HOURS
 from imocha_pipeline.sync.core.diff import CREATE, RETIRE, UPDATE, WAIT
 from imocha_pipeline.sync.core.entity import EntitySpec
-from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED, Source
+from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED, SENT_BY_FILE, Source
 from imocha_pipeline.sync.core.plain_values import same_value
 from imocha_pipeline.sync.core.plan_store import PLAN_COLUMNS, delivered
 from imocha_pipeline.sync.core.quarantine import OPEN, REJECTED, WAITING_FOR_ASSESSMENT, WAITING_FOR_LEARNER
@@ -42,6 +47,8 @@ OUTSTANDING_ACTIONS = (CREATE, UPDATE, RETIRE, WAIT)
 NOT_DUE_LEARNER = "waiting_for_learner"
 NOT_DUE_ASSESSMENT = "waiting_for_assessment"
 NOT_DUE_REJECTED = "rejected_retry_later"
+NOT_DUE_FILE = "waiting_for_file"
+FILE_ENTITY = "completion"  # the one entity a Completions Template file carries
 SUPERSEDED = "superseded"
 RETRY_LATER_KINDS = (WAITING_FOR_LEARNER, REJECTED)  # held back until their retry time
 _NOT_DUE_REASON = {WAITING_FOR_LEARNER: NOT_DUE_LEARNER, REJECTED: NOT_DUE_REJECTED}
@@ -88,7 +95,7 @@ def _plan_with_ledger(engine: Engine, entity: EntitySpec, scope: Scope, now: dat
         sa.select(plan,
                   ledger.c.state.label("ledger_state"), ledger.c.degreed_id.label("ledger_degreed_id"),
                   ledger.c.payload.label("ledger_payload"), ledger.c.source_at.label("ledger_source_at"),
-                  ledger.c.source_id.label("ledger_source_id"),
+                  ledger.c.source_id.label("ledger_source_id"), ledger.c.file_sent_at.label("file_sent_at"),
                   quarantine.c.kind.label("waiting_kind"), quarantine.c.next_retry_at.label("waiting_until"))
         .select_from(plan
                      .outerjoin(ledger, sa.and_(ledger.c.entity == plan.c.entity,
@@ -137,10 +144,16 @@ def _source(at, source_id) -> Source | None:
                   and not pd.isna(source_id) else 0)
 
 
+def file_grace() -> timedelta:
+    """How long a record sent in a Completions Template file waits for Degreed before it is due by API."""
+    return timedelta(hours=IMOCHA_PIPELINE_BULK_GRACE_HOURS.value())
+
+
 def outstanding(engine: Engine, entity: EntitySpec, scope: Scope, *, now: datetime | None = None,
                 assessments: set[str] | None = None) -> Outstanding:
     """The entity's outstanding records in ``scope``: those due now, and counts of those that wait and why."""
     now = now or staging.utcnow()
+    file_due_before = now - file_grace()
     rows = _plan_with_ledger(engine, entity, scope, now)
     columns = [*PLAN_COLUMNS, *entity.all_fields, "source_id", "source_at", "source_day", "waiting_kind"]
     result = Outstanding(pd.DataFrame(columns=columns))
@@ -150,10 +163,14 @@ def outstanding(engine: Engine, entity: EntitySpec, scope: Scope, *, now: dateti
         return result
     if entity.needs_assessment and assessments is None:
         assessments = known_assessments(engine, {(payload or {}).get("content_id") for payload in rows["payload"]})
+    in_files = _attempts_in_files(engine, file_due_before) if entity.per_attempt and entity.name != FILE_ENTITY \
+        else set()
     due: list[dict] = []
     for row in rows.to_dict("records"):
         payload = row.get("payload") or {}
-        reason = _waiting_reason(row, payload, entity, assessments, now)
+        reason = _waiting_reason(row, payload, entity, assessments, now, file_due_before)
+        if reason is None and in_files and _plain_int(row.get("source_id")) in in_files:
+            reason = NOT_DUE_FILE
         if reason is not None:
             result.waiting[reason] += 1
             result.waiting_keys.setdefault(reason, []).append(row["record_key"])
@@ -168,13 +185,30 @@ def outstanding(engine: Engine, entity: EntitySpec, scope: Scope, *, now: dateti
     return result
 
 
+def _attempts_in_files(engine: Engine, due_before: datetime) -> set[int]:
+    """iMocha attempts whose completion went in a file that Degreed has not confirmed, within the grace period."""
+    ledger = staging.sync_ledger
+    with engine.connect() as conn:
+        return {int(i) for i in conn.execute(sa.select(ledger.c.source_id).where(
+            ledger.c.entity == FILE_ENTITY, ledger.c.state == SENT_BY_FILE, ledger.c.file_sent_at > due_before,
+            ledger.c.source_id.is_not(None))).scalars()}
+
+
+def _plain_int(value) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
 def _waiting_reason(row: dict, payload: dict, entity: EntitySpec, assessments: set[str] | None,
-                    now: datetime) -> str | None:
+                    now: datetime, file_due_before: datetime) -> str | None:
     if entity.per_attempt:
         mine, held = _source(row.get("source_at"), row.get("source_id")), _source(row.get("ledger_source_at"),
                                                                                   row.get("ledger_source_id"))
         if mine is not None and held is not None and held > mine:
             return SUPERSEDED
+    sent = row.get("file_sent_at")
+    if (row.get("ledger_state") == SENT_BY_FILE and sent is not None and not pd.isna(sent)
+            and pd.Timestamp(sent).to_pydatetime() > file_due_before):
+        return NOT_DUE_FILE
     kind, until = row.get("waiting_kind"), row.get("waiting_until")
     not_yet = until is not None and not pd.isna(until) and pd.Timestamp(until).to_pydatetime() > now
     if kind == WAITING_FOR_LEARNER and not_yet:

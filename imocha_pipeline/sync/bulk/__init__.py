@@ -1,0 +1,2 @@
+"""Bulk backfill through Degreed's Completions Template: export, upload, confirm (``template``, ``export``,
+``confirm``)."""
