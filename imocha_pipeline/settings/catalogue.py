@@ -268,6 +268,21 @@ IMOCHA_PIPELINE_CALLBACK_HOST = Setting(
 IMOCHA_PIPELINE_CALLBACK_PORT = Setting(
     "IMOCHA_PIPELINE_CALLBACK_PORT", WholeNumber(minimum=1, maximum=65535), 8790,
     "port the callback endpoint listens on", CALLBACK_ENDPOINT)
+IMOCHA_PIPELINE_CALLBACK_MAX_BODY_BYTES = Setting(
+    "IMOCHA_PIPELINE_CALLBACK_MAX_BODY_BYTES", WholeNumber(minimum=1024), 65536,
+    "largest callback body accepted; a larger one is answered 413 and not read further", CALLBACK_ENDPOINT)
+IMOCHA_PIPELINE_CALLBACK_READ_TIMEOUT_SECONDS = Setting(
+    "IMOCHA_PIPELINE_CALLBACK_READ_TIMEOUT_SECONDS", Number(above=0.0), 10.0,
+    "seconds a client has to send the whole body; a slower one is answered 408 and disconnected",
+    CALLBACK_ENDPOINT)
+IMOCHA_PIPELINE_CALLBACK_RATE_PER_SECOND = Setting(
+    "IMOCHA_PIPELINE_CALLBACK_RATE_PER_SECOND", Number(above=0.0), 20.0,
+    "requests per second one client address may make on average; more are answered 429 with Retry-After",
+    CALLBACK_ENDPOINT)
+IMOCHA_PIPELINE_CALLBACK_RATE_BURST = Setting(
+    "IMOCHA_PIPELINE_CALLBACK_RATE_BURST", WholeNumber(minimum=1), 250,
+    "requests one client address may make at once before the per-second rate applies (room for a "
+    "`callbacks replay`: iMocha re-sends up to 100 callbacks per call at once)", CALLBACK_ENDPOINT)
 
 # ---------------------------------------------------------------------------------------------------------
 # Sensors and callbacks (the table under "### Sensors")

@@ -176,6 +176,24 @@ def store_callback(engine: Engine, callback: Callback, received_at: datetime | N
         return int(result.inserted_primary_key[0])
 
 
+def store_callback_once(engine: Engine, callback: Callback) -> tuple[int, bool]:
+    """(row id, True) after storing a delivery, or (the earlier row's id, False) when a delivery with the same
+    invitation, status and payload is already in the inbox: a replayed or retried callback is stored once.
+    Callers serialise concurrent calls (the endpoint holds a lock), so two copies arriving together also
+    make one row."""
+    inbox = staging.callback_inbox
+    with engine.connect() as conn:
+        earlier = conn.execute(
+            sa.select(inbox.c.id, inbox.c.payload)
+            .where(inbox.c.test_invitation_id == callback.test_invitation_id, inbox.c.status == callback.status)
+            .order_by(inbox.c.id)
+        ).all()
+    for row in earlier:
+        if row.payload == callback.payload:
+            return int(row.id), False
+    return store_callback(engine, callback), True
+
+
 # ---------------------------------------------------------------- partitions
 
 
