@@ -58,9 +58,17 @@ def demo(seed: int, workdir: str) -> None:
 
 
 @main.command()
-def doctor() -> None:
+@click.option("--scopes", "show_scopes", is_flag=True,
+              help="Only print which Degreed scope is needed for what (no network).")
+@click.option("--scope", "scope_name", default=None,
+              help="Only explain one Degreed scope, in any known spelling (e.g. skill_rating:write).")
+def doctor(show_scopes: bool, scope_name: str | None) -> None:
     """Check the configured iMocha and Degreed set-up: token, scopes, provider, iMocha key."""
-    from imocha_pipeline.doctor import FAIL, doctor_clients, run_doctor
+    from imocha_pipeline.doctor import FAIL, doctor_clients, explain_scope, run_doctor, scope_table
+
+    if show_scopes or scope_name:
+        click.echo(explain_scope(scope_name) if scope_name else "\n".join(scope_table()))
+        return
 
     make_degreed, make_imocha = doctor_clients()
     checks = run_doctor(make_degreed, make_imocha)
@@ -153,7 +161,7 @@ def bulk_export(target: str | None, directory: str | None, dry_run: bool) -> Non
 
 @main.group()
 def db() -> None:
-    """The staging database's schema: create or upgrade it, show its revision."""
+    """The staging database's schema: create or upgrade it, show its revision, set up its roles."""
 
 
 _URL_HELP = "SQLAlchemy URL of the staging database (default: IMOCHA_PIPELINE_STAGING_DB_URL)."
@@ -213,6 +221,28 @@ def db_current(url: str | None) -> None:
         click.echo(problem)
         sys.exit(1)
     click.echo("up to date")
+
+
+@db.command("roles")
+@click.option("--analyst", required=True, help="Read-only role: SELECT on the analyst views, nothing else.")
+@click.option("--writer", required=True, help="The pipeline's role: read/write on the pipeline's tables.")
+@click.option("--url", default=None, help=_URL_HELP)
+def db_roles(analyst: str, writer: str, url: str | None) -> None:
+    """Create (or update) the pipeline's writer role and a read-only analyst role on PostgreSQL, in the URL's
+    schema. New roles get LOGIN and no password: set one with ALTER ROLE ... PASSWORD. Safe to run again."""
+    from imocha_pipeline.settings import staging_db_url
+    from imocha_pipeline.staging import describe_url
+    from imocha_pipeline.staging import versions as schema
+    from imocha_pipeline.staging.roles import RolesUnsupported, create_roles
+
+    url = url or staging_db_url()
+    try:
+        report = create_roles(url, analyst=analyst, writer=writer)
+    except (RolesUnsupported, ValueError, schema.SchemaOutOfDate) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        raise click.ClickException(f"roles on {describe_url(url)} failed: {type(exc).__name__}: {exc}") from exc
+    click.echo(report.summary())
 
 
 if __name__ == "__main__":  # pragma: no cover

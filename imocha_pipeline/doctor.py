@@ -29,6 +29,51 @@ class Check:
         return text
 
 
+SPEC = "specs/degreed-api.md §2.3 (Degreed's token reference, source S2)"
+
+# What each scope the pipeline asks for is used for (the endpoint tables of specs/degreed-api.md §7-§12).
+SCOPE_USES = {
+    "content:read": "read the assessments already in Degreed's catalogue (find by external id, reconcile)",
+    "content:write": "create, update and retire the iMocha assessments in Degreed's catalogue",
+    "providers:read": "check that the iMocha provider is set up (this doctor)",
+    "completions:read": "read completions back for the nightly reconcile",
+    "completions:write": "send and update completions; delete them when a learner is erased",
+    "users:read": "look learners up by email before sending their records",
+    "skill_ratings:read": "read skill ratings back for the nightly reconcile",
+    "skill_ratings:write": "send and update skill ratings; delete them when a learner is erased",
+}
+# Spellings met elsewhere for a documented scope: the project's seed wrote "skill_rating:write".
+OTHER_SPELLINGS = {"skill_ratings:write": ("skill_rating:write",), "skill_ratings:read": ("skill_rating:read",)}
+
+
+def documented_scope(name: str) -> str:
+    """The documented name of a scope given in any spelling we know (``skill_rating:write`` ->
+    ``skill_ratings:write``); an unknown name comes back as it is."""
+    for documented, others in OTHER_SPELLINGS.items():
+        if name == documented or name in others:
+            return documented
+    return name
+
+
+def scope_table() -> list[str]:
+    """Which Degreed scope is needed for what, as lines of a Markdown table (``doctor --scopes``)."""
+    lines = ["| Scope | Needed to |", "|---|---|"]
+    for scope in settings.DEGREED_REQUIRED_SCOPES:
+        others = OTHER_SPELLINGS.get(scope, ())
+        note = f" (also written {', '.join(others)}; Degreed documents {scope}, {SPEC})" if others else ""
+        lines.append(f"| `{scope}` | {SCOPE_USES.get(scope, '')}{note} |")
+    return lines
+
+
+def explain_scope(name: str) -> str:
+    documented = documented_scope(name)
+    if documented not in SCOPE_USES:
+        return f"{name}: not a scope this pipeline asks for ({', '.join(settings.DEGREED_REQUIRED_SCOPES)})"
+    spelled = "" if documented == name else (f" ({name} is another spelling of it; Degreed documents "
+                                             f"{documented}, {SPEC}, and the pipeline asks for that one)")
+    return f"{documented}: needed to {SCOPE_USES[documented]}{spelled}"
+
+
 def _reachability_fix(setting: str) -> str:
     return f"check {setting} (and the network/proxy between this host and it)"
 
@@ -53,13 +98,21 @@ def check_degreed(cfg: settings.DegreedSettings, provider_code: str, make_client
             return [*checks, Check(SKIP, "Degreed scopes and provider", "not checked: no token")]
         if index == 0:
             checks.append(Check(PASS, "Degreed token", f"client {cfg.client_id} is accepted by {cfg.token_url}"))
+        fix = (f"ask a Degreed Technical Admin to add {scope} to the API key of client {cfg.client_id} "
+               "(Settings > API keys)")
         if ok:
             granted.append(scope)
-            checks.append(Check(PASS, f"scope {scope}", "granted"))
+            checks.append(Check(PASS, f"scope {scope}", f"granted (to {SCOPE_USES.get(scope, 'sync')})"))
+            continue
+        other = next((name for name in OTHER_SPELLINGS.get(scope, ()) if _granted(client, name)), None)
+        if other:
+            checks.append(Check(FAIL, f"scope {scope}",
+                                f"the API key has {other}, another spelling of {scope}; Degreed documents "
+                                f"{scope} ({SPEC}) and the pipeline's token asks for it, so it would be refused "
+                                f"(needed to {SCOPE_USES.get(scope, 'sync')})", fix))
         else:
-            checks.append(Check(FAIL, f"scope {scope}", "the API key does not have this scope",
-                                f"ask a Degreed Technical Admin to add {scope} to the API key of client "
-                                f"{cfg.client_id} (Settings > API keys)"))
+            checks.append(Check(FAIL, f"scope {scope}", "the API key does not have this scope "
+                                f"(needed to {SCOPE_USES.get(scope, 'sync')})", fix))
     if "providers:read" not in granted:
         return [*checks, Check(SKIP, "iMocha provider", "not checked: providers:read is not granted")]
     try:
@@ -82,6 +135,13 @@ def check_degreed(cfg: settings.DegreedSettings, provider_code: str, make_client
                             "ask Degreed to set up the iMocha provider for your organization, or set "
                             "DEGREED_PROVIDER_CODE to its code"))
     return checks
+
+
+def _granted(client, scope: str) -> bool:
+    try:
+        return bool(client.check_scope(scope))
+    except ApiError:  # transport errors included: the first check already reported them
+        return False
 
 
 def check_imocha(cfg: settings.ImochaSettings, make_client: Callable) -> list[Check]:

@@ -120,6 +120,44 @@ def test_doctor_names_a_missing_scope(sandbox):
     assert "PASS  iMocha provider" in result.output
 
 
+def test_doctor_says_what_each_scope_is_for_including_the_erasure_deletes(sandbox):
+    result = run_doctor(sandbox.env())
+    assert "PASS  scope content:write: granted (to create, update and retire the iMocha assessments" in result.output
+    assert "PASS  scope completions:write: granted (to send and update completions; delete them when a " \
+           "learner is erased)" in result.output
+    assert "PASS  scope skill_ratings:write: granted (to send and update skill ratings; delete them when a " \
+           "learner is erased)" in result.output
+    table = CliRunner().invoke(main, ["doctor", "--scopes"], env={})  # no settings, no network needed
+    assert table.exit_code == 0, table.output
+    rows = [line for line in table.output.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == list(DEGREED_REQUIRED_SCOPES)
+    assert "users:read` | look learners up by email" in table.output
+    assert "skill_ratings:write` | send and update skill ratings; delete them when a learner is erased " \
+           "(also written skill_rating:write; Degreed documents skill_ratings:write, specs/degreed-api.md §2.3" \
+           in table.output
+
+
+def test_doctor_accepts_the_seed_spelling_and_names_the_documented_scope(sandbox):
+    explained = CliRunner().invoke(main, ["doctor", "--scope", "skill_rating:write"], env={})
+    assert explained.exit_code == 0
+    assert explained.output.startswith("skill_ratings:write: needed to send and update skill ratings")
+    assert "skill_rating:write is another spelling of it; Degreed documents skill_ratings:write, " \
+           "specs/degreed-api.md §2.3 (Degreed's token reference, source S2)" in explained.output
+    documented = CliRunner().invoke(main, ["doctor", "--scope", "skill_ratings:write"], env={})
+    assert "another spelling" not in documented.output and "needed to send" in documented.output
+
+    # A key set up with the seed's spelling: the doctor recognises it and says why the sync would still be
+    # refused (the pipeline's token asks for the documented name, and a key grants only what it holds).
+    scopes = (frozenset(DEGREED_REQUIRED_SCOPES) - {"skill_ratings:write"}) | {"skill_rating:write"}
+    sandbox.degreed.add_client("seed-key", ApiClientSpec("seed-secret-123", scopes, "IMOCHA"))
+    result = run_doctor(sandbox.env() | {"DEGREED_CLIENT_ID": "seed-key", "DEGREED_CLIENT_SECRET": "seed-secret-123"})
+    assert result.exit_code == 1
+    assert "FAIL  scope skill_ratings:write: the API key has skill_rating:write, another spelling of " \
+           "skill_ratings:write; Degreed documents skill_ratings:write (specs/degreed-api.md §2.3" in result.output
+    assert "fix: ask a Degreed Technical Admin to add skill_ratings:write" in result.output
+    assert "PASS  scope skill_ratings:read: granted" in result.output
+
+
 def test_doctor_reports_a_wrong_secret_and_an_unreachable_host(sandbox):
     wrong = run_doctor(sandbox.env() | {"DEGREED_CLIENT_SECRET": "not-the-secret"})
     assert wrong.exit_code == 1
