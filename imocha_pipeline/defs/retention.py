@@ -1,12 +1,12 @@
 """The nightly retention job: removes from the staging database what is older than IMOCHA_PIPELINE_RETENTION_DAYS
 (``sync/core/retention.py`` says what, per table, and why the ledger stays)."""
 
-from __future__ import annotations
+# No "from __future__ import annotations": Dagster reads the op's config annotation as a class.
 
 import dagster as dg
 
 from imocha_pipeline.defs.resources import StagingDatabaseResource, SyncSettingsResource
-from imocha_pipeline.settings import IMOCHA_PIPELINE_RETENTION_CRON
+from imocha_pipeline.settings import IMOCHA_PIPELINE_RETENTION_CRON, InvalidSettingError
 from imocha_pipeline.sync.core.retention import TABLES, apply_retention, retention_days
 
 
@@ -19,7 +19,10 @@ class RetentionConfig(dg.Config):
                    "IMOCHA_PIPELINE_RETENTION_DAYS; the ledger and whatever is still to send stay.")
 def apply_staging_retention(context: dg.OpExecutionContext, config: RetentionConfig,
                             staging_db: StagingDatabaseResource, sync_settings: SyncSettingsResource):
-    days = retention_days()  # an invalid value fails the run here, naming the setting
+    try:
+        days = retention_days()
+    except InvalidSettingError as exc:  # the run fails with the setting's own words, nothing removed
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     dry_run = config.dry_run or sync_settings.is_dry_run()
     report = apply_retention(staging_db.engine(), days, dry_run=dry_run)
     context.log.info("retention: %s", report.summary())
