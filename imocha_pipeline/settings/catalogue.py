@@ -124,6 +124,11 @@ IMOCHA_PIPELINE_STAGING_DB_URL = Setting(
     shown_default="SQLite file `imocha_pipeline_staging.sqlite` under `$DAGSTER_HOME` (or the working directory)",
     default_factory=default_staging_db_url)
 
+IMOCHA_PIPELINE_RETENTION_DAYS = Setting(
+    "IMOCHA_PIPELINE_RETENTION_DAYS", WholeNumber(minimum=1), None,
+    "days `retention_job` keeps plans, closed quarantine rows, drift rows and callback bodies; the ledger and "
+    "what is still to send are kept whatever their age", STAGING, shown_default="(none: keep everything)")
+
 # ---------------------------------------------------------------------------------------------------------
 # Mapping
 
@@ -197,6 +202,10 @@ IMOCHA_PIPELINE_RECONCILE_CRON = Setting(
 IMOCHA_PIPELINE_CATCH_UP_CRON = Setting(
     "IMOCHA_PIPELINE_CATCH_UP_CRON", Cron(), "*/5 * * * *",
     "how often `catch_up_schedule` looks for outstanding records (UTC)", SCHEDULES, read_at_load=True)
+IMOCHA_PIPELINE_RETENTION_CRON = Setting(
+    "IMOCHA_PIPELINE_RETENTION_CRON", Cron(), "45 3 * * *",
+    "schedule of `retention_job` (UTC; it removes nothing unless IMOCHA_PIPELINE_RETENTION_DAYS is set)",
+    SCHEDULES, read_at_load=True)
 IMOCHA_PIPELINE_RECONCILE_DAYS = Setting(
     "IMOCHA_PIPELINE_RECONCILE_DAYS", WholeNumber(minimum=1), 30,
     "how far back the reconcile reads Degreed completions", SCHEDULES)
