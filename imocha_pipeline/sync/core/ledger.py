@@ -58,11 +58,17 @@ class Source:
     id: int
 
 
+def holds_later_attempt(at, attempt_id):
+    """The ledger row's source is a later attempt than ``(at, attempt_id)`` (values or non-null column
+    expressions): later ``at`` wins, then the higher id; a row without a source holds no attempt."""
+    column_at, column_id = sync_ledger.c.source_at, sync_ledger.c.source_id
+    return sa.and_(column_at.is_not(None),
+                   sa.or_(column_at > at, sa.and_(column_at == at, sa.func.coalesce(column_id, 0) > attempt_id)))
+
+
 def _not_newer_than(source: Source):
     """The ledger row's source is not later than ``source`` (rows without a source never block)."""
-    column_at, column_id = sync_ledger.c.source_at, sync_ledger.c.source_id
-    return sa.or_(column_at.is_(None), column_at < source.at,
-                  sa.and_(column_at == source.at, sa.func.coalesce(column_id, 0) <= source.id))
+    return sa.not_(holds_later_attempt(source.at, source.id))
 
 
 class Ledger:

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 
 from imocha_pipeline import staging
 from imocha_pipeline.settings import IMOCHA_PIPELINE_RETENTION_DAYS
-from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED
+from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED, holds_later_attempt
 from imocha_pipeline.sync.core.outstanding import OUTSTANDING_ACTIONS
 from imocha_pipeline.sync.core.plan_store import delivered
 from imocha_pipeline.sync.core.quarantine import OPEN
@@ -68,11 +68,8 @@ def _plan_rows_done(cutoff: datetime) -> sa.ColumnElement[bool]:
     """Plan rows older than ``cutoff`` that nothing can need: not outstanding, delivered, or superseded."""
     plan, ledger = staging.sync_plan, staging.sync_ledger
     same_record = sa.and_(ledger.c.entity == plan.c.entity, ledger.c.record_key == plan.c.record_key)
-    later_attempt = sa.and_(
-        ledger.c.state == ACKNOWLEDGED, plan.c.source_at.is_not(None), ledger.c.source_at.is_not(None),
-        sa.or_(ledger.c.source_at > plan.c.source_at,
-               sa.and_(ledger.c.source_at == plan.c.source_at,
-                       sa.func.coalesce(ledger.c.source_id, 0) > sa.func.coalesce(plan.c.source_id, 0))))
+    later_attempt = sa.and_(ledger.c.state == ACKNOWLEDGED, plan.c.source_at.is_not(None),
+                            holds_later_attempt(plan.c.source_at, sa.func.coalesce(plan.c.source_id, 0)))
     return sa.and_(
         plan.c.planned_at < cutoff,
         sa.or_(plan.c.delivered_at.is_(None), plan.c.delivered_at < cutoff),
