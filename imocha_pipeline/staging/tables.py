@@ -337,5 +337,8 @@ erased_learners = sa.Table(
     sa.Column("email_hmac", sa.String(64), primary_key=True),
     _ts("erased_at", nullable=False),
     _ts("lifted_at"),
+    # When iMocha accepted the GDPR request (``--in-imocha``): its copies of the attempts are masked, so lifting the
+    # erasure does not read those attempts again (they would come back under a masked email).
+    _ts("masked_in_imocha_at"),
     _ts("updated_at", nullable=False),
 )

@@ -48,7 +48,7 @@ class ForgetReport:
         lines += [f"    {table:<24} {count}" for table, count in sorted(self.local.items())]
         for system, outcome in (("iMocha", self.imocha), ("Degreed", self.degreed)):
             shown = ", ".join(f"{k}={v}" for k, v in outcome.items() if k != "requested")
-            lines.append(f"  {system}: {shown if outcome.get('requested') else 'not asked'}")
+            lines.append(f"  {system}: {shown if outcome.get('requested') or shown else 'not asked'}")
         return lines
 
 
@@ -75,6 +75,9 @@ def forget(engine: Engine, email: str, *, in_imocha: bool = False, in_degreed: b
         if not dry_run:
             outcome = remote.request_in_imocha(imocha_client(), email)
             report.imocha.update(accepted=outcome.accepted, answer=outcome.message)
+            if outcome.accepted:
+                with engine.begin() as conn:
+                    registry.record_masked_in_imocha(conn, email_hash)
     if in_degreed:
         report.degreed = {"requested": True, "to_delete": remote.degreed_plan(pending)}
         if not dry_run:
@@ -85,8 +88,8 @@ def forget(engine: Engine, email: str, *, in_imocha: bool = False, in_degreed: b
 
 
 def undo(engine: Engine, email: str, *, dry_run: bool = False) -> ForgetReport:
-    """Lift the erasure of ``email`` (an operator's decision): the extract reads the learner's attempts again and
-    the next runs send them as new records. Not erased: a clear error."""
+    """Lift the erasure of ``email`` (an operator's decision): the learner's attempts are staged and sent again as
+    new records (the erased ones only if iMocha did not mask them). Not erased: a clear error."""
     email = registry.normalise_email(email)
     email_hash = registry.email_hmac(email, registry.erasure_key())
     report = ForgetReport(email_hash, dry_run, undo=True)
@@ -94,7 +97,11 @@ def undo(engine: Engine, email: str, *, dry_run: bool = False) -> ForgetReport:
         with engine.begin() as conn:
             if not registry.is_erased(conn, email_hash):
                 raise LookupError("this learner is not erased (or the erasure was already lifted): nothing to undo")
-            report.local = local.lift(conn, email_hash)
+            masked = registry.masked_in_imocha(conn, email_hash)
+            report.local = local.lift(conn, email_hash, keep_attempts=masked)
+            if masked:
+                report.imocha = {"requested": False, "note": "iMocha masked the erased attempts: they stay erased; "
+                                                             "the learner's new attempts sync"}
             registry.record(conn, email_hash, lifted=True)
             report.local["erased_learners"] = 1
             if dry_run:

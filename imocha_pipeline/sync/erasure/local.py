@@ -101,10 +101,13 @@ def erase(conn: Connection, email: str, email_hash: str) -> dict[str, int]:
     return counts
 
 
-def lift(conn: Connection, email_hash: str) -> dict[str, int]:
-    """Undo's local part: the erased attempts' tombstones go, so the extract reads those attempts again (and the
-    learner's records are planned and sent as new). The hashed ledger rows stay, as the history of what was
-    erased (and deleted in Degreed)."""
+def lift(conn: Connection, email_hash: str, *, keep_attempts: bool) -> dict[str, int]:
+    """Undo's local part: the erased attempts' tombstones go, so the extract reads those attempts again and the
+    learner's records are planned and sent as new; unless ``keep_attempts`` (iMocha masked them: read again they
+    would come back under a masked email, so they stay erased and only new attempts sync). The hashed ledger rows
+    stay, as the history of what was erased (and deleted in Degreed)."""
+    if keep_attempts:
+        return {"imocha_completions": 0}
     completions = staging.imocha_completions
     removed = conn.execute(completions.delete().where(completions.c.learner_email == marker(email_hash))).rowcount
     return {"imocha_completions": removed}

@@ -64,6 +64,18 @@ def record(conn: Connection, email_hash: str, *, lifted: bool) -> None:
     staging.upsert(conn, table, [{"email_hmac": email_hash, "erased_at": now, "lifted_at": None, "updated_at": now}])
 
 
+def record_masked_in_imocha(conn: Connection, email_hash: str) -> None:
+    table, now = staging.erased_learners, staging.utcnow()
+    conn.execute(table.update().where(table.c.email_hmac == email_hash).values(masked_in_imocha_at=now,
+                                                                               updated_at=now))
+
+
+def masked_in_imocha(conn: Connection, email_hash: str) -> bool:
+    table = staging.erased_learners
+    return conn.execute(sa.select(table.c.masked_in_imocha_at).where(
+        table.c.email_hmac == email_hash)).scalar() is not None
+
+
 def blocked_attempts(engine: Engine, attempts: Iterable[tuple[int, str | None]]) -> set[int]:
     """Of ``(invitation id, email)`` pairs iMocha lists, the attempts never to stage: those of a learner erased and
     not lifted, and those staged as erased (``erased:<hash>``; e.g. iMocha lists them again, masked).

@@ -2,7 +2,8 @@
 
 - ``erased_learners``: one row per erased learner, keyed by the HMAC-SHA256 of the normalised email (the key is the
   setting IMOCHA_PIPELINE_ERASURE_KEY; the email itself is not stored), when it was erased and, when an operator
-  lifted the erasure (``forget --undo``), when.
+  lifted the erasure (``forget --undo``), when; and when iMocha accepted the request to mask the candidate
+  (``--in-imocha``).
 
 Revision ID: 0007
 Revises: 0006
@@ -26,6 +27,7 @@ def upgrade() -> None:
         sa.Column("email_hmac", sa.String(length=64), nullable=False),
         sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("lifted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("masked_in_imocha_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("email_hmac"),
     )
