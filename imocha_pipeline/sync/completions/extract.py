@@ -14,7 +14,7 @@ from imocha_pipeline.clients.errors import ApiError, NotFoundError
 from imocha_pipeline.clients.imocha import ImochaClient, ImochaReport
 from imocha_pipeline.clients.imocha.values import normalize_status
 from imocha_pipeline.sync.core.concurrent_fetch import fetch_all
-from imocha_pipeline.sync.erasure.registry import blocked_attempts
+from imocha_pipeline.sync.erasure.registry import blocked_attempts, clear_callback_bodies
 
 
 @dataclass
@@ -81,6 +81,7 @@ def extract_completions(client: ImochaClient, engine: Engine, days: list[date], 
         row, skill_rows = report_rows(report, attempt_of[invitation_id], day_of[invitation_id], extracted_at)
         completions.append(row)
         scores.extend(skill_rows)
+    clear_callback_bodies(engine, erased | late)  # a callback of an erased attempt that came after the erasure
     return ExtractResult(completions, scores, len(todo), len(skip), problems, len(erased | late))
 
 

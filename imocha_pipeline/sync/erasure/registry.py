@@ -64,6 +64,17 @@ def record(conn: Connection, email_hash: str, *, lifted: bool) -> None:
     staging.upsert(conn, table, [{"email_hmac": email_hash, "erased_at": now, "lifted_at": None, "updated_at": now}])
 
 
+def clear_callback_bodies(engine: Engine, invitation_ids: set[int]) -> int:
+    """Callbacks of erased attempts that arrived after the erasure: their bodies (email, name, score) removed; the
+    rows stay (the sensors need to know the callback came)."""
+    if not invitation_ids:
+        return 0
+    inbox = staging.callback_inbox
+    with engine.begin() as conn:
+        return conn.execute(inbox.update().where(inbox.c.test_invitation_id.in_(sorted(invitation_ids)),
+                                                 inbox.c.payload.is_not(None)).values(payload=None)).rowcount or 0
+
+
 def record_masked_in_imocha(conn: Connection, email_hash: str) -> None:
     table, now = staging.erased_learners, staging.utcnow()
     conn.execute(table.update().where(table.c.email_hmac == email_hash).values(masked_in_imocha_at=now,
