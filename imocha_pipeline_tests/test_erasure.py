@@ -220,6 +220,11 @@ def test_forget_refuses_without_the_key_and_changes_nothing(sandbox, sqlite_url,
     run = h.run("forget_job", run_config={"ops": {"forget_learner": {"config": {"email": erasee.email}}}})
     assert not run.success and KEY_SETTING in str(run.failure_data_for_node("forget_learner").error)
 
+    # Once a learner is erased, a sync run without the key cannot tell who is erased: it stops, naming the setting.
+    assert _forget(sandbox, sqlite_url, "--email", erasee.email).exit_code == 0
+    run = h.completions()
+    assert not run.success and KEY_SETTING in str(run.failure_data_for_node("imocha_attempts").error)
+
 
 def test_forget_job_reports_in_its_metadata_and_unknown_email_is_not_fatal(sandbox, sqlite_url, instance,
                                                                              monkeypatch):
