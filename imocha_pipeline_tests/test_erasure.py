@@ -269,3 +269,43 @@ def test_the_imocha_client_reports_an_unknown_email(sandbox):
     again = client.request_erasure(learner.email)
     assert (again.accepted, again.found) == (False, False)
     assert learner.email not in again.message
+
+
+def test_a_failed_degreed_delete_is_finished_by_a_rerun_and_nothing_is_deleted_twice(sandbox, sqlite_url, instance,
+                                                                                        monkeypatch):
+    """Degreed fails every skill-rating DELETE (503; one send each, to keep the test short): the completion is
+    deleted and recorded, the failures reported (the command would exit 1); the rerun deletes the rest, nothing
+    twice."""
+    from imocha_pipeline.clients.http.policy import RetryPolicy
+    from imocha_pipeline.connections import shared_degreed_client
+    from imocha_pipeline.settings import DegreedSettings
+    from imocha_pipeline.sync.erasure.forget import forget
+    from imocha_sandbox.server import FaultConfig
+
+    monkeypatch.setenv(KEY_SETTING, KEY)
+    for name, value in sandbox.env().items():
+        monkeypatch.setenv(name, value)
+    h = SyncHarness(sandbox, sqlite_url, instance)
+    erasee, *_ = _world(h, sandbox)
+    engine = staging.get_engine(sqlite_url)
+    ours = {r["degreed_id"]: r["entity"] for r in _ledger(h) if r["record_key"].startswith(erasee.email.lower())}
+
+    def client():
+        return shared_degreed_client(DegreedSettings.from_env(), sqlite_url,
+                                     session_options={"retry": RetryPolicy(max_attempts=1)})
+
+    seq = sandbox.degreed.log.last_seq
+    sandbox.degreed.faults.set(FaultConfig(error_5xx_share=1.0, path_prefix="/api/v2/skill-ratings/",
+                                           methods=["DELETE"]))
+    first = forget(engine, erasee.email, in_degreed=True, degreed_client=client)
+    assert first.failed and len(first.degreed["failed"]) == len(ours) - 1
+    assert first.degreed["deleted"] == {"completion": 1}
+    states = {r["degreed_id"]: r["state"] for r in _ledger(h) if r["degreed_id"] in ours}
+    assert states == {i: "deleted" if entity == "completion" else "erased" for i, entity in ours.items()}
+
+    sandbox.degreed.faults.clear()
+    again = forget(engine, erasee.email, in_degreed=True, degreed_client=client)
+    assert not again.failed and again.degreed["deleted"] == {"skill_rating": len(ours) - 1}
+    done = [w.path.rsplit("/", 1)[1] for w in h.writes(seq) if w.method == "DELETE" and w.status in (200, 204)]
+    assert sorted(done) == sorted(ours)  # each record deleted once, over both runs
+    assert {r["state"] for r in _ledger(h) if r["degreed_id"] in ours} == {"deleted"}
