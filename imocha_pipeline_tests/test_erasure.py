@@ -216,6 +216,8 @@ def test_forget_refuses_without_the_key_and_changes_nothing(sandbox, sqlite_url,
         assert result.exit_code != 0
         assert KEY_SETTING in result.output
         assert "short" not in result.output  # a secret's value is never repeated
+    bad = _forget(sandbox, sqlite_url, "--email", "not-an-email")
+    assert bad.exit_code != 0 and "not an email address: 'not-an-email'" in bad.output
     assert _dump(engine) == before
     run = h.run("forget_job", run_config={"ops": {"forget_learner": {"config": {"email": erasee.email}}}})
     assert not run.success and KEY_SETTING in str(run.failure_data_for_node("forget_learner").error)

@@ -132,8 +132,10 @@ IMOCHA_PIPELINE_ERASURE_KEY = Setting(
     "IMOCHA_PIPELINE_ERASURE_KEY",
     Text(min_length=16, hint="e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"), None,
     "secret key of the HMAC-SHA256 that keeps an erased learner's email as a keyed hash (`imocha-pipeline "
-    "forget`, `forget_job`); keep it stable: with another key an erased learner is no longer recognised",
-    STAGING, required=True, secret=True, shown_default="(required by `imocha-pipeline forget`)")
+    "forget`, `forget_job`); once a learner is erased every completion sync needs it too, to recognise them. Keep "
+    "it stable: under another key an erased learner is no longer recognised",
+    STAGING, required=True, secret=True,
+    shown_default="(required by `forget`, then by the completion runs)")
 
 # ---------------------------------------------------------------------------------------------------------
 # Mapping
