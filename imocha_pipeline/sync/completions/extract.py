@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.engine import Engine
@@ -23,6 +23,8 @@ class ExtractResult:
     reports_fetched: int
     already_staged: int
     problems: list[tuple[int, str]]  # (invitation id, reason) for reports that could not be read
+    day_of: dict[int, date] = field(default_factory=dict)  # every attempt listed -> the day whose window listed it
+    skipped: set[int] = field(default_factory=set)  # attempts listed but already staged (no report fetched)
 
 
 def staged_invitation_ids(engine: Engine, ids: list[int]) -> set[int]:
@@ -76,7 +78,7 @@ def extract_completions(client: ImochaClient, engine: Engine, days: list[date], 
         row, skill_rows = report_rows(report, attempt_of[invitation_id], day_of[invitation_id], extracted_at)
         completions.append(row)
         scores.extend(skill_rows)
-    return ExtractResult(completions, scores, len(todo), len(skip), problems)
+    return ExtractResult(completions, scores, len(todo), len(skip), problems, day_of, skip)
 
 
 def report_rows(report: ImochaReport, attempt, attempt_date: date,

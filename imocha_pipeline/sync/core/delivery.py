@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 import pandas as pd
 from sqlalchemy.engine import Engine
@@ -41,6 +41,10 @@ class Delivery:
     waiting: Counter = field(default_factory=Counter)
     result: ApplyResult = field(default_factory=ApplyResult)
     dry_run: bool = False
+    sent: list[dict] = field(default_factory=list)
+    """The due records given to the apply loop: ``record_key``, ``action``, ``day`` (the attempt's day)."""
+    held_back: list[dict] = field(default_factory=list)
+    """Outstanding records not sent: ``record_key``, ``reason`` (why it waits, or the payload problem), ``day``."""
 
     @property
     def undelivered(self) -> int:
@@ -56,8 +60,42 @@ class Delivery:
         data["undelivered"] = self.undelivered
         return data
 
+    def records(self) -> list[dict]:
+        """One row per record this delivery looked at: what was sent and how it ended, then what was held back
+        and why (for the run's table of records)."""
+        errors = {e["record_key"]: e["error"] for e in self.result.errors}
+        rows = [{"entity": self.entity, "record_key": r["record_key"], "day": r["day"], "action": r["action"],
+                 "outcome": "not sent (dry run)" if self.dry_run
+                 else self.result.outcomes.get(r["record_key"], "not tried"),
+                 "detail": errors.get(r["record_key"], "")} for r in self.sent]
+        return rows + [{"entity": self.entity, "record_key": r["record_key"], "day": r["day"], "action": "",
+                        "outcome": "held back", "detail": r["reason"]} for r in self.held_back]
+
+    def day_counts(self, day) -> dict[str, int]:
+        """This delivery's figures for the records of one attempt day (final outcomes, so the days of a run add
+        up to its records)."""
+        sent = [r for r in self.sent if r["day"] == day]
+        held = Counter(r["reason"] if r["reason"] in self.waiting else "invalid_payloads"
+                       for r in self.held_back if r["day"] == day)
+        data: dict[str, int] = {"due": len(sent), "invalid_payloads": held.pop("invalid_payloads", 0),
+                                **{f"waiting_{reason}": n for reason, n in sorted(held.items())}}
+        if self.dry_run:
+            data["writes_skipped"] = len(sent)
+            return data
+        outcomes = Counter(self.result.outcomes.get(r["record_key"], "not_tried") for r in sent)
+        data.update({"failed": 0, **{outcome: n for outcome, n in sorted(outcomes.items())}})
+        data["undelivered"] = sum(outcomes.get(outcome, 0) for outcome in UNDELIVERED_OUTCOMES)
+        return data
+
     def first_errors(self, limit: int = 20) -> list[str]:
         return [f"{e['record_key']}: {e['error']}" for e in self.result.errors[:limit]]
+
+
+def _day(value) -> date | None:
+    """An attempt day as a ``date`` (None for records without one, e.g. assessments)."""
+    if value is None or (not isinstance(value, (date, str)) and pd.isna(value)):
+        return None
+    return date.fromisoformat(value[:10]) if isinstance(value, str) else pd.Timestamp(value).date()
 
 
 def validate_payloads(frame: pd.DataFrame, entity: EntitySpec) -> tuple[pd.DataFrame, list[Entry]]:
@@ -84,8 +122,15 @@ def deliver(engine: Engine, entity: EntitySpec, writer: EntityWriter, scope: Sco
     quarantine = Quarantine(engine, entity.name, run_id)
     frame, invalid = validate_payloads(found.due, entity)
     quarantine.put(invalid)
+    day_of = dict(zip(found.due["record_key"], found.due["source_day"], strict=True))
     delivery = Delivery(entity.name, scope, due=len(frame), invalid=len(invalid), waiting=found.waiting,
-                        dry_run=dry_run)
+                        dry_run=dry_run,
+                        sent=[{"record_key": key, "action": action, "day": _day(day_of.get(key))}
+                              for key, action in zip(frame["record_key"], frame["action"], strict=True)],
+                        held_back=[{"record_key": e.record_key, "reason": e.reason,
+                                    "day": _day(day_of.get(e.record_key))} for e in invalid]
+                        + [{"record_key": key, "reason": reason, "day": _day(found.waiting_days.get(key))}
+                           for reason, keys in found.waiting_keys.items() for key in keys])
     if on_start is not None:
         on_start(len(frame))
     if dry_run or frame.empty:
