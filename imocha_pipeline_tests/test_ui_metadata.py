@@ -112,6 +112,31 @@ def test_every_day_read_is_materialized_even_without_attempts_and_days_not_read_
     assert day_metadata(instance, "imocha_completions", today)["dagster/row_count"] == 0
 
 
+def test_the_day_end_schedule_reads_a_quiet_day_once_so_it_shows_as_synced(harness, instance):
+    from imocha_pipeline.defs.sensors import completion_day_end_schedule
+
+    h = harness
+    h.assessments()
+    quiet = datetime.now(UTC).date() - timedelta(days=1)
+    at = datetime.combine(quiet + timedelta(days=1), datetime.min.time(), UTC) + timedelta(minutes=30)
+
+    def tick():
+        return completion_day_end_schedule(dg.build_schedule_context(instance=instance,
+                                                                     scheduled_execution_time=at))
+
+    request = tick()
+    assert isinstance(request, dg.RunRequest) and request.partition_key == quiet.isoformat()
+    assert request.run_key == f"day_end:{quiet}" and request.tags["imocha_pipeline/trigger"] == "day_end"
+    assert not instance.get_materialized_partitions(dg.AssetKey("imocha_completions"))
+    run = h.run("completion_sync_job", partition_key=request.partition_key, tags=request.tags)
+    assert run.success
+    for asset in PARTITIONED:
+        assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {quiet.isoformat()}, asset
+    assert day_metadata(instance, "imocha_completions", quiet)["dagster/row_count"] == 0
+    skipped = tick()
+    assert isinstance(skipped, dg.SkipReason) and "already synced" in skipped.skip_message
+
+
 def test_apply_metadata_shows_non_zero_outcomes_a_table_of_records_and_numeric_request_counts(harness, instance):
     h = harness
     h.assessments()
