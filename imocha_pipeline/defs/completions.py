@@ -1,5 +1,6 @@
 """Completions and skill scores: each finished iMocha attempt becomes a Degreed completion and skill ratings."""
 
+from collections import Counter
 from datetime import date, timedelta
 
 import dagster as dg
@@ -85,18 +86,19 @@ def imocha_attempts(context: dg.AssetExecutionContext, config: ExtractConfig, im
     quarantine_unreadable_reports(engine, result.problems, context.run.run_id)
     context.log.info("days %s..%s: %d new attempts staged, %d already staged, %d reports unavailable",
                      days[0], days[-1], len(result.completions), result.already_staged, len(result.problems))
-    staged = staged_rows_per_day(engine, days)
+    figures = ExtractDays(result, staged_rows_per_day(engine, days))
     requests = request_metadata(metrics, "imocha_requests")
     if len(days) > 1:
-        for key, figures in (("imocha_completions", extract_figures), ("imocha_skill_scores", score_figures)):
-            describe_each_day(context, days, lambda day, figures=figures: figures(result, staged, day),
-                              asset_key=key, run_totals={**figures(result, staged, None), **requests})
+        describe_each_day(context, days, figures.completions, asset_key="imocha_completions",
+                          run_totals={**figures.completions(None), **requests})
+        describe_each_day(context, days, figures.skill_scores, asset_key="imocha_skill_scores",
+                          run_totals=figures.skill_scores(None))
         yield dg.MaterializeResult(asset_key="imocha_completions")
         yield dg.MaterializeResult(asset_key="imocha_skill_scores")
         return
     yield dg.MaterializeResult(asset_key="imocha_completions", metadata={
-        **extract_figures(result, staged, None), "days": f"{days[0]}..{days[-1]}", **requests})
-    yield dg.MaterializeResult(asset_key="imocha_skill_scores", metadata=score_figures(result, staged, None))
+        **figures.completions(None), "days": f"{days[0]}..{days[-1]}", **requests})
+    yield dg.MaterializeResult(asset_key="imocha_skill_scores", metadata=figures.skill_scores(None))
 
 
 def staged_rows_per_day(engine, days: list[date]) -> dict[str, dict[date, int]]:
@@ -115,30 +117,39 @@ def _as_date(value) -> date:
     return date.fromisoformat(value[:10]) if isinstance(value, str) else value
 
 
-def extract_figures(result: ExtractResult, staged: dict[str, dict[date, int]], day: date | None) -> dict:
-    """imocha_completions' figures for one day (None: the run): attempts listed, new, already staged, reports."""
-    def of_day(ids) -> list[int]:
-        return [i for i in ids if day is None or result.day_of.get(i) == day]
+class ExtractDays:
+    """The extract's figures per day, counted once (a backfill of a thousand days reads them a thousand times)."""
 
-    listed = of_day(result.day_of)
-    table = staging.imocha_completions
-    rows = sum(staged[table.name].values()) if day is None else staged[table.name][day]
-    return {**staged_table_metadata(table, rows),
-            "attempts_listed": len(listed),
-            "new_attempts": sum(1 for c in result.completions if day is None or c["attempt_date"] == day),
-            "already_staged": len(of_day(result.skipped)),
-            "reports_fetched": len(listed) - len(of_day(result.skipped)),
-            "reports_unavailable": len(of_day([i for i, _ in result.problems]))}
+    def __init__(self, result: ExtractResult, staged: dict[str, dict[date, int]]):
+        day_of = result.day_of
+        self.staged = staged
+        self.listed = Counter(day_of.values())
+        self.skipped = Counter(day_of[i] for i in result.skipped)
+        self.unavailable = Counter(day_of.get(i) for i, _ in result.problems)
+        self.new = Counter(c["attempt_date"] for c in result.completions)
+        self.new_scores = Counter(s["attempt_date"] for s in result.skill_scores)
+        self.without_skills = Counter(c["attempt_date"] for c in result.completions if not c["has_skills"])
 
+    def rows(self, table, day: date | None) -> int:
+        return sum(self.staged[table.name].values()) if day is None else self.staged[table.name][day]
 
-def score_figures(result: ExtractResult, staged: dict[str, dict[date, int]], day: date | None) -> dict:
-    """imocha_skill_scores' figures for one day (None: the run)."""
-    table = staging.imocha_skill_scores
-    rows = sum(staged[table.name].values()) if day is None else staged[table.name][day]
-    return {**staged_table_metadata(table, rows),
-            "new_skill_scores": sum(1 for s in result.skill_scores if day is None or s["attempt_date"] == day),
-            "attempts_without_skills": sum(1 for c in result.completions if not c["has_skills"]
-                                           and (day is None or c["attempt_date"] == day))}
+    @staticmethod
+    def of(counter: Counter, day: date | None) -> int:
+        return sum(counter.values()) if day is None else counter.get(day, 0)
+
+    def completions(self, day: date | None) -> dict[str, object]:
+        """imocha_completions' figures for one day (None: the run)."""
+        return {**staged_table_metadata(staging.imocha_completions, self.rows(staging.imocha_completions, day)),
+                "attempts_listed": self.of(self.listed, day), "new_attempts": self.of(self.new, day),
+                "already_staged": self.of(self.skipped, day),
+                "reports_fetched": self.of(self.listed, day) - self.of(self.skipped, day),
+                "reports_unavailable": self.of(self.unavailable, day)}
+
+    def skill_scores(self, day: date | None) -> dict[str, object]:
+        """imocha_skill_scores' figures for one day (None: the run)."""
+        return {**staged_table_metadata(staging.imocha_skill_scores, self.rows(staging.imocha_skill_scores, day)),
+                "new_skill_scores": self.of(self.new_scores, day),
+                "attempts_without_skills": self.of(self.without_skills, day)}
 
 
 @dg.asset(
@@ -161,12 +172,11 @@ def completion_sync_plan(context: dg.AssetExecutionContext, staging_db: StagingD
         stage_entity_plan(engine, entity_plan, run_id)
     mark_planned(engine, days)
     per_minute = degreed.resolved().rate_limit_per_minute
-    day_of_attempt = attempt_days(engine, days)
-    whole = plan_figures(plans, per_minute, day_of_attempt, None)
+    figures = PlanDays(plans, per_minute, attempt_days(engine, days))
+    whole = figures.figures(None)
     context.log.info(plan_eta_line("completion plan", int(whole["writes_planned"]), per_minute))
     if len(days) > 1:
-        describe_each_day(context, days, lambda day: plan_figures(plans, per_minute, day_of_attempt, day),
-                          run_totals=whole)
+        describe_each_day(context, days, figures.figures, run_totals=whole)
         return dg.MaterializeResult()
     return dg.MaterializeResult(metadata=whole)
 
@@ -180,35 +190,46 @@ def attempt_days(engine, days: list[date]) -> dict[str, date]:
     return {attempt_key(i): _as_date(day) for i, day in found}
 
 
-def plan_figures(plans, per_minute: int, day_of_attempt: dict[str, date], day: date | None) -> dict[str, object]:
-    """completion_sync_plan's figures for one day (None: the run): non-zero counts per action and quarantined
-    records, the writes with their ETA (or "nothing to send"), and a preview of the changes."""
-    metadata: dict[str, object] = {}
-    writes = 0
-    previews = {}
-    for entity_plan in plans:
-        frame = entity_plan.frame
-        if day is not None and not frame.empty:
-            frame = frame[[_as_date(d) == day if d is not None and not pd.isna(d) else False
-                           for d in frame["source_day"]]]
-        counts = frame["action"].value_counts().to_dict() if not frame.empty else {}
-        day_of_key = dict(zip(frame["record_key"], frame["source_day"], strict=True)) if not frame.empty else {}
-        quarantined = [e for e in entity_plan.quarantined
-                       if day is None or _entry_day(e.record_key, day_of_key, day_of_attempt) == day]
-        for action in ("create", "update", "unchanged", "wait", "skip"):
-            metadata[f"{entity_plan.entity}_{action}"] = int(counts.get(action, 0))
-        metadata[f"{entity_plan.entity}_quarantined"] = len(quarantined)
-        writes += sum(int(counts.get(a, 0)) for a in WRITE_ACTIONS)
-        changes = frame[frame["action"] != "unchanged"] if not frame.empty else frame
-        previews[f"{entity_plan.entity}_preview"] = changes.reindex(
-            columns=["record_key", "action", "reason", *entity_plan.fields]).head(25)
-    return {**nonzero(metadata), **plan_summary(writes, per_minute, previews)}
+class PlanDays:
+    """completion_sync_plan's figures per day, with each entity's plan split by attempt day once."""
+
+    def __init__(self, plans, per_minute: int, day_of_attempt: dict[str, date]):
+        self.per_minute = per_minute
+        self.parts = []
+        for entity_plan in plans:
+            frame = entity_plan.frame
+            days = [None if d is None or pd.isna(d) else _as_date(d) for d in frame.get("source_day", [])]
+            by_day = dict(iter(frame.groupby(pd.Series(days, index=frame.index, dtype=object)))) \
+                if not frame.empty else {}
+            day_of_key = dict(zip(frame["record_key"], days, strict=True)) if not frame.empty else {}
+            quarantined = Counter(_entry_day(e.record_key, day_of_key, day_of_attempt) for e in entity_plan.quarantined)
+            self.parts.append((entity_plan, by_day, quarantined))
+
+    def figures(self, day: date | None) -> dict[str, object]:
+        """The figures of one day (None: the run): non-zero counts per action and quarantined records, the writes
+        with their ETA (or "nothing to send"), and a preview of the changes."""
+        metadata: dict[str, object] = {}
+        writes = 0
+        previews = {}
+        for entity_plan, by_day, quarantined in self.parts:
+            frame = entity_plan.frame if day is None else by_day.get(day, entity_plan.frame.iloc[0:0])
+            counts = frame["action"].value_counts().to_dict() if not frame.empty else {}
+            for action in ("create", "update", "unchanged", "wait", "skip"):
+                metadata[f"{entity_plan.entity}_{action}"] = int(counts.get(action, 0))
+            metadata[f"{entity_plan.entity}_quarantined"] = sum(quarantined.values()) if day is None \
+                else quarantined.get(day, 0)
+            writes += sum(int(counts.get(a, 0)) for a in WRITE_ACTIONS)
+            changes = frame[frame["action"] != "unchanged"] if not frame.empty else frame
+            previews[f"{entity_plan.entity}_preview"] = changes.reindex(
+                columns=["record_key", "action", "reason", *entity_plan.fields]).head(25)
+        return {**nonzero(metadata), **plan_summary(writes, self.per_minute, previews)}
 
 
 def _entry_day(key: str, day_of_key: dict, day_of_attempt: dict[str, date]) -> date | None:
     if key in day_of_key:
-        return _as_date(day_of_key[key])
+        return day_of_key[key]
     return day_of_attempt.get(key.split("|", 1)[0])
+
 
 
 @dg.asset_check(asset=completion_sync_plan, name=PAYLOADS_VALID_CHECK, blocking=True)

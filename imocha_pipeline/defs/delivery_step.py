@@ -10,7 +10,12 @@ import dagster as dg
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline.clients.http import RequestMetrics
-from imocha_pipeline.defs.metadata import apply_metadata, describe_each_day, request_metadata
+from imocha_pipeline.defs.metadata import (
+    apply_metadata,
+    apply_metadata_by_day,
+    describe_each_day,
+    request_metadata,
+)
 from imocha_pipeline.sync.core.apply import EntityWriter
 from imocha_pipeline.sync.core.delivery import Delivery, deliver
 from imocha_pipeline.sync.core.entity import EntitySpec
@@ -63,8 +68,7 @@ def deliver_all(context: dg.AssetExecutionContext, engine: Engine,
                       if not isinstance(value, dg.MetadataValue) or isinstance(value, dg.IntMetadataValue)},
         )
     if days is not None and len(days) > 1:
-        describe_each_day(context, days, lambda day: apply_metadata(deliveries, dry_run=dry_run, day=day),
-                          run_totals=metadata)
+        describe_each_day(context, days, apply_metadata_by_day(deliveries, dry_run=dry_run), run_totals=metadata)
         return dg.MaterializeResult()
     return dg.MaterializeResult(metadata=metadata)
 

@@ -103,26 +103,31 @@ def records_markdown(rows: Sequence[Mapping[str, object]], columns: Sequence[str
 RECORD_COLUMNS = ("entity", "record_key", "day", "action", "outcome", "detail")
 
 
-def apply_metadata(deliveries: Sequence[Delivery], *, dry_run: bool, day: date | None = None) -> dict[str, object]:
-    """An apply step's outcomes: per entity the records due, the failures
-    (even when 0) and every other non-zero outcome, and a table of the records sent and held back with their
-    reasons. With ``day``, only the records of that attempt day (a partition of a multi-day run)."""
+def apply_metadata(deliveries: Sequence[Delivery], *, dry_run: bool) -> dict[str, object]:
+    """An apply step's outcomes: per entity the records due, the failures (even when 0) and every other non-zero
+    outcome, and a table of the records sent and held back with their reasons."""
     metadata: dict[str, object] = {"dry_run": True} if dry_run else {}
     rows = []
     for delivery in deliveries:
-        counts = delivery.as_metadata() if day is None else delivery.day_counts(day)
         keep = ("due",) if delivery.dry_run else ("due", "failed")
-        metadata.update({f"{delivery.entity}_{key}": value for key, value in nonzero(counts, keep).items()})
-        records = [row for row in delivery.records() if day is None or row["day"] == day]
-        errors = [f"{row['record_key']}: {row['detail']}" for row in records
-                  if row["detail"] and row["outcome"] != "held back"]
-        if errors:
-            metadata[f"{delivery.entity}_errors"] = "\n".join(errors[:20])
-        rows += records
+        metadata.update({f"{delivery.entity}_{key}": value for key, value in nonzero(delivery.as_metadata(),
+                                                                                     keep).items()})
+        if delivery.result.errors:
+            metadata[f"{delivery.entity}_errors"] = "\n".join(delivery.first_errors())
+        rows += delivery.records()
     metadata["records"] = records_markdown(rows, RECORD_COLUMNS, empty="Nothing was due: no record was sent or "
                                                                         "held back.")
     return metadata
 
+
+def apply_metadata_by_day(deliveries: Sequence[Delivery], *, dry_run: bool) -> Callable[[date], dict[str, object]]:
+    """``apply_metadata`` of one attempt day, for ``describe_each_day`` (the records are split by day once)."""
+    parts = [(delivery, delivery.by_day()) for delivery in deliveries]
+
+    def of_day(day: date) -> dict[str, object]:
+        return apply_metadata([by_day.get(day) or Delivery(delivery.entity, delivery.scope, dry_run=delivery.dry_run)
+                               for delivery, by_day in parts], dry_run=dry_run)
+    return of_day
 
 def describe_each_day(context: dg.AssetExecutionContext, days: Sequence[date],
                       day_metadata: Callable[[date], Mapping[str, object]], *, asset_key: str | None = None,

@@ -71,21 +71,28 @@ class Delivery:
         return rows + [{"entity": self.entity, "record_key": r["record_key"], "day": r["day"], "action": "",
                         "outcome": "held back", "detail": r["reason"]} for r in self.held_back]
 
-    def day_counts(self, day) -> dict[str, int]:
-        """This delivery's figures for the records of one attempt day (final outcomes, so the days of a run add
-        up to its records)."""
-        sent = [r for r in self.sent if r["day"] == day]
-        held = Counter(r["reason"] if r["reason"] in self.waiting else "invalid_payloads"
-                       for r in self.held_back if r["day"] == day)
-        data: dict[str, int] = {"due": len(sent), "invalid_payloads": held.pop("invalid_payloads", 0),
-                                **{f"waiting_{reason}": n for reason, n in sorted(held.items())}}
-        if self.dry_run:
-            data["writes_skipped"] = len(sent)
-            return data
-        outcomes = Counter(self.result.outcomes.get(r["record_key"], "not_tried") for r in sent)
-        data.update({"failed": 0, **{outcome: n for outcome, n in sorted(outcomes.items())}})
-        data["undelivered"] = sum(outcomes.get(outcome, 0) for outcome in UNDELIVERED_OUTCOMES)
-        return data
+    def by_day(self) -> dict[date | None, Delivery]:
+        """This delivery split by attempt day, each part with its day's records and their final outcomes as its
+        counts, so the parts of a multi-day run add up to the run's records."""
+        parts: dict[date | None, Delivery] = {}
+        errors = {e["record_key"]: e for e in self.result.errors}
+        for record in self.sent:
+            part = parts.setdefault(record["day"], Delivery(self.entity, self.scope, dry_run=self.dry_run))
+            part.sent.append(record)
+            part.due += 1
+            key = record["record_key"]
+            if key in self.result.outcomes:
+                part.result.note(key, self.result.outcomes[key])
+            if key in errors:
+                part.result.errors.append(errors[key])
+        for record in self.held_back:
+            part = parts.setdefault(record["day"], Delivery(self.entity, self.scope, dry_run=self.dry_run))
+            part.held_back.append(record)
+            if record["reason"] in self.waiting:
+                part.waiting[record["reason"]] += 1
+            else:
+                part.invalid += 1
+        return parts
 
     def first_errors(self, limit: int = 20) -> list[str]:
         return [f"{e['record_key']}: {e['error']}" for e in self.result.errors[:limit]]
