@@ -77,10 +77,13 @@ def table_schema(table: sa.Table) -> dg.TableSchema:
         for column in table.columns])
 
 
+COLUMN_SCHEMA = "dagster/column_schema"
+
+
 def staged_table_metadata(table: sa.Table, row_count: int) -> dict[str, object]:
     """Dagster's table metadata of a staged table: its name, rows and column schema (the UI's Columns tab)."""
     return {"dagster/table_name": table.name, "dagster/row_count": int(row_count),
-            "dagster/column_schema": dg.MetadataValue.table_schema(table_schema(table))}
+            COLUMN_SCHEMA: dg.MetadataValue.table_schema(table_schema(table))}
 
 
 def _md_cell(value) -> str:
@@ -138,8 +141,10 @@ def describe_each_day(context: dg.AssetExecutionContext, days: Sequence[date],
     the ``MaterializeResult``, which Dagster copies to every partition of the run."""
     span = f"{days[0]}..{days[-1]} ({len(days)} days in one run; the run's totals are in its log)"
     for day in days:
-        context.add_asset_metadata({**day_metadata(day), "run_days": span}, asset_key=asset_key,
-                                   partition_key=day.isoformat())
+        metadata = {**day_metadata(day), "run_days": span}
+        if day != days[-1]:  # the same for every day: on the run's latest event only (what the Columns tab reads)
+            metadata.pop(COLUMN_SCHEMA, None)
+        context.add_asset_metadata(metadata, asset_key=asset_key, partition_key=day.isoformat())
     if run_totals:
         context.log.info("%s run totals for %s..%s: %s", asset_key or context.asset_key.to_user_string(), days[0],
                          days[-1], ", ".join(f"{key} {value}" for key, value in run_totals.items()
