@@ -71,6 +71,7 @@ def test_each_day_of_a_single_run_backfill_describes_that_day_and_the_days_add_u
         assert extract["new_attempts"] == len(done) and extract["dagster/row_count"] == len(done)
         assert extract["run_days"].startswith(f"{first}..{third} (4 days")
         assert "imocha_requests_total" not in extract, "request counts belong to the run, not to one day"
+        assert ("dagster/column_schema" in extract) == (day == third), "the schema once, on the latest day"
         assert day_metadata(instance, "imocha_skill_scores", day)["dagster/row_count"] == banks
         plan = day_metadata(instance, "completion_sync_plan", day)
         assert plan.get("completion_create", 0) == len(done)

@@ -71,4 +71,3 @@ def deliver_all(context: dg.AssetExecutionContext, engine: Engine,
         describe_each_day(context, days, apply_metadata_by_day(deliveries, dry_run=dry_run), run_totals=metadata)
         return dg.MaterializeResult()
     return dg.MaterializeResult(metadata=metadata)
-

@@ -132,6 +132,7 @@ def apply_metadata_by_day(deliveries: Sequence[Delivery], *, dry_run: bool) -> C
                                for delivery, by_day in parts], dry_run=dry_run)
     return of_day
 
+
 def describe_each_day(context: dg.AssetExecutionContext, days: Sequence[date],
                       day_metadata: Callable[[date], Mapping[str, object]], *, asset_key: str | None = None,
                       run_totals: Mapping[str, object] | None = None) -> None:

@@ -8,7 +8,7 @@ import pandas as pd
 from imocha_pipeline import staging
 from imocha_pipeline.clients.http import RequestMetrics
 from imocha_pipeline.defs.assessments import degreed_assessments
-from imocha_pipeline.defs.metadata import preview_table, request_metadata, staged_table_metadata
+from imocha_pipeline.defs.metadata import nonzero, preview_table, request_metadata, staged_table_metadata
 from imocha_pipeline.defs.resources import DegreedResource, StagingDatabaseResource, SyncSettingsResource
 from imocha_pipeline.settings import IMOCHA_PIPELINE_RECONCILE_DAYS
 from imocha_pipeline.sync.assessments.entity import ASSESSMENT
@@ -159,8 +159,9 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
                          columns=["entity", "record_key", "kind", "detail", "repaired"])
     counts = {f"{kind}": int((frame["kind"] == kind).sum()) for kind in (MISSING, CHANGED, UNKNOWN, NEVER_DELIVERED)}
     return dg.MaterializeResult(
-        metadata={**counts, "repaired": len(repaired), "remaining": len(remaining), **files.as_metadata(),
-                  "drift": preview_table(frame.head(50)), "staging_table": "sync_drift",
+        metadata={**nonzero(counts), "repaired": len(repaired), "remaining": len(remaining), **files.as_metadata(),
+                  **({"drift": preview_table(frame.head(50))} if not frame.empty else {}),
+                  "staging_table": "sync_drift",
                   **request_metadata(metrics, "degreed_requests")},
         check_results=[dg.AssetCheckResult(
             check_name=NO_DRIFT_CHECK, passed=not remaining,
