@@ -113,6 +113,28 @@ def test_every_day_read_is_materialized_even_without_attempts_and_days_not_read_
     assert day_metadata(instance, "imocha_completions", today)["dagster/row_count"] == 0
 
 
+def test_a_demo_sized_history_backfill_fills_every_day_read_and_its_days_add_up(make_sandbox, sqlite_url, instance,
+                                                                                monkeypatch):
+    """The demo's world (default sandbox sizes) and the demo's backfill: first attempt's day to today, one run."""
+    monkeypatch.setenv("IMOCHA_PIPELINE_WAITING_RETRY_SECONDS", "0")
+    h = SyncHarness(make_sandbox(seed=7, degreed_rate_limit=6000), sqlite_url, instance)
+    h.assessments()
+    today = datetime.now(UTC).date()
+    first = min(a.attempted_on.date() for a in h.sandbox.world.attempts)
+    assert h.completions(first.isoformat(), today.isoformat()).success
+    read = [first + timedelta(days=n) for n in range((today - first).days + 1)]
+    for asset in PARTITIONED:
+        assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {d.isoformat() for d in read}, asset
+    extract = [day_metadata(instance, "imocha_completions", day) for day in read]
+    assert sum(m["new_attempts"] for m in extract) == sum(m["dagster/row_count"] for m in extract) \
+        == len(h.rows(staging.imocha_completions)) == len(h.sandbox.world.attempts)
+    applied = [day_metadata(instance, "completion_sync_apply", day) for day in read]
+    state = h.state()
+    assert sum(m.get("completion_created", 0) for m in applied) == len(state["completions"])
+    assert sum(m.get("skill_rating_created", 0) for m in applied) == len(state["skill_ratings"])
+    assert any(m["dagster/row_count"] == 0 for m in extract), "days without attempts are materialized too"
+
+
 def test_the_day_end_schedule_reads_a_quiet_day_once_so_it_shows_as_synced(harness, instance):
     from imocha_pipeline.defs.sensors import completion_day_end_schedule
 
