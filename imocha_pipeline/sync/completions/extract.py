@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.engine import Engine
@@ -24,6 +24,8 @@ class ExtractResult:
     reports_fetched: int
     already_staged: int
     problems: list[tuple[int, str]]  # (invitation id, reason) for reports that could not be read
+    day_of: dict[int, date] = field(default_factory=dict)  # every attempt listed -> the day whose window listed it
+    skipped: set[int] = field(default_factory=set)  # attempts listed but already staged (no report fetched)
     erased: int = 0  # attempts of erased learners iMocha listed, not staged (``sync/erasure``)
 
 
@@ -82,7 +84,8 @@ def extract_completions(client: ImochaClient, engine: Engine, days: list[date], 
         completions.append(row)
         scores.extend(skill_rows)
     clear_callback_bodies(engine, erased | late)  # a callback of an erased attempt that came after the erasure
-    return ExtractResult(completions, scores, len(todo), len(skip), problems, len(erased | late))
+    return ExtractResult(completions, scores, reports_fetched=len(todo), already_staged=len(skip), problems=problems,
+                         day_of=day_of, skipped=skip, erased=len(erased | late))
 
 
 def report_rows(report: ImochaReport, attempt, attempt_date: date,
