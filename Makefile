@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+PIP := $(BIN)/pip install --quiet --quiet --disable-pip-version-check
 PRODUCT_STAMP := $(VENV)/.installed-product
 STAMP := $(VENV)/.installed
 # `make demo ARGS=--verbose` (or VERBOSE=1) also shows Dagster's console stream.
