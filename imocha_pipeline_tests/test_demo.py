@@ -129,3 +129,31 @@ def test_make_demo_installs_the_product_only_and_make_test_adds_the_extras():
 
     assert _make_dry_run("demo", "VERBOSE=1")[-1].endswith("demo --verbose")
     assert _make_dry_run("demo", "ARGS=--verbose")[-1].endswith("demo --verbose")
+
+
+def test_the_progress_line_is_rewritten_in_place_on_a_terminal_and_paced_when_piped():
+    import io
+    import time
+
+    from imocha_pipeline.demo_progress import ProgressLine
+
+    figures = iter([(0, 0), *[(done, 140) for done in range(0, 141, 10)]])
+
+    def read() -> tuple[int, int]:
+        return next(figures, (140, 140))
+
+    terminal = io.StringIO()
+    with ProgressLine(read, "sending", 70, stream=terminal, tty=True, every_seconds=0.05):
+        time.sleep(0.6)
+    shown = terminal.getvalue()
+    assert "\n" not in shown and shown.count("\r") >= 5  # one line, redrawn; cleared at the end
+    assert "sending: fetching and planning" in shown
+    assert "sending: 70/140 sent (50%), 70 to go, ETA at least 1 min 00 s at the rate budget of 70/min" in shown
+    assert shown.endswith("\r\x1b[K")
+
+    piped = io.StringIO()
+    with ProgressLine(lambda: (70, 140), "sending", 70, stream=piped, tty=False, every_seconds=0.2):
+        time.sleep(0.75)
+    lines = piped.getvalue().splitlines()
+    assert 2 <= len(lines) <= 4 and "\r" not in piped.getvalue()
+    assert all(line.startswith("   sending: 70/140 sent (50%)") for line in lines)
