@@ -178,15 +178,18 @@ def _story(engine, run_id: str, before: Staged, started: float, echo: Callable[[
 
 
 def _sent_reader(engine, run_id: str) -> Callable[[], tuple[int, int]]:
-    """(records Degreed acknowledged or refused in the run, writes the run planned) for the progress line."""
+    """(writes of the run that are done: acknowledged, quarantined or failed; writes the run planned) for the
+    progress line."""
     def read() -> tuple[int, int]:
         figures = RunFigures.read(engine, run_id)
-        return sum(figures.sent.values()) + sum(figures.failed.values()), figures.writes
+        done = sum(figures.sent.values()) + sum(figures.waiting.values()) + sum(figures.failed.values())
+        return done, figures.writes
     return read
 
 
 def run_demo(seed: int = 7, workdir: str = ".imocha_demo", echo: Callable[[str], None] = print,
              new_attempts: int = 5, verbose: bool = False, degreed_rate_limit: int = 70) -> int:
+    """Run the demo in ``workdir`` (recreated); returns the exit code (1 when a run failed)."""
     folder = Path(workdir).resolve()
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
