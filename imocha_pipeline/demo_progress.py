@@ -1,11 +1,12 @@
-"""The demo's progress line for a long run: done, remaining and the ETA at the rate budget.
+"""The demo's progress line for a long run: done of planned, and the ETA at the rate budget.
 
-On a terminal it is one line rewritten in place; piped (a CI log, ``| tee``), it is a line every
-``every_seconds``, so a long backfill adds a few lines, not hundreds.
+On a terminal it is one line rewritten in place (cut to the terminal's width); piped (a CI log, ``| tee``), it is a
+line every ``every_seconds``, so a long backfill adds a few lines, not hundreds.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 import time
@@ -43,8 +44,8 @@ class ProgressLine:
             return f"{self.label}: fetching and planning ... ({elapsed})"
         remaining = max(total - done, 0)
         eta = format_duration(eta_minutes(remaining, self.per_minute) * 60)
-        return (f"{self.label}: {done}/{total} sent ({done / total:.0%}), {remaining} to go, "
-                f"ETA at least {eta} at the rate budget of {self.per_minute:g}/min ({elapsed} so far)")
+        return (f"{self.label}: {done}/{total} sent ({done / total:.0%}), ETA at least {eta} at the rate budget of "
+                f"{self.per_minute:g}/min ({elapsed} so far)")
 
     def _show(self) -> None:
         try:
@@ -52,8 +53,8 @@ class ProgressLine:
         except Exception:  # a read racing a write is retried on the next tick
             return
         line = self.indent + self.text(done, total)
-        if self.tty:
-            self.stream.write("\r" + line + "\x1b[K")
+        if self.tty:  # cut to the terminal's width: a wrapped line cannot be redrawn in place
+            self.stream.write("\r" + line[:max(shutil.get_terminal_size().columns, 40) - 1] + "\x1b[K")
             self._drawn = True
         else:
             self.stream.write(line + "\n")

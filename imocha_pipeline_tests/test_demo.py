@@ -133,7 +133,7 @@ def test_make_demo_installs_the_product_only_and_make_test_adds_the_extras():
     assert _make_dry_run("demo", "ARGS=--verbose")[-1].endswith("demo --verbose")
 
 
-def test_the_progress_line_is_rewritten_in_place_on_a_terminal_and_paced_when_piped():
+def test_the_progress_line_is_rewritten_in_place_on_a_terminal_and_paced_when_piped(monkeypatch):
     import io
     import time
 
@@ -145,13 +145,21 @@ def test_the_progress_line_is_rewritten_in_place_on_a_terminal_and_paced_when_pi
         return next(figures, (140, 140))
 
     terminal = io.StringIO()
+    monkeypatch.setenv("COLUMNS", "200")  # the line is cut to the terminal's width: a wide one first
     with ProgressLine(read, "sending", 70, stream=terminal, tty=True, every_seconds=0.05):
         time.sleep(0.6)
     shown = terminal.getvalue()
     assert "\n" not in shown and shown.count("\r") >= 5  # one line, redrawn; cleared at the end
     assert "sending: fetching and planning" in shown
-    assert "sending: 70/140 sent (50%), 70 to go, ETA at least 1 min 00 s at the rate budget of 70/min" in shown
+    assert "sending: 70/140 sent (50%), ETA at least 1 min 00 s at the rate budget of 70/min" in shown
     assert shown.endswith("\r\x1b[K")
+
+    monkeypatch.setenv("COLUMNS", "60")  # a narrow terminal: no redraw wraps onto a second line
+    narrow = io.StringIO()
+    with ProgressLine(lambda: (70, 140), "sending", 70, stream=narrow, tty=True, every_seconds=0.05):
+        time.sleep(0.2)
+    drawn = [part.removesuffix("\x1b[K") for part in narrow.getvalue().split("\r") if part.strip("\x1b[K")]
+    assert drawn and all(len(part) <= 59 for part in drawn)
 
     piped = io.StringIO()
     with ProgressLine(lambda: (70, 140), "sending", 70, stream=piped, tty=False, every_seconds=0.2):
