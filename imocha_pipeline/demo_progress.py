@@ -47,26 +47,33 @@ class ProgressLine:
         return (f"{self.label}: {done}/{total} sent ({done / total:.0%}), ETA at least {eta} at the rate budget of "
                 f"{self.per_minute:g}/min ({elapsed} so far)")
 
-    def _show(self) -> None:
-        try:
-            done, total = self.read()
-        except Exception:  # a read racing a write is retried on the next tick
-            return
-        line = self.indent + self.text(done, total)
-        if self.tty:  # cut to the terminal's width: a wrapped line cannot be redrawn in place
-            self.stream.write("\r" + line[:max(shutil.get_terminal_size().columns, 40) - 1] + "\x1b[K")
-            self._drawn = True
-        else:
-            self.stream.write(line + "\n")
-            self.lines += 1
+    def _draw(self, line: str) -> None:
+        # cut to the terminal's width: a wrapped line cannot be redrawn in place
+        self.stream.write("\r" + line[:max(shutil.get_terminal_size().columns, 40) - 1] + "\x1b[K")
         self.stream.flush()
+        self._drawn = True
+
+    def _print(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+        self.lines += 1
 
     def _run(self) -> None:
-        # Piped, the first line waits for the plan so it carries the figures and the ETA.
-        wait = self.every if self.tty else min(self.every, 3.0)
-        while not self._stop.wait(wait):
-            self._show()
-            wait = self.every
+        # Piped, nothing is printed until the run has planned (so every line carries the figures and the ETA),
+        # then a line every ``every`` seconds.
+        tick = self.every if self.tty else min(self.every, 1.0)
+        printed_at: float | None = None
+        while not self._stop.wait(tick):
+            try:
+                done, total = self.read()
+            except Exception:  # a read racing a write is retried on the next tick
+                continue
+            line = self.indent + self.text(done, total)
+            if self.tty:
+                self._draw(line)
+            elif total and (printed_at is None or time.monotonic() - printed_at >= self.every - tick / 2):
+                self._print(line)
+                printed_at = time.monotonic()
 
     def __enter__(self) -> ProgressLine:
         self._thread.start()

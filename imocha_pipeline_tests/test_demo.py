@@ -167,3 +167,8 @@ def test_the_progress_line_is_rewritten_in_place_on_a_terminal_and_paced_when_pi
     lines = piped.getvalue().splitlines()
     assert 2 <= len(lines) <= 4 and "\r" not in piped.getvalue()
     assert all(line.startswith("   sending: 70/140 sent (50%)") for line in lines)
+
+    planning = io.StringIO()  # piped, nothing until the run has planned: every line carries the figures
+    with ProgressLine(lambda: (0, 0), "sending", 70, stream=planning, tty=False, every_seconds=0.1):
+        time.sleep(0.35)
+    assert planning.getvalue() == ""
