@@ -1,16 +1,26 @@
-# The two commands of the README: `make demo` and `make test`. Both set up the virtual environment first.
+# The two commands of the README: `make demo` and `make test`. Both set up the virtual environment first:
+# `make demo` installs the product only (`pip install -e .`); `make test` (and `make setup`, used by CI) adds the
+# extras the tests, benchmarks, browser test and Kubernetes test need.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --quiet --quiet --disable-pip-version-check
+PRODUCT_STAMP := $(VENV)/.installed-product
 STAMP := $(VENV)/.installed
+# `make demo ARGS=--verbose` (or VERBOSE=1) also shows Dagster's console stream.
+DEMO_ARGS := $(strip $(ARGS) $(if $(filter 1 yes true,$(VERBOSE)),--verbose))
 
 .PHONY: setup test demo lint bench clean
 
-$(STAMP): pyproject.toml
+$(PRODUCT_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench,ui,k8s]'
-	touch $(STAMP)
+	$(PIP) --upgrade pip
+	$(PIP) -e .
+	touch $@
+
+$(STAMP): $(PRODUCT_STAMP)
+	$(PIP) -e '.[test,bench,ui,k8s]'
+	touch $@
 
 setup: $(STAMP)
 
@@ -21,8 +31,8 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-demo: $(STAMP)
-	$(BIN)/imocha-pipeline demo
+demo: $(PRODUCT_STAMP)
+	$(BIN)/imocha-pipeline demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

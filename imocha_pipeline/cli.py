@@ -49,12 +49,17 @@ def sandbox(imocha_port, degreed_port, seed, degreed_rate_limit, tests, learners
 @main.command()
 @click.option("--seed", default=7, show_default=True, help="Seed of the generated world.")
 @click.option("--workdir", default=".imocha_demo", show_default=True,
-              help="Folder for the demo's staging database (recreated on each run).")
-def demo(seed: int, workdir: str) -> None:
+              help="Folder for the demo's staging database and Dagster log (recreated on each run).")
+@click.option("--degreed-rate-limit", default=70, show_default=True,
+              help="Degreed requests per minute in the sandbox (the history backfill takes about 2 min at 70).")
+@click.option("--verbose", is_flag=True,
+              help="Also show Dagster's console stream (DEBUG events, warnings) instead of writing it to the log.")
+def demo(seed: int, workdir: str, degreed_rate_limit: int, verbose: bool) -> None:
     """Start the sandbox, run the sync against it, and print what happened."""
     from imocha_pipeline.demo import run_demo
 
-    sys.exit(run_demo(seed=seed, workdir=workdir, echo=click.echo))
+    sys.exit(run_demo(seed=seed, workdir=workdir, echo=click.echo, verbose=verbose,
+                      degreed_rate_limit=degreed_rate_limit))
 
 
 @main.command()
