@@ -1,11 +1,14 @@
-"""The Dagster UI, checked for real: `dagster-webserver -w workspace.yaml` serves the code location, its GraphQL
-API lists every asset, check, job, sensor and schedule DESIGN.md names, and headless Chromium (Debian's package,
-driven by Playwright's Python package) renders the asset graph and an asset's check results."""
+"""The Dagster UI, checked for real: `dagster-webserver -w workspace.yaml` serves the code location after a
+demo-sized sync, its GraphQL API lists every asset, check, job, sensor and schedule DESIGN.md names, and headless
+Chromium (Debian's package, driven by Playwright's Python package) opens the pages a data engineer reads: the asset
+graph as three flows, the partitions of imocha_completions, the latest apply materialization, the guard check.
+
+Screenshots go to IMOCHA_PIPELINE_SCREENSHOT_DIR (default: the test's temp dir); docs/ui.md shows them and says
+how to regenerate docs/ui/*.png."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,7 +27,8 @@ from sync_harness import definitions_for
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SCREENSHOT = REPO / "docs" / "asset-graph.png"
+# Test-only switches (not product settings): where the PNGs go, and whether a missing browser fails the test.
+SCREENSHOT_DIR = "IMOCHA_PIPELINE_SCREENSHOT_DIR"
 CHROMIUM = os.environ.get("IMOCHA_PIPELINE_CHROMIUM", "/usr/bin/chromium")
 # Flags for a headless run on a server: no GPU, no sandbox (root in CI), no calls home.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -34,11 +38,29 @@ ASSETS = {"imocha_assessments", "degreed_assessments", "desired_assessments", "a
           "assessment_sync_apply", "imocha_completions", "imocha_skill_scores", "completion_sync_plan",
           "completion_sync_apply", "completion_catch_up", "degreed_completions", "degreed_skill_ratings", "sync_drift",
           "degreed_completions_file"}
+# The asset groups: the graph reads as the three flows.
+FLOWS = {
+    "assessments": {"imocha_assessments", "degreed_assessments", "desired_assessments", "assessment_sync_plan",
+                    "assessment_sync_apply"},
+    "completions": {"imocha_completions", "imocha_skill_scores", "completion_sync_plan", "completion_sync_apply",
+                    "completion_catch_up", "degreed_completions_file"},
+    "reconcile": {"degreed_completions", "degreed_skill_ratings", "sync_drift"},
+}
 CHECKS = {"desired_assessments_valid": "desired_assessments", "assessment_plan_guard": "assessment_sync_plan",
           "completion_payloads_valid": "completion_sync_plan", "no_drift_after_repair": "sync_drift"}
 JOBS = {"assessment_sync_job", "completion_sync_job", "catch_up_job", "reconcile_job", "retention_job"}
 SENSORS = {"imocha_completions_sensor", "imocha_callbacks_sensor"}
 SCHEDULES = {"assessment_sync_schedule", "catch_up_schedule", "reconcile_schedule", "retention_schedule"}
+
+# Hooks for the lead after merging the apply-metadata work (branch uimeta): text the latest materialization of
+# completion_sync_apply must show. APPLY_OUTCOME_KEYS: outcome keys that are non-zero after the demo-sized sync
+# (today's key names; the non-zero-only view may rename them). APPLY_SENT_RECORDS_TEXT: text of the table (or
+# markdown) of the records sent and held back, e.g. its column headers; empty until that table exists.
+APPLY_OUTCOME_KEYS = ("completion_created", "skill_rating_created")
+APPLY_SENT_RECORDS_TEXT: tuple[str, ...] = ()
+# Text the partitions page of imocha_completions shows about its health: today the counts of Dagster's status
+# filters (tighten with the partition-health fix, e.g. to the share of days synced).
+PARTITION_HEALTH_TEXT = ("Materialized (", "Missing (")
 
 DEFINITIONS_QUERY = """
 {
@@ -84,18 +106,21 @@ def graphql(url: str, query: str) -> dict:
 
 
 def materialize_everything(home: Path, box: Sandbox, staging_url: str) -> None:
-    """One run of each job on the instance the webserver will read, so the UI has materializations and checks."""
+    """A demo-sized sync on the instance the webserver will read: the assessments, the completion history as one
+    backfill run over its days (as `make demo` does), an attempt finished today, and the reconcile."""
     learner = next(x for x in box.world.learners if x.in_degreed)
     now = datetime.now(UTC)
     started = max(now - timedelta(minutes=20), now.replace(hour=0, minute=0, second=1, microsecond=0))
     box.imocha.complete_attempt(box.world.tests[0].test_id, learner.email, learner.name, bank_scores=75.0,
                                 attempted_on=started, time_taken_seconds=5)
+    first = min(a.attempted_on.date() for a in box.world.attempts)
     defs = definitions_for(box, staging_url)
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         assert defs.resolve_job_def("assessment_sync_job").execute_in_process(instance=instance).success
         assert defs.resolve_job_def("completion_sync_job").execute_in_process(
-            instance=instance, partition_key=started.date().isoformat()).success
+            instance=instance, tags={"dagster/asset_partition_range_start": first.isoformat(),
+                                     "dagster/asset_partition_range_end": now.date().isoformat()}).success
         assert defs.resolve_job_def("reconcile_job").execute_in_process(instance=instance).success
     finally:
         instance.dispose()
@@ -124,7 +149,8 @@ def webserver(tmp_path_factory):
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
     staging_url = f"sqlite:///{tmp / 'staging.sqlite'}"
     log = tmp / "webserver.log"
-    with Sandbox(SandboxConfig(seed=41, tests=3, learners=4, attempts=0, degreed_rate_limit=6000)) as box:
+    # The demo's world (SandboxConfig's defaults: 10 tests, 30 learners, 40 attempts over 14 days), fast budget.
+    with Sandbox(SandboxConfig(seed=41, degreed_rate_limit=6000)) as box:
         materialize_everything(home, box, staging_url)
         dispose_engine(staging_url)
         port = free_port()
@@ -180,7 +206,15 @@ def test_graphql_lists_every_named_asset_check_job_sensor_and_schedule(webserver
                ("desired_assessments_valid", "assessment_plan_guard", "completion_payloads_valid"))
 
 
-def test_asset_graph_and_asset_page_render_in_chromium(webserver):
+def screenshot_dir(tmp: Path) -> Path:
+    """IMOCHA_PIPELINE_SCREENSHOT_DIR (e.g. docs/ui to refresh the docs' pictures), else the test's temp dir."""
+    configured = os.environ.get(SCREENSHOT_DIR)
+    folder = (REPO / configured) if configured and not Path(configured).is_absolute() else Path(configured or tmp)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_ui_pages_a_data_engineer_reads_in_chromium(webserver):
     reason = browser_unavailable_reason()
     if reason:
         if os.environ.get("IMOCHA_PIPELINE_REQUIRE_BROWSER") == "1":
@@ -189,43 +223,92 @@ def test_asset_graph_and_asset_page_render_in_chromium(webserver):
     from playwright.sync_api import sync_playwright
 
     url, tmp = webserver
+    shots = screenshot_dir(tmp)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1600})
             page.set_default_timeout(60_000)
 
-            # The global asset lineage, every group expanded (the choice is kept in the browser's storage).
+            # First open of the global asset graph (a fresh browser: nothing remembered): the three flows.
             page.goto(f"{url}/asset-groups", wait_until="networkidle")
-            page.locator("foreignObject").first.wait_for()
+            for group in FLOWS:
+                page.get_by_text(group, exact=True).first.wait_for()
+            first_open = settled_graph_text(page)
+            for group, assets in FLOWS.items():  # each group's node: its name, then its count of assets
+                assert f"{group}\n{len(assets)}" in first_open, first_open[:2000]
+            assert "…" not in first_open, first_open[:2000]  # no name cut in the middle
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shots / "asset-graph-first-open.png"), clip=graph_area(page))
+
+            # Every flow expanded: each asset under its full name, the latest check results.
             page.locator("[aria-label=settings]").last.click()
             page.get_by_role("menuitem", name="Expand all groups").click()
             page.keyboard.press("Escape")
             page.get_by_text("Hide navigation").click()
             page.reload(wait_until="networkidle")
-            page.locator("[aria-label=panel_show_right]").first.click()  # hide the group tree beside the graph
             for name in sorted(ASSETS):
                 page.get_by_text(name, exact=True).first.wait_for()
-            graph = page.inner_text("body")
-            assert set(graph.split()) >= ASSETS, graph[:2000]
+            page.locator("[aria-label=panel_show_right]").first.click()  # hide the group tree beside the graph
+            graph = settled_graph_text(page)
+            assert set(graph.split()) >= ASSETS | set(FLOWS), graph[:2000]
+            assert "…" not in graph, graph[:2000]
             assert "1 / 1 Passed" in graph  # the check results of the latest materializations
             page.wait_for_timeout(500)  # let the last edges settle before the picture
-            page.screenshot(path=str(tmp / "asset-graph.png"), clip=graph_area(page))
+            page.screenshot(path=str(shots / "asset-graph.png"), clip=graph_area(page))
 
-            # An asset's checks tab: the blocking check's latest result.
+            # The partitions of imocha_completions: synced days at a glance.
+            page.goto(f"{url}/assets/imocha_completions?view=partitions", wait_until="networkidle")
+            page.set_viewport_size({"width": 1600, "height": 1000})
+            page.get_by_text(PARTITION_HEALTH_TEXT[0]).first.wait_for()
+            today = datetime.now(UTC).date().isoformat()
+            page.locator(f"text='{today}' >> visible=true").last.click()  # today's day in the list
+            page.get_by_text("Latest materialization").first.wait_for()
+            page.wait_for_timeout(1000)
+            partitions = page.inner_text("body")
+            assert all(text in partitions for text in PARTITION_HEALTH_TEXT), partitions[:2000]
+            page.screenshot(path=str(shots / "imocha_completions-partitions.png"))
+
+            # The latest materialization of completion_sync_apply: what was sent.
+            page.goto(f"{url}/assets/completion_sync_apply?view=events", wait_until="networkidle")
+            page.get_by_text(APPLY_OUTCOME_KEYS[0], exact=True).first.wait_for()
+            events = page.inner_text("body")
+            assert all(key in events for key in APPLY_OUTCOME_KEYS), events[:3000]
+            assert all(text in events for text in APPLY_SENT_RECORDS_TEXT), events[:3000]
+            page.screenshot(path=str(shots / "completion_sync_apply-latest.png"), full_page=True)
+
+            # The guard's page: its verdict next to its figures.
+            page.goto(f"{url}/assets/assessment_sync_plan?view=checks", wait_until="networkidle")
+            page.get_by_text("This is a blocking asset check.").wait_for()
+            guard = page.inner_text("body")
+            assert "assessment_plan_guard" in guard and "Passed" in guard, guard[:2000]
+            page.screenshot(path=str(shots / "assessment_plan_guard.png"))
+
+            # An asset's checks tab: the blocking validation check's latest result and its metadata.
             page.goto(f"{url}/assets/desired_assessments?view=checks", wait_until="networkidle")
             page.get_by_text("This is a blocking asset check.").wait_for()
             checks_tab = page.inner_text("body")
             assert "desired_assessments_valid" in checks_tab
             assert "Evaluation result" in checks_tab and "Passed" in checks_tab
             assert "staged_rows" in checks_tab  # the check's metadata
-            page.screenshot(path=str(tmp / "desired_assessments-checks.png"))
+            page.screenshot(path=str(shots / "desired_assessments-checks.png"))
         finally:
             browser.close()
 
-    assert (tmp / "asset-graph.png").stat().st_size > 20_000
-    print(f"screenshots: {tmp / 'asset-graph.png'}, {tmp / 'desired_assessments-checks.png'}")
-    # The picture in the README is refreshed on request (or when missing), not on every run of the suite.
-    if os.environ.get("IMOCHA_PIPELINE_UPDATE_SCREENSHOTS") == "1" or not SCREENSHOT.exists():
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copy(tmp / "asset-graph.png", SCREENSHOT)
+    for picture in ("asset-graph-first-open", "asset-graph", "imocha_completions-partitions",
+                    "completion_sync_apply-latest", "assessment_plan_guard", "desired_assessments-checks"):
+        assert (shots / f"{picture}.png").stat().st_size > 5_000, picture
+    print(f"screenshots in {shots}")
+
+
+def graph_text(page) -> str:
+    """The text of the asset graph's nodes (group and asset names, their status lines)."""
+    return "\n".join(node.inner_text() for node in page.locator("foreignObject > *").all())
+
+
+def settled_graph_text(page, seconds: float = 30) -> str:
+    """The graph's text once the nodes' statuses have loaded."""
+    deadline = time.monotonic() + seconds
+    while "fetching" in (text := graph_text(page)) and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    return text
