@@ -159,6 +159,51 @@ def bulk_export(target: str | None, directory: str | None, dry_run: bool) -> Non
     click.echo(report.summary())
 
 
+@main.command()
+@click.option("--email", required=True, help="The learner's email address (any case).")
+@click.option("--in-imocha", is_flag=True, help="Also ask iMocha to mask the candidate (POST /v3/gdpr/requests).")
+@click.option("--in-degreed", is_flag=True,
+              help="Also delete the completions and skill ratings we created in Degreed (by the ledger's ids).")
+@click.option("--dry-run", is_flag=True, help="Print what would go, per table and system; change nothing.")
+@click.option("--undo", is_flag=True, help="Lift the learner's erasure: their attempts are staged and sent again.")
+def forget(email: str, in_imocha: bool, in_degreed: bool, dry_run: bool, undo: bool) -> None:
+    """Erase one learner's personal data from the staging tables (and, when asked, in iMocha and Degreed); the
+    learner is never staged or sent again until an operator lifts the erasure with --undo."""
+    from imocha_pipeline.connections import shared_degreed_client, shared_imocha_client
+    from imocha_pipeline.settings import (
+        DegreedSettings,
+        ImochaSettings,
+        InvalidSettingError,
+        MissingSettingError,
+        staging_db_url,
+    )
+    from imocha_pipeline.staging import get_engine
+    from imocha_pipeline.staging import versions as schema
+    from imocha_pipeline.sync.erasure import forget as erasure
+
+    if undo and (in_imocha or in_degreed):
+        raise click.UsageError("--undo lifts the erasure here only: it does not go with --in-imocha or --in-degreed")
+    try:
+        url = staging_db_url()
+        engine = get_engine(url)
+        imocha = ImochaSettings.from_env() if in_imocha and not dry_run else None
+        degreed = DegreedSettings.from_env() if in_degreed and not dry_run else None
+        if undo:
+            report = erasure.undo(engine, email, dry_run=dry_run)
+        else:
+            report = erasure.forget(
+                engine, email, in_imocha=in_imocha, in_degreed=in_degreed, dry_run=dry_run,
+                imocha_client=lambda: shared_imocha_client(imocha.base_url, imocha.api_key, url),
+                degreed_client=lambda: shared_degreed_client(degreed, url))
+    except (MissingSettingError, InvalidSettingError, ValueError, LookupError, schema.SchemaOutOfDate) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in report.lines():
+        click.echo(line)
+    if report.failed:
+        raise click.ClickException("some Degreed deletes failed (listed above); run the same command again to "
+                                   "delete the rest")
+
+
 @main.group()
 def db() -> None:
     """The staging database's schema: create or upgrade it, show its revision, set up its roles."""

@@ -10,6 +10,7 @@ import dagster as dg
 from imocha_pipeline.defs.assessments import ASSESSMENT_ASSETS, ASSESSMENT_CHECKS
 from imocha_pipeline.defs.bulk import BULK_ASSETS
 from imocha_pipeline.defs.completions import CATCH_UP_ASSETS, COMPLETION_ASSETS, COMPLETION_CHECKS
+from imocha_pipeline.defs.erasure import forget_job
 from imocha_pipeline.defs.jobs import (
     assessment_sync_job,
     assessment_sync_schedule,
@@ -22,7 +23,7 @@ from imocha_pipeline.defs.jobs import (
 from imocha_pipeline.defs.reconcile import RECONCILE_ASSETS
 from imocha_pipeline.defs.resources import resources_from_env
 from imocha_pipeline.defs.retention import retention_job, retention_schedule
-from imocha_pipeline.defs.sensors import COMPLETION_SENSORS
+from imocha_pipeline.defs.sensors import COMPLETION_SCHEDULES, COMPLETION_SENSORS
 
 
 def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
@@ -30,8 +31,10 @@ def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definiti
     return dg.Definitions(
         assets=[*ASSESSMENT_ASSETS, *COMPLETION_ASSETS, *CATCH_UP_ASSETS, *RECONCILE_ASSETS, *BULK_ASSETS],
         asset_checks=[*ASSESSMENT_CHECKS, *COMPLETION_CHECKS],
-        jobs=[assessment_sync_job, completion_sync_job, catch_up_job, reconcile_job, retention_job],
-        schedules=[assessment_sync_schedule, catch_up_schedule, reconcile_schedule, retention_schedule],
+        jobs=[assessment_sync_job, completion_sync_job, catch_up_job, reconcile_job, retention_job,
+              forget_job],
+        schedules=[assessment_sync_schedule, catch_up_schedule, reconcile_schedule, retention_schedule,
+                   *COMPLETION_SCHEDULES],
         sensors=[*COMPLETION_SENSORS],
         resources=dict(resources) if resources is not None else resources_from_env(),
     )

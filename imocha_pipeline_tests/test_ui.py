@@ -50,7 +50,8 @@ CHECKS = {"desired_assessments_valid": "desired_assessments", "assessment_plan_g
           "completion_payloads_valid": "completion_sync_plan", "no_drift_after_repair": "sync_drift"}
 JOBS = {"assessment_sync_job", "completion_sync_job", "catch_up_job", "reconcile_job", "retention_job"}
 SENSORS = {"imocha_completions_sensor", "imocha_callbacks_sensor"}
-SCHEDULES = {"assessment_sync_schedule", "catch_up_schedule", "reconcile_schedule", "retention_schedule"}
+SCHEDULES = {"assessment_sync_schedule", "catch_up_schedule", "reconcile_schedule", "retention_schedule",
+             "completion_day_end_schedule"}
 
 # Hooks for the lead after merging the apply-metadata work (branch uimeta): text the latest materialization of
 # completion_sync_apply must show. APPLY_OUTCOME_KEYS: outcome keys that are non-zero after the demo-sized sync

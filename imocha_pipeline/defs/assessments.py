@@ -8,14 +8,26 @@ import sqlalchemy as sa
 from imocha_pipeline import staging
 from imocha_pipeline.clients.http import RequestMetrics
 from imocha_pipeline.defs.delivery_step import deliver_all
-from imocha_pipeline.defs.metadata import preview_table, request_metadata
+from imocha_pipeline.defs.metadata import (
+    nonzero,
+    plan_summary,
+    preview_table,
+    request_metadata,
+    staged_table_metadata,
+)
 from imocha_pipeline.defs.resources import (
     DegreedResource,
     ImochaResource,
     StagingDatabaseResource,
     SyncSettingsResource,
 )
-from imocha_pipeline.sync.assessments.approval import current_plan, extract_counts, record_extract_count, record_plan
+from imocha_pipeline.sync.assessments.approval import (
+    current_plan,
+    extract_counts,
+    last_change_plan,
+    record_extract_count,
+    record_plan,
+)
 from imocha_pipeline.sync.assessments.entity import ASSESSMENT as ENTITY
 from imocha_pipeline.sync.assessments.extract import (
     LIST_ENTRY_KEY_PREFIX,
@@ -32,7 +44,7 @@ from imocha_pipeline.sync.core.diff import WRITE_ACTIONS, summarise
 from imocha_pipeline.sync.core.identities import DegreedDirectory
 from imocha_pipeline.sync.core.ledger import Ledger
 from imocha_pipeline.sync.core.outstanding import Scope
-from imocha_pipeline.sync.core.progress import eta_minutes, format_duration, plan_eta_line
+from imocha_pipeline.sync.core.progress import plan_eta_line
 from imocha_pipeline.sync.core.quarantine import VALIDATION, Quarantine
 from imocha_pipeline.sync.core.validation import SchemaProblem, split_valid
 from imocha_pipeline.sync.entities import ASSESSMENTS
@@ -65,12 +77,10 @@ def imocha_assessments(context: dg.AssetExecutionContext, imocha: ImochaResource
     without_link = sum(1 for row in rows if not row["test_link_key"])
     context.log.info("staged %d iMocha tests (%d without an active link)", current, without_link)
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": current,
+        **staged_table_metadata(staging.imocha_assessments, current),
         "previous_row_count": previous,
-        "tests_without_active_link": without_link,
-        "tests_unreadable": len(problems),
-        "test_list_entries_without_id": len(unattributed),
-        "staging_table": "imocha_assessments",
+        **nonzero({"tests_without_active_link": without_link, "tests_unreadable": len(problems),
+                   "test_list_entries_without_id": len(unattributed)}),
         **request_metadata(metrics, "imocha_requests"),
     })
 
@@ -87,9 +97,8 @@ def degreed_assessments(context: dg.AssetExecutionContext, degreed: DegreedResou
     obsolete = sum(1 for row in rows if row["obsolete"])
     context.log.info("Degreed holds %d assessments (%d retired)", current, obsolete)
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": current,
+        **staged_table_metadata(staging.degreed_assessments, current),
         "retired": obsolete,
-        "staging_table": "degreed_assessments",
         **request_metadata(metrics, "degreed_requests"),
     })
 
@@ -107,12 +116,11 @@ def desired_assessments(context: dg.AssetExecutionContext, staging_db: StagingDa
         context.log.warning("%d of %d tests quarantined: %s", len(result.failures), result.total,
                             "; ".join(f"{f.record_key}: {f.reason}" for f in result.failures[:5]))
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(result.valid),
+        **staged_table_metadata(staging.desired_assessments, len(result.valid)),
         "quarantined": len(result.failures),
-        "quarantine_sample": preview_table(pd.DataFrame(
+        **({"quarantine_sample": preview_table(pd.DataFrame(
             [{"record_key": f.record_key, "reason": f.reason} for f in result.failures[:10]],
-            columns=["record_key", "reason"])),
-        "staging_table": "desired_assessments",
+            columns=["record_key", "reason"]))} if result.failures else {}),
     })
 
 
@@ -146,6 +154,9 @@ def desired_assessments_valid(staging_db: StagingDatabaseResource,
             "staged_rows": len(staged),
             "quarantined": len(open_entries),
             "quarantined_share": round(share, 4),
+            "quarantined_share_limit": limit,
+            "summary": f"{len(open_entries)} of {extracted} tests quarantined ({share:.0%}; limit {limit:.0%}); "
+                       f"{len(problems)} problem(s).",
             "problems": "\n".join(problems[:20]) or "none",
             "quarantine_sample": preview_table(open_entries[["record_key", "reason"]].head(10)
                                                if not open_entries.empty else
@@ -178,36 +189,59 @@ def assessment_sync_plan(context: dg.AssetExecutionContext, config: AssessmentPl
                             len(held_back), LIST_ENTRY_KEY_PREFIX)
     counts = summarise(plan_frame)
     baseline, current = extract_counts(engine)
-    verdict = guard_plan(plan_frame, active_ours_in_degreed(engine, mapping), baseline, current,
+    active = active_ours_in_degreed(engine, mapping)
+    verdict = guard_plan(plan_frame, active, baseline, current,
                          sync_settings.retire_share_limit(), sync_settings.shrink_share_limit(),
                          config.confirm_large_changes)
     recorded = record_plan(engine, ENTITY, plan_frame, DESIRED_ASSESSMENT_FIELDS, context.run.run_id,
                            verdict.passed, verdict.message, current)
     writes = sum(counts[a] for a in WRITE_ACTIONS)
     per_minute = degreed.resolved().rate_limit_per_minute
-    eta = eta_minutes(writes, per_minute)
     context.log.info("plan: %s; guard: %s", counts, verdict.message)
     context.log.info(plan_eta_line("assessment plan", writes, per_minute))
     changes = plan_frame[plan_frame["action"] != "unchanged"]
+    last = last_change_plan(engine, recorded, writes)
     return dg.MaterializeResult(
         metadata={
+            **plan_summary(writes, per_minute, {"preview": changes[["record_key", "action", "reason",
+                                                                    "changed_fields", "title"]].head(25)}),
             **{f"plan_{action}": count for action, count in counts.items()},
-            "writes_planned": writes,
             "retirements_held_back": len(held_back),
             "plan_id": recorded.plan_id,
             "approved": recorded.approved,
-            "eta_minutes": round(eta, 2),
-            "eta": f"at least {format_duration(eta * 60)} at {per_minute} requests/min",
-            "preview": preview_table(changes[["record_key", "action", "reason", "changed_fields", "title"]].head(25)),
+            **({} if writes else last_change_metadata(last)),
             "staging_table": "sync_plan",
         },
         check_results=[dg.AssetCheckResult(
             check_name=PLAN_GUARD_CHECK, passed=verdict.passed,
-            metadata={"retire_share": round(verdict.retire_share, 4), "shrink_share": round(verdict.shrink_share, 4),
-                      "verdict": verdict.message, "plan_id": recorded.plan_id,
-                      "extract_baseline": baseline, "extract_current": current},
+            metadata=guard_metadata(verdict, plan_frame, active, baseline, current, sync_settings,
+                                    recorded.plan_id),
         )],
     )
+
+
+def last_change_metadata(last: dict) -> dict[str, object]:
+    """Where a no-change plan points: the last plan that had something to write."""
+    if not last:
+        return {"last_change_plan_id": "none yet: no plan has written to Degreed"}
+    return {"last_change_plan_id": str(last["plan_id"]), "last_change_at": str(last.get("planned_at") or ""),
+            "last_change_writes": int(last.get("writes") or 0), "last_change_run_id": str(last.get("run_id") or "")}
+
+
+def guard_metadata(verdict, plan_frame: pd.DataFrame, active: int, baseline: int, current: int,
+                   sync_settings: SyncSettingsResource, plan_id: str) -> dict[str, object]:
+    """The guard's figures next to its limits, with one plain sentence."""
+    retiring = int((plan_frame["action"] == "retire").sum()) if not plan_frame.empty else 0
+    retire_limit, shrink_limit = sync_settings.retire_share_limit(), sync_settings.shrink_share_limit()
+    sentence = (f"Retires {retiring} of {active} active assessments ({verdict.retire_share:.0%}; limit "
+                f"{retire_limit:.0%}); the iMocha extract has {current} tests against {baseline} at the last "
+                f"approved plan (shrink {verdict.shrink_share:.0%}; limit {shrink_limit:.0%}): {verdict.message}.")
+    return {"summary": sentence,
+            "retire_share": round(verdict.retire_share, 4), "retire_share_limit": retire_limit,
+            "retiring": retiring, "active_in_degreed": active,
+            "shrink_share": round(verdict.shrink_share, 4), "shrink_share_limit": shrink_limit,
+            "extract_baseline": baseline, "extract_current": current,
+            "verdict": verdict.message, "plan_id": plan_id}
 
 
 @dg.asset(group_name="assessments", deps=[assessment_sync_plan], kinds={"api", "sql"},
@@ -234,7 +268,7 @@ def assessment_sync_apply(context: dg.AssetExecutionContext, staging_db: Staging
                          per_minute=degreed.resolved().rate_limit_per_minute, metrics=metrics,
                          extra={"plan_id": plan.plan_id})
     return dg.MaterializeResult(metadata={**(result.metadata or {}),
-                                          "ledger": dg.MetadataValue.json(ledger.counts())})
+                                          **{f"ledger_{state}": n for state, n in nonzero(ledger.counts()).items()}})
 
 
 ASSESSMENT_ASSETS = [imocha_assessments, degreed_assessments, desired_assessments, assessment_sync_plan,

@@ -1,13 +1,22 @@
 """Completions and skill scores: each finished iMocha attempt becomes a Degreed completion and skill ratings."""
 
+from collections import Counter
 from datetime import date, timedelta
 
 import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
 
 from imocha_pipeline import staging
 from imocha_pipeline.clients.http import RequestMetrics
 from imocha_pipeline.defs.delivery_step import deliver_all
-from imocha_pipeline.defs.metadata import preview_table, request_metadata
+from imocha_pipeline.defs.metadata import (
+    describe_each_day,
+    nonzero,
+    plan_summary,
+    request_metadata,
+    staged_table_metadata,
+)
 from imocha_pipeline.defs.partitions import completion_partitions
 from imocha_pipeline.defs.resources import (
     DegreedResource,
@@ -15,8 +24,9 @@ from imocha_pipeline.defs.resources import (
     StagingDatabaseResource,
     SyncSettingsResource,
 )
-from imocha_pipeline.sync.completions.extract import extract_completions
+from imocha_pipeline.sync.completions.extract import ExtractResult, extract_completions
 from imocha_pipeline.sync.completions.plan import (
+    attempt_key,
     build_completion_plans,
     mark_planned,
     plan_unplanned,
@@ -29,7 +39,7 @@ from imocha_pipeline.sync.core.delivery import validate_payloads
 from imocha_pipeline.sync.core.diff import WRITE_ACTIONS
 from imocha_pipeline.sync.core.identities import DegreedDirectory
 from imocha_pipeline.sync.core.outstanding import Scope, outstanding
-from imocha_pipeline.sync.core.progress import eta_minutes, format_duration, plan_eta_line
+from imocha_pipeline.sync.core.progress import plan_eta_line
 from imocha_pipeline.sync.entities import ATTEMPT_ENTITIES
 
 PAYLOADS_VALID_CHECK = "completion_payloads_valid"
@@ -76,15 +86,70 @@ def imocha_attempts(context: dg.AssetExecutionContext, config: ExtractConfig, im
     quarantine_unreadable_reports(engine, result.problems, context.run.run_id)
     context.log.info("days %s..%s: %d new attempts staged, %d already staged, %d reports unavailable",
                      days[0], days[-1], len(result.completions), result.already_staged, len(result.problems))
+    figures = ExtractDays(result, staged_rows_per_day(engine, days))
+    requests = request_metadata(metrics, "imocha_requests")
+    if len(days) > 1:
+        describe_each_day(context, days, figures.completions, asset_key="imocha_completions",
+                          run_totals={**figures.completions(None), **requests})
+        describe_each_day(context, days, figures.skill_scores, asset_key="imocha_skill_scores",
+                          run_totals=figures.skill_scores(None))
+        yield dg.MaterializeResult(asset_key="imocha_completions")
+        yield dg.MaterializeResult(asset_key="imocha_skill_scores")
+        return
     yield dg.MaterializeResult(asset_key="imocha_completions", metadata={
-        "new_attempts": len(result.completions), "already_staged": result.already_staged,
-        "reports_fetched": result.reports_fetched, "reports_unavailable": len(result.problems),
-        "days": f"{days[0]}..{days[-1]}", **request_metadata(metrics, "imocha_requests"),
-    })
-    yield dg.MaterializeResult(asset_key="imocha_skill_scores", metadata={
-        "new_skill_scores": len(result.skill_scores),
-        "attempts_without_skills": sum(1 for c in result.completions if not c["has_skills"]),
-    })
+        **figures.completions(None), "days": f"{days[0]}..{days[-1]}", **requests})
+    yield dg.MaterializeResult(asset_key="imocha_skill_scores", metadata=figures.skill_scores(None))
+
+
+def staged_rows_per_day(engine, days: list[date]) -> dict[str, dict[date, int]]:
+    """Rows each staged attempt table holds for each of ``days`` (a day read without attempts holds 0)."""
+    counts: dict[str, dict[date, int]] = {}
+    with engine.connect() as conn:
+        for table in (staging.imocha_completions, staging.imocha_skill_scores):
+            found = conn.execute(sa.select(table.c.attempt_date, sa.func.count()).where(
+                table.c.attempt_date.in_(days)).group_by(table.c.attempt_date)).all()
+            by_day = {_as_date(day): int(n) for day, n in found}
+            counts[table.name] = {day: by_day.get(day, 0) for day in days}
+    return counts
+
+
+def _as_date(value) -> date:
+    return date.fromisoformat(value[:10]) if isinstance(value, str) else value
+
+
+class ExtractDays:
+    """The extract's figures per day, counted once (a backfill of a thousand days reads them a thousand times)."""
+
+    def __init__(self, result: ExtractResult, staged: dict[str, dict[date, int]]):
+        day_of = result.day_of
+        self.staged = staged
+        self.listed = Counter(day_of.values())
+        self.skipped = Counter(day_of[i] for i in result.skipped)
+        self.unavailable = Counter(day_of.get(i) for i, _ in result.problems)
+        self.new = Counter(c["attempt_date"] for c in result.completions)
+        self.new_scores = Counter(s["attempt_date"] for s in result.skill_scores)
+        self.without_skills = Counter(c["attempt_date"] for c in result.completions if not c["has_skills"])
+
+    def rows(self, table, day: date | None) -> int:
+        return sum(self.staged[table.name].values()) if day is None else self.staged[table.name][day]
+
+    @staticmethod
+    def of(counter: Counter, day: date | None) -> int:
+        return sum(counter.values()) if day is None else counter.get(day, 0)
+
+    def completions(self, day: date | None) -> dict[str, object]:
+        """imocha_completions' figures for one day (None: the run)."""
+        return {**staged_table_metadata(staging.imocha_completions, self.rows(staging.imocha_completions, day)),
+                "attempts_listed": self.of(self.listed, day), "new_attempts": self.of(self.new, day),
+                "already_staged": self.of(self.skipped, day),
+                "reports_fetched": self.of(self.listed, day) - self.of(self.skipped, day),
+                "reports_unavailable": self.of(self.unavailable, day)}
+
+    def skill_scores(self, day: date | None) -> dict[str, object]:
+        """imocha_skill_scores' figures for one day (None: the run)."""
+        return {**staged_table_metadata(staging.imocha_skill_scores, self.rows(staging.imocha_skill_scores, day)),
+                "new_skill_scores": self.of(self.new_scores, day),
+                "attempts_without_skills": self.of(self.without_skills, day)}
 
 
 @dg.asset(
@@ -102,29 +167,69 @@ def completion_sync_plan(context: dg.AssetExecutionContext, staging_db: StagingD
     run_id = context.run.run_id
     stage_skill_mapping(engine)  # for analysts: v_unmapped_skills
     days = partition_days(context)
-    completions, ratings = build_completion_plans(engine, days, sync_settings.completion_mapping(), run_id)
-    metadata: dict[str, object] = {}
-    writes = 0
-    for entity_plan in (completions, ratings):
+    plans = build_completion_plans(engine, days, sync_settings.completion_mapping(), run_id)
+    for entity_plan in plans:
         stage_entity_plan(engine, entity_plan, run_id)
-        counts = entity_plan.frame["action"].value_counts().to_dict() if not entity_plan.frame.empty else {}
-        for action in ("create", "update", "unchanged", "wait", "skip"):
-            metadata[f"{entity_plan.entity}_{action}"] = int(counts.get(action, 0))
-        metadata[f"{entity_plan.entity}_quarantined"] = len(entity_plan.quarantined)
-        writes += sum(int(counts.get(a, 0)) for a in WRITE_ACTIONS)
-        changes = entity_plan.frame[entity_plan.frame["action"] != "unchanged"] if not entity_plan.frame.empty \
-            else entity_plan.frame
-        preview_columns = ["record_key", "action", "reason", *entity_plan.fields]
-        metadata[f"{entity_plan.entity}_preview"] = preview_table(
-            changes.reindex(columns=preview_columns).head(25))
     mark_planned(engine, days)
     per_minute = degreed.resolved().rate_limit_per_minute
-    eta = eta_minutes(writes, per_minute)
-    metadata["writes_planned"] = writes
-    metadata["eta_minutes"] = round(eta, 2)
-    metadata["eta"] = f"at least {format_duration(eta * 60)} at {per_minute} requests/min"
-    context.log.info(plan_eta_line("completion plan", writes, per_minute))
-    return dg.MaterializeResult(metadata=metadata)
+    figures = PlanDays(plans, per_minute, attempt_days(engine, days))
+    whole = figures.figures(None)
+    context.log.info(plan_eta_line("completion plan", int(whole["writes_planned"]), per_minute))
+    if len(days) > 1:
+        describe_each_day(context, days, figures.figures, run_totals=whole)
+        return dg.MaterializeResult()
+    return dg.MaterializeResult(metadata=whole)
+
+
+def attempt_days(engine, days: list[date]) -> dict[str, date]:
+    """``attempt:<id>`` -> the day of each staged attempt of ``days`` (to give quarantine entries their day)."""
+    table = staging.imocha_completions
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(table.c.test_invitation_id, table.c.attempt_date)
+                             .where(table.c.attempt_date.in_(days))).all()
+    return {attempt_key(i): _as_date(day) for i, day in found}
+
+
+class PlanDays:
+    """completion_sync_plan's figures per day, with each entity's plan split by attempt day once."""
+
+    def __init__(self, plans, per_minute: int, day_of_attempt: dict[str, date]):
+        self.per_minute = per_minute
+        self.parts = []
+        for entity_plan in plans:
+            frame = entity_plan.frame
+            days = [None if d is None or pd.isna(d) else _as_date(d) for d in frame.get("source_day", [])]
+            by_day = dict(iter(frame.groupby(pd.Series(days, index=frame.index, dtype=object)))) \
+                if not frame.empty else {}
+            day_of_key = dict(zip(frame["record_key"], days, strict=True)) if not frame.empty else {}
+            quarantined = Counter(_entry_day(e.record_key, day_of_key, day_of_attempt) for e in entity_plan.quarantined)
+            self.parts.append((entity_plan, by_day, quarantined))
+
+    def figures(self, day: date | None) -> dict[str, object]:
+        """The figures of one day (None: the run): non-zero counts per action and quarantined records, the writes
+        with their ETA (or "nothing to send"), and a preview of the changes."""
+        metadata: dict[str, object] = {}
+        writes = 0
+        previews = {}
+        for entity_plan, by_day, quarantined in self.parts:
+            frame = entity_plan.frame if day is None else by_day.get(day, entity_plan.frame.iloc[0:0])
+            counts = frame["action"].value_counts().to_dict() if not frame.empty else {}
+            for action in ("create", "update", "unchanged", "wait", "skip"):
+                metadata[f"{entity_plan.entity}_{action}"] = int(counts.get(action, 0))
+            metadata[f"{entity_plan.entity}_quarantined"] = sum(quarantined.values()) if day is None \
+                else quarantined.get(day, 0)
+            writes += sum(int(counts.get(a, 0)) for a in WRITE_ACTIONS)
+            changes = frame[frame["action"] != "unchanged"] if not frame.empty else frame
+            previews[f"{entity_plan.entity}_preview"] = changes.reindex(
+                columns=["record_key", "action", "reason", *entity_plan.fields]).head(25)
+        return {**nonzero(metadata), **plan_summary(writes, self.per_minute, previews)}
+
+
+def _entry_day(key: str, day_of_key: dict, day_of_attempt: dict[str, date]) -> date | None:
+    if key in day_of_key:
+        return day_of_key[key]
+    return day_of_attempt.get(key.split("|", 1)[0])
+
 
 
 @dg.asset_check(asset=completion_sync_plan, name=PAYLOADS_VALID_CHECK, blocking=True)
@@ -167,7 +272,7 @@ def completion_sync_apply(context: dg.AssetExecutionContext, staging_db: Staging
                        [(entity, entity.writer_for(client, directory), scope) for entity in ATTEMPT_ENTITIES],
                        run_id=context.run.run_id, dry_run=sync_settings.is_dry_run(),
                        per_minute=degreed.resolved().rate_limit_per_minute, metrics=metrics,
-                       extra={"days": scope.describe()})
+                       extra={"days": scope.describe()}, days=scope.days)
 
 
 @dg.asset(group_name="completions", deps=[completion_sync_plan], kinds={"api", "sql"},

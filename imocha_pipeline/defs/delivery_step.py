@@ -5,12 +5,18 @@ completion_catch_up."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 
 import dagster as dg
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline.clients.http import RequestMetrics
-from imocha_pipeline.defs.metadata import request_metadata
+from imocha_pipeline.defs.metadata import (
+    apply_metadata,
+    apply_metadata_by_day,
+    describe_each_day,
+    request_metadata,
+)
 from imocha_pipeline.sync.core.apply import EntityWriter
 from imocha_pipeline.sync.core.delivery import Delivery, deliver
 from imocha_pipeline.sync.core.entity import EntitySpec
@@ -21,14 +27,16 @@ from imocha_pipeline.sync.core.progress import ProgressLog, progress_every_secon
 def deliver_all(context: dg.AssetExecutionContext, engine: Engine,
                 work: Sequence[tuple[EntitySpec, EntityWriter, Scope]], *, run_id: str, dry_run: bool,
                 per_minute: int, metrics: RequestMetrics, extra: dict[str, object] | None = None,
-                ) -> dg.MaterializeResult:
+                days: Sequence[date] | None = None) -> dg.MaterializeResult:
     """Deliver each entity's outstanding records in its scope, one after the other.
 
     Returns the step's metadata; raises ``dg.Failure`` naming the counts and the first errors when any due record
     could not be delivered (the records stay outstanding: a retry of this step, the next run or the catch-up sends
     them). A green step means Degreed took everything that was due.
+
+    ``days``: the partitions of a multi-day run. Each day's materialization then describes that day's records
+    only; the run's totals (and request counts, which belong to no one day) go to the step's log.
     """
-    metadata: dict[str, object] = {"dry_run": dry_run, **(extra or {})}
     deliveries: list[Delivery] = []
     for entity, writer, scope in work:
         progress = ProgressLog(context.log.info, f"{entity.name} apply", 0, per_minute,
@@ -49,10 +57,8 @@ def deliver_all(context: dg.AssetExecutionContext, engine: Engine,
         progress.finish(delivery.result)
         deliveries.append(delivery)
         context.log.info("%s (%s): %s", entity.name, scope.describe(), delivery.as_metadata())
-        metadata.update({f"{entity.name}_{key}": value for key, value in delivery.as_metadata().items()})
-        if delivery.result.errors:
-            metadata[f"{entity.name}_errors"] = "\n".join(delivery.first_errors())
-    metadata.update(request_metadata(metrics, "degreed_requests"))
+    metadata = {**apply_metadata(deliveries, dry_run=dry_run), **(extra or {}),
+                **request_metadata(metrics, "degreed_requests")}
     undelivered = [d for d in deliveries if d.undelivered]
     if undelivered:
         counts = "; ".join(f"{d.entity}: {d.undelivered} of {d.due} due writes failed" for d in undelivered)
@@ -64,4 +70,7 @@ def deliver_all(context: dg.AssetExecutionContext, engine: Engine,
             metadata={key: value for key, value in metadata.items()
                       if not isinstance(value, dg.MetadataValue) or isinstance(value, dg.IntMetadataValue)},
         )
+    if days is not None and len(days) > 1:
+        describe_each_day(context, days, apply_metadata_by_day(deliveries, dry_run=dry_run), run_totals=metadata)
+        return dg.MaterializeResult()
     return dg.MaterializeResult(metadata=metadata)

@@ -8,7 +8,7 @@ import pandas as pd
 from imocha_pipeline import staging
 from imocha_pipeline.clients.http import RequestMetrics
 from imocha_pipeline.defs.assessments import degreed_assessments
-from imocha_pipeline.defs.metadata import preview_table, request_metadata
+from imocha_pipeline.defs.metadata import nonzero, preview_table, request_metadata, staged_table_metadata
 from imocha_pipeline.defs.resources import DegreedResource, StagingDatabaseResource, SyncSettingsResource
 from imocha_pipeline.settings import IMOCHA_PIPELINE_RECONCILE_DAYS
 from imocha_pipeline.sync.assessments.entity import ASSESSMENT
@@ -62,7 +62,8 @@ def degreed_completions(context: dg.AssetExecutionContext, degreed: DegreedResou
     rows = snapshot_completions(client, start, end, started, DegreedDirectory(engine, client))
     _, count = staging.stage_full_extract(engine, staging.degreed_completions, rows, "snapshot_at", started)
     context.log.info("Degreed holds %d completions between %s and %s", count, start, end)
-    return dg.MaterializeResult(metadata={"dagster/row_count": count, "window": f"{start}..{end}",
+    return dg.MaterializeResult(metadata={**staged_table_metadata(staging.degreed_completions, count),
+                                          "window": f"{start}..{end}",
                                           **request_metadata(metrics, "degreed_requests")})
 
 
@@ -75,7 +76,7 @@ def degreed_skill_ratings(context: dg.AssetExecutionContext, degreed: DegreedRes
     client, engine = degreed.client(metrics=metrics), staging_db.engine()
     rows = snapshot_skill_ratings(client, started, DegreedDirectory(engine, client))
     _, count = staging.stage_full_extract(engine, staging.degreed_skill_ratings, rows, "snapshot_at", started)
-    return dg.MaterializeResult(metadata={"dagster/row_count": count,
+    return dg.MaterializeResult(metadata={**staged_table_metadata(staging.degreed_skill_ratings, count),
                                           **request_metadata(metrics, "degreed_requests")})
 
 
@@ -158,8 +159,9 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
                          columns=["entity", "record_key", "kind", "detail", "repaired"])
     counts = {f"{kind}": int((frame["kind"] == kind).sum()) for kind in (MISSING, CHANGED, UNKNOWN, NEVER_DELIVERED)}
     return dg.MaterializeResult(
-        metadata={**counts, "repaired": len(repaired), "remaining": len(remaining), **files.as_metadata(),
-                  "drift": preview_table(frame.head(50)), "staging_table": "sync_drift",
+        metadata={**nonzero(counts), "repaired": len(repaired), "remaining": len(remaining), **files.as_metadata(),
+                  **({"drift": preview_table(frame.head(50))} if not frame.empty else {}),
+                  "staging_table": "sync_drift",
                   **request_metadata(metrics, "degreed_requests")},
         check_results=[dg.AssetCheckResult(
             check_name=NO_DRIFT_CHECK, passed=not remaining,

@@ -7,7 +7,11 @@ Two paths, each safe on its own, that avoid requesting the same attempt twice:
 - ``imocha_callbacks_sensor`` reads the callback inbox (on every loop of the daemon, about every 5 s) that the callback
   endpoint (``imocha_pipeline.callbacks_server``) fills: the fast path, seconds after an attempt ends.
 
-Runs carry the tag ``imocha_pipeline/trigger`` (``poll`` or ``callback``) and a run key made from the
+``completion_day_end_schedule`` reads each UTC day once after it ends when no run has (a day without attempts):
+the day's partitions are then materialized with 0 rows, so the UI's partition health tells a day that was read
+and had nothing from a day that was never synced.
+
+Runs carry the tag ``imocha_pipeline/trigger`` (``poll``, ``callback`` or ``day_end``) and a run key made from the
 partition and the attempts (or inbox rows) they were requested for, so a retried tick never launches
 a second run for the same work.
 
@@ -28,7 +32,7 @@ again, with a run key that carries the try number: Dagster never launches a run 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
@@ -162,3 +166,37 @@ def imocha_callbacks_sensor(
 
 
 COMPLETION_SENSORS = [imocha_completions_sensor, imocha_callbacks_sensor]
+
+
+def day_end_request(instance: dg.DagsterInstance, day: date) -> dg.RunRequest | dg.SkipReason:
+    """A run that reads ``day`` when no run has materialized it yet (and none of it is under way)."""
+    key = day.isoformat()
+    if day < completion_partitions.start.date():
+        return dg.SkipReason(f"{key} is before the first partition ({completion_partitions.start.date()})")
+    done = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=EXTRACT_ASSET, asset_partitions=[key]),
+                                           limit=1).records
+    if done:
+        return dg.SkipReason(f"{key} is already synced (imocha_completions materialized by run "
+                             f"{done[0].run_id})")
+    if unfinished_completion_runs(instance, [key]):
+        return dg.SkipReason(f"a completion_sync_job run of {key} is under way")
+    return dg.RunRequest(run_key=f"day_end:{key}", partition_key=key, tags={TRIGGER_TAG: "day_end"})
+
+
+@dg.schedule(
+    name="completion_day_end_schedule",
+    job_name=COMPLETION_JOB,
+    cron_schedule="30 0 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="At 00:30 UTC: reads the day that just ended with one completion_sync_job run when no run has "
+                "synced it (no attempts finished that day, so the sensors asked for none). Its partitions are then "
+                "materialized with 0 rows: partition health shows every day read as synced and only days never "
+                "read as missing.",
+)
+def completion_day_end_schedule(context: dg.ScheduleEvaluationContext):
+    ended = (context.scheduled_execution_time.astimezone(UTC) - timedelta(days=1)).date()
+    return day_end_request(context.instance, ended)
+
+
+COMPLETION_SCHEDULES = [completion_day_end_schedule]

@@ -128,6 +128,14 @@ IMOCHA_PIPELINE_RETENTION_DAYS = Setting(
     "IMOCHA_PIPELINE_RETENTION_DAYS", WholeNumber(minimum=1), None,
     "days `retention_job` keeps plans, closed quarantine rows, drift rows and callback bodies; the ledger and "
     "what is still to send are kept whatever their age", STAGING, shown_default="(none: keep everything)")
+IMOCHA_PIPELINE_ERASURE_KEY = Setting(
+    "IMOCHA_PIPELINE_ERASURE_KEY",
+    Text(min_length=16, hint="e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"), None,
+    "secret key of the HMAC-SHA256 that keeps an erased learner's email as a keyed hash (`imocha-pipeline "
+    "forget`, `forget_job`); once a learner is erased every completion sync needs it too, to recognise them. Keep "
+    "it stable: under another key an erased learner is no longer recognised",
+    STAGING, required=True, secret=True,
+    shown_default="(required by `forget`, then by the completion runs)")
 
 # ---------------------------------------------------------------------------------------------------------
 # Mapping

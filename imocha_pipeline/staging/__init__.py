@@ -35,6 +35,7 @@ from imocha_pipeline.staging.tables import (
     degreed_skill_ratings,
     degreed_users,
     desired_assessments,
+    erased_learners,
     imocha_assessments,
     imocha_completions,
     imocha_skill_scores,
@@ -51,8 +52,8 @@ from imocha_pipeline.staging.tables import (
 __all__ = [
     "JsonText", "UtcDateTime", "callback_inbox", "create_engine", "degreed_assessments", "degreed_completions",
     "degreed_skill_ratings", "degreed_users", "describe_url", "desired_assessments", "dispose_engine",
-    "existing_values", "get_engine", "get_state", "imocha_assessments", "imocha_completions", "imocha_skill_scores",
-    "metadata", "normalise_url", "not_older", "rate_budget", "read_rows", "set_state", "skill_mapping",
-    "stage_full_extract", "sweep_older", "sync_drift", "sync_ledger", "sync_plan", "sync_quarantine", "sync_state",
-    "table_names", "upsert", "utcnow",
+    "erased_learners", "existing_values", "get_engine", "get_state", "imocha_assessments", "imocha_completions",
+    "imocha_skill_scores", "metadata", "normalise_url", "not_older", "rate_budget", "read_rows", "set_state",
+    "skill_mapping", "stage_full_extract", "sweep_older", "sync_drift", "sync_ledger", "sync_plan", "sync_quarantine",
+    "sync_state", "table_names", "upsert", "utcnow",
 ]

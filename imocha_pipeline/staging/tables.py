@@ -327,3 +327,18 @@ skill_mapping = sa.Table(
     sa.Column("degreed_skill", sa.Text, nullable=False),
     _ts("loaded_at", nullable=False),
 )
+
+# Learners erased with ``imocha-pipeline forget`` (``sync/erasure``): only the HMAC-SHA256 of the normalised email
+# (IMOCHA_PIPELINE_ERASURE_KEY), so an attempt iMocha lists again is recognised and not staged while the erasure
+# holds. ``lifted_at`` set: an operator lifted it (``forget --undo``) and the learner syncs again.
+erased_learners = sa.Table(
+    "erased_learners",
+    metadata,
+    sa.Column("email_hmac", sa.String(64), primary_key=True),
+    _ts("erased_at", nullable=False),
+    _ts("lifted_at"),
+    # When iMocha accepted the GDPR request (``--in-imocha``): its copies of the attempts are masked, so lifting the
+    # erasure does not read those attempts again (they would come back under a masked email).
+    _ts("masked_in_imocha_at"),
+    _ts("updated_at", nullable=False),
+)

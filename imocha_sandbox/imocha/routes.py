@@ -9,6 +9,7 @@ from starlette.routing import Route
 from imocha_sandbox.imocha.attempts import Attempts
 from imocha_sandbox.imocha.callbacks import Callbacks
 from imocha_sandbox.imocha.catalogue import Catalogue
+from imocha_sandbox.imocha.gdpr import Gdpr
 from imocha_sandbox.imocha.http_io import json_any, json_object, query_int, query_params
 from imocha_sandbox.imocha.reports import Reports
 from imocha_sandbox.imocha.retrieve_invites import RetrieveInvites
@@ -18,12 +19,13 @@ class ApiRoutes:
     """``routes()`` lists the iMocha v3 endpoints the simulator serves."""
 
     def __init__(self, *, catalogue: Catalogue, attempts: Attempts, retrieve_invites: RetrieveInvites,
-                 reports: Reports, callbacks: Callbacks):
+                 reports: Reports, callbacks: Callbacks, gdpr: Gdpr):
         self._catalogue = catalogue
         self._attempts = attempts
         self._retrieve_invites = retrieve_invites
         self._reports = reports
         self._callbacks = callbacks
+        self._gdpr = gdpr
 
     def routes(self) -> list[Route]:
         return [
@@ -38,6 +40,7 @@ class ApiRoutes:
             Route("/v3/candidates/testattempts", self._test_attempts, methods=["POST"]),
             Route("/v3/reports/{invitation_id:int}", self._report, methods=["GET"]),
             Route("/v3/callbacks/process", self._process_callbacks, methods=["POST"]),
+            Route("/v3/gdpr/requests", self._gdpr_request, methods=["POST"]),
         ]
 
     async def _list_tests(self, request: Request) -> Response:
@@ -79,3 +82,6 @@ class ApiRoutes:
 
     async def _process_callbacks(self, request: Request) -> Response:
         return JSONResponse(self._callbacks.process_callbacks(await json_any(request)))
+
+    async def _gdpr_request(self, request: Request) -> Response:
+        return JSONResponse(self._gdpr.request(await json_any(request)))

@@ -20,6 +20,7 @@ from imocha_sandbox.imocha.catalogue import Catalogue
 from imocha_sandbox.imocha.control import ControlRoutes
 from imocha_sandbox.imocha.errors import FAULT_RATE_LIMIT_BODY, SERVER_ERROR_BODY
 from imocha_sandbox.imocha.gateway import Gateway
+from imocha_sandbox.imocha.gdpr import Gdpr
 from imocha_sandbox.imocha.http_io import EXCEPTION_HANDLERS
 from imocha_sandbox.imocha.list_entries import UNSET, ListEntryOverrides
 from imocha_sandbox.imocha.records import Invitation, SimTest
@@ -95,6 +96,7 @@ class ImochaSimulator:
         self._attempts = Attempts(self._store, self._notifications, self._now)
         self._reports = Reports(self._store, self._settings, self._now)
         self._retrieve_invites = RetrieveInvites(self._store, self._settings)
+        self.gdpr = Gdpr(self._store)
         self.app = self._build_app()
 
     def _now(self) -> datetime:
@@ -102,7 +104,7 @@ class ImochaSimulator:
 
     def _build_app(self) -> SimulatorMiddleware:
         api = ApiRoutes(catalogue=self._catalogue, attempts=self._attempts, retrieve_invites=self._retrieve_invites,
-                        reports=self._reports, callbacks=self._notifications)
+                        reports=self._reports, callbacks=self._notifications, gdpr=self.gdpr)
         control = ControlRoutes(catalogue=self._catalogue, list_entries=self._list_entries, attempts=self._attempts,
                                 settings=self._settings, dispatcher=self.callbacks, canned=self._canned,
                                 log=self.log, faults=self.faults)

@@ -11,6 +11,7 @@ from imocha_pipeline.clients.imocha.client import ImochaClient
 from imocha_pipeline.clients.imocha.contract import API_NAME
 from imocha_pipeline.clients.imocha.errors import ImochaPayloadError
 from imocha_pipeline.clients.imocha.records import (
+    GdprRequestResult,
     ImochaAttempt,
     ImochaReport,
     ImochaReportSection,
@@ -24,7 +25,7 @@ from imocha_pipeline.clients.imocha.records import (
 )
 
 __all__ = [
-    "API_NAME", "ImochaAttempt", "ImochaClient", "ImochaPayloadError", "ImochaReport", "ImochaReportSection",
-    "ImochaReportSkill", "ImochaTest", "ImochaTestDetail", "ImochaTestLink", "ImochaTestSection",
+    "API_NAME", "GdprRequestResult", "ImochaAttempt", "ImochaClient", "ImochaPayloadError", "ImochaReport",
+    "ImochaReportSection", "ImochaReportSkill", "ImochaTest", "ImochaTestDetail", "ImochaTestLink", "ImochaTestSection",
     "ProcessCallbacksResult", "TestListProblem",
 ]

@@ -22,17 +22,19 @@ from typing import Any
 
 import requests
 
-from imocha_pipeline.clients.errors import NotFoundError, PayloadError
+from imocha_pipeline.clients.errors import BadRequestError, NotFoundError, PayloadError
 from imocha_pipeline.clients.http import ApiSession, RateBudget, RequestMetrics, Timeouts
 from imocha_pipeline.clients.imocha.contract import (
     API_NAME,
     ATTEMPT_STATES,
     EP_ATTEMPTS,
+    EP_GDPR,
     EP_PROCESS_CALLBACKS,
     EP_REPORT,
     EP_TEST,
     EP_TEST_LINKS,
     EP_TESTS,
+    GDPR_NO_RECORDS,
     PROCESS_CALLBACKS_BATCH,
     imocha_root_url,
 )
@@ -53,6 +55,7 @@ from imocha_pipeline.clients.imocha.parsing import (
     parse_test_link,
 )
 from imocha_pipeline.clients.imocha.records import (
+    GdprRequestResult,
     ImochaAttempt,
     ImochaReport,
     ImochaTest,
@@ -304,6 +307,23 @@ class ImochaClient:
             successful.extend(ok)
             failed.extend(bad)
         return ProcessCallbacksResult(tuple(successful), tuple(failed))
+
+    def request_erasure(self, email: str, invitation_id: int | None = None) -> GdprRequestResult:
+        """Ask iMocha to mask the candidate's records (``POST /v3/gdpr/requests``, spec §11): all of them, or only
+        the attempt ``invitation_id``. iMocha's 400 "No records found for given Email address" is an answer, not an
+        error (``accepted`` False, ``found`` False); any other failure raises as usual. A repeat after a lost answer
+        is harmless (iMocha then answers "No records found")."""
+        body: dict[str, Any] = {"CandidateEmail": email}
+        if invitation_id is not None:
+            body["testinvitationId"] = int(invitation_id)
+        try:
+            response = self._call("POST", "/v3/gdpr/requests", EP_GDPR, json_body=body)
+        except BadRequestError as exc:
+            if GDPR_NO_RECORDS.casefold() in str(exc.detail or "").casefold():
+                return GdprRequestResult(accepted=False, found=False, message=GDPR_NO_RECORDS)
+            raise
+        answer = Fields(self._json(response, EP_GDPR), EP_GDPR, "GDPR request answer")
+        return GdprRequestResult(accepted=True, found=True, message=str(answer.get("result") or ""))
 
     def ping(self) -> int | None:
         """A cheap authenticated call (one test); returns the test count iMocha reports."""

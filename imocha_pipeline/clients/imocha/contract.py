@@ -14,6 +14,9 @@ EP_TEST_LINKS = "GET /v3/tests/{id}/testlinks"
 EP_ATTEMPTS = "POST /v3/candidates/testattempts"
 EP_REPORT = "GET /v3/reports/{id}"
 EP_PROCESS_CALLBACKS = "POST /v3/callbacks/process"
+EP_GDPR = "POST /v3/gdpr/requests"
+GDPR_NO_RECORDS = "No records found for given Email address"
+"""The start of iMocha's 400 answer to a GDPR request for an email it holds nothing of (spec §4.2)."""
 
 
 def imocha_root_url(base_url: str) -> str:

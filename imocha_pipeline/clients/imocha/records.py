@@ -152,3 +152,13 @@ class ImochaReport:
 class ProcessCallbacksResult:
     successful: tuple[int, ...]
     failed: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GdprRequestResult:
+    """iMocha's answer to a GDPR request: ``accepted`` (200, "Request accepted for processing") or not, and
+    ``found`` False when it holds no records of the email (its 400 "No records found ...", spec §4.2)."""
+
+    accepted: bool
+    found: bool
+    message: str

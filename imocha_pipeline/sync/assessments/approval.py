@@ -25,6 +25,7 @@ from imocha_pipeline.sync.core.plan_store import plan_rows
 PLAN_STATE = "assessment.plan"
 BASELINE_STATE = "assessment.extract_baseline"
 EXTRACT_COUNT_STATE = "assessment.extract_count"
+LAST_CHANGE_STATE = "assessment.last_change_plan"
 CONFIRM_HINT = ("re-run assessment_sync_job with run config "
                 "ops.assessment_sync_plan.config.confirm_large_changes: true")
 
@@ -78,6 +79,20 @@ def record_plan(engine: Engine, entity: str, plan_frame: pd.DataFrame, fields: t
         if approved:
             staging.set_state(conn, BASELINE_STATE, {"count": int(extract_count), "plan_id": plan_id})
     return PlanVerdict(plan_id, approved, verdict, run_id, now)
+
+
+def last_change_plan(engine: Engine, plan: PlanVerdict, writes: int) -> dict:
+    """The last plan that had something to write (``plan_id``, ``planned_at``, ``writes``, ``run_id``): this one
+    when ``writes`` > 0 (then recorded), else the one recorded before ({} if none), so a no-change plan can point to
+    it in the UI."""
+    with engine.begin() as conn:
+        if writes:
+            last = {"plan_id": plan.plan_id, "run_id": plan.run_id, "writes": int(writes),
+                    "planned_at": plan.planned_at.isoformat() if plan.planned_at else None}
+            staging.set_state(conn, LAST_CHANGE_STATE, last)
+            return last
+        found = staging.get_state(conn, LAST_CHANGE_STATE)
+    return found if isinstance(found, dict) else {}
 
 
 def current_plan(engine: Engine) -> PlanVerdict | None:

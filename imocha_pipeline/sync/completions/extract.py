@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.engine import Engine
@@ -14,6 +14,7 @@ from imocha_pipeline.clients.errors import ApiError, NotFoundError
 from imocha_pipeline.clients.imocha import ImochaClient, ImochaReport
 from imocha_pipeline.clients.imocha.values import normalize_status
 from imocha_pipeline.sync.core.concurrent_fetch import fetch_all
+from imocha_pipeline.sync.erasure.registry import blocked_attempts, clear_callback_bodies
 
 
 @dataclass
@@ -23,6 +24,9 @@ class ExtractResult:
     reports_fetched: int
     already_staged: int
     problems: list[tuple[int, str]]  # (invitation id, reason) for reports that could not be read
+    day_of: dict[int, date] = field(default_factory=dict)  # every attempt listed -> the day whose window listed it
+    skipped: set[int] = field(default_factory=set)  # attempts listed but already staged (no report fetched)
+    erased: int = 0  # attempts of erased learners iMocha listed, not staged (``sync/erasure``)
 
 
 def staged_invitation_ids(engine: Engine, ids: list[int]) -> set[int]:
@@ -35,7 +39,8 @@ def extract_completions(client: ImochaClient, engine: Engine, days: list[date], 
                         extracted_at: datetime | None = None) -> ExtractResult:
     """Finished attempts iMocha reports for each UTC day, each enriched by its report.
 
-    A report is fetched once per attempt: attempts already staged are skipped unless ``full_refresh``.
+    A report is fetched once per attempt: attempts already staged are skipped unless ``full_refresh``. Attempts of
+    an erased learner (by the listed or the reported email, or staged as erased) are never staged again.
     ``attempt_date`` is the day whose Retrieve-Invites window returned the attempt (the partition).
     A report that still fails after the HTTP layer's retries (a 5xx streak) is read once more after the
     others; if it fails again, or too many do (``sync.fetching``), the error ends the run.
@@ -48,7 +53,8 @@ def extract_completions(client: ImochaClient, engine: Engine, days: list[date], 
         for attempt in client.list_attempts(start, end, state="completed"):
             day_of.setdefault(attempt.test_invitation_id, day)
             attempt_of.setdefault(attempt.test_invitation_id, attempt)
-    ids = sorted(day_of)
+    erased = blocked_attempts(engine, [(i, getattr(a, "email", None)) for i, a in attempt_of.items()])
+    ids = sorted(set(day_of) - erased)
     skip = set() if full_refresh else staged_invitation_ids(engine, ids)
     todo = [i for i in ids if i not in skip]
     problems: list[tuple[int, str]] = []
@@ -66,8 +72,9 @@ def extract_completions(client: ImochaClient, engine: Engine, days: list[date], 
 
     reports = fetch_all(fetch, todo, max_workers=max_workers)
     completions, scores = [], []
+    late = blocked_attempts(engine, [(i, r.candidate_email) for i, r in reports.items() if r is not None])
     for invitation_id, report in reports.items():
-        if report is None:
+        if report is None or invitation_id in late:
             continue
         if int(report.test_invitation_id) != int(invitation_id):
             problems.append((invitation_id, f"the report of attempt {invitation_id} names attempt "
@@ -76,7 +83,9 @@ def extract_completions(client: ImochaClient, engine: Engine, days: list[date], 
         row, skill_rows = report_rows(report, attempt_of[invitation_id], day_of[invitation_id], extracted_at)
         completions.append(row)
         scores.extend(skill_rows)
-    return ExtractResult(completions, scores, len(todo), len(skip), problems)
+    clear_callback_bodies(engine, erased | late)  # a callback of an erased attempt that came after the erasure
+    return ExtractResult(completions, scores, reports_fetched=len(todo), already_staged=len(skip), problems=problems,
+                         day_of=day_of, skipped=skip, erased=len(erased | late))
 
 
 def report_rows(report: ImochaReport, attempt, attempt_date: date,

@@ -42,6 +42,7 @@ from imocha_pipeline.sync.core.quarantine import (
     Quarantine,
 )
 from imocha_pipeline.sync.core.validation import RowFailure, split_valid
+from imocha_pipeline.sync.erasure.registry import ERASED_PREFIX
 
 SKIP = "skip"
 
@@ -63,6 +64,9 @@ class EntityPlan:
 
 def load_staged(engine: Engine, table: sa.Table, days: list[date]) -> pd.DataFrame:
     condition = table.c.attempt_date.in_(days)
+    if "learner_email" in table.c:  # what remains of an erased learner's attempt is not an attempt to send
+        email = table.c.learner_email
+        condition = sa.and_(condition, sa.or_(email.is_(None), sa.not_(email.startswith(ERASED_PREFIX))))
     with engine.connect() as conn:
         rows = staging.read_rows(conn, table, condition)
     return pd.DataFrame(rows, columns=[c.name for c in table.columns])

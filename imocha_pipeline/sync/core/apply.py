@@ -93,6 +93,13 @@ class ApplyResult:
     counts: Counter = field(default_factory=Counter)
     errors: list[dict[str, str]] = field(default_factory=list)
     elapsed_seconds: float = 0.0
+    outcomes: dict[str, str] = field(default_factory=dict)
+    """Each record's final outcome (``created``, ``failed``, ``waiting_for_learner``...), by record key."""
+
+    def note(self, key: str, outcome: str) -> None:
+        """Count an outcome of a record; the last one noted for a record is its final outcome."""
+        self.counts[outcome] += 1
+        self.outcomes[key] = outcome
 
     def as_metadata(self) -> dict[str, int]:
         keys = ("created", "updated", "retired", "adopted", "failed", "waiting_for_learner", "rejected",
@@ -170,10 +177,10 @@ def apply_plan(
             if refusal == SUPERSEDED:
                 logger.info("%s %s: a later iMocha attempt is already in Degreed or on its way; attempt %s is "
                             "not sent", ledger.entity, key, source.id if source else "?")
-                result.counts["superseded"] += 1
+                result.note(key, "superseded")
                 return True
             if refusal == DONE:
-                result.counts["delivered_by_other_run" if not first_try else "already_delivered"] += 1
+                result.note(key, "delivered_by_other_run" if not first_try else "already_delivered")
                 return True
             return False
         try:
@@ -188,10 +195,10 @@ def apply_plan(
                 unsure_rounds[key] += 1
                 logger.info("%s %s: %s; reading Degreed before sending it again", ledger.entity, key, exc)
                 unsure.append((time.monotonic() + settle, row))
-                result.counts["unsure_sends"] += 1
+                result.note(key, "unsure_sends")
                 return True
             ledger.fail(key, str(exc))
-            result.counts["failed"] += 1
+            result.note(key, "failed")
             result.errors.append({"record_key": key, "error": str(exc)})
             return True
         except LearnerNotFoundError as exc:
@@ -199,13 +206,13 @@ def apply_plan(
             quarantine.put([Entry(key, WAITING_FOR_LEARNER, f"learner not in Degreed yet: {exc.identifier or exc}",
                                   column="user_id", rule="learner exists in Degreed",
                                   bad_value=exc.identifier)])
-            result.counts["waiting_for_learner"] += 1
+            result.note(key, "waiting_for_learner")
             state["consecutive_transport"] = 0
             return True
         except BadRequestError as exc:
             ledger.fail(key, str(exc))
             quarantine.put([Entry(key, REJECTED, f"Degreed rejected the write: {exc}")])
-            result.counts["rejected"] += 1
+            result.note(key, "rejected")
             result.errors.append({"record_key": key, "error": str(exc)})
             state["consecutive_transport"] = 0
             return True
@@ -213,28 +220,28 @@ def apply_plan(
             ledger.fail(key, str(exc))
             state["consecutive_transport"] += 1
             if state["consecutive_transport"] >= max_consecutive_transport_failures:
-                result.counts["failed"] += 1
+                result.note(key, "failed")
                 raise ApplyAborted(
                     f"{state['consecutive_transport']} writes in a row could not reach Degreed; stopping "
                     f"(last: {exc})") from exc
             if first_try:
                 logger.info("%s %s: %s; trying once more at the end of this run", ledger.entity, key, exc)
                 retry_later.append(row)
-                result.counts["retried_at_end"] += 1
+                result.note(key, "retried_at_end")
                 return True
-            result.counts["failed"] += 1
+            result.note(key, "failed")
             result.errors.append({"record_key": key, "error": str(exc)})
             return True
         except ApiError as exc:
             ledger.fail(key, str(exc))
-            result.counts["failed"] += 1
+            result.note(key, "failed")
             result.errors.append({"record_key": key, "error": str(exc)})
             state["consecutive_transport"] = 0
             return True
         state["consecutive_transport"] = 0
         ledger.acknowledge(key, outcome.degreed_id, payload_hash, payload, action=outcome.action)
         quarantine.resolve([key])
-        result.counts[PAST_TENSE.get(outcome.action, outcome.action)] += 1
+        result.note(key, PAST_TENSE.get(outcome.action, outcome.action))
         return True
 
     try:
@@ -296,7 +303,8 @@ def _loop(writes, process, held, unsure, retry_later, ledger, result, progress, 
         time.sleep(min(1.0, max(0.1, wait / 20)))
         held[:] = [row for row in held if not process(row, first_try=False)]
     if held:
-        result.counts["skipped_claimed"] += len(held)
+        for row in held:
+            result.note(str(row["record_key"]), "skipped_claimed")
         logger.warning("%d %s records are still held by another live run; that run sends them (or the next "
                        "run, once its claims run out)", len(held), ledger.entity)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 import pandas as pd
 from sqlalchemy.engine import Engine
@@ -41,6 +41,10 @@ class Delivery:
     waiting: Counter = field(default_factory=Counter)
     result: ApplyResult = field(default_factory=ApplyResult)
     dry_run: bool = False
+    sent: list[dict] = field(default_factory=list)
+    """The due records given to the apply loop: ``record_key``, ``action``, ``day`` (the attempt's day)."""
+    held_back: list[dict] = field(default_factory=list)
+    """Outstanding records not sent: ``record_key``, ``reason`` (why it waits, or the payload problem), ``day``."""
 
     @property
     def undelivered(self) -> int:
@@ -56,8 +60,49 @@ class Delivery:
         data["undelivered"] = self.undelivered
         return data
 
+    def records(self) -> list[dict]:
+        """One row per record this delivery looked at: what was sent and how it ended, then what was held back
+        and why (for the run's table of records)."""
+        errors = {e["record_key"]: e["error"] for e in self.result.errors}
+        rows = [{"entity": self.entity, "record_key": r["record_key"], "day": r["day"], "action": r["action"],
+                 "outcome": "not sent (dry run)" if self.dry_run
+                 else self.result.outcomes.get(r["record_key"], "not tried"),
+                 "detail": errors.get(r["record_key"], "")} for r in self.sent]
+        return rows + [{"entity": self.entity, "record_key": r["record_key"], "day": r["day"], "action": "",
+                        "outcome": "held back", "detail": r["reason"]} for r in self.held_back]
+
+    def by_day(self) -> dict[date | None, Delivery]:
+        """This delivery split by attempt day, each part with its day's records and their final outcomes as its
+        counts, so the parts of a multi-day run add up to the run's records."""
+        parts: dict[date | None, Delivery] = {}
+        errors = {e["record_key"]: e for e in self.result.errors}
+        for record in self.sent:
+            part = parts.setdefault(record["day"], Delivery(self.entity, self.scope, dry_run=self.dry_run))
+            part.sent.append(record)
+            part.due += 1
+            key = record["record_key"]
+            if key in self.result.outcomes:
+                part.result.note(key, self.result.outcomes[key])
+            if key in errors:
+                part.result.errors.append(errors[key])
+        for record in self.held_back:
+            part = parts.setdefault(record["day"], Delivery(self.entity, self.scope, dry_run=self.dry_run))
+            part.held_back.append(record)
+            if record["reason"] in self.waiting:
+                part.waiting[record["reason"]] += 1
+            else:
+                part.invalid += 1
+        return parts
+
     def first_errors(self, limit: int = 20) -> list[str]:
         return [f"{e['record_key']}: {e['error']}" for e in self.result.errors[:limit]]
+
+
+def _day(value) -> date | None:
+    """An attempt day as a ``date`` (None for records without one, e.g. assessments)."""
+    if value is None or (not isinstance(value, (date, str)) and pd.isna(value)):
+        return None
+    return date.fromisoformat(value[:10]) if isinstance(value, str) else pd.Timestamp(value).date()
 
 
 def validate_payloads(frame: pd.DataFrame, entity: EntitySpec) -> tuple[pd.DataFrame, list[Entry]]:
@@ -84,8 +129,15 @@ def deliver(engine: Engine, entity: EntitySpec, writer: EntityWriter, scope: Sco
     quarantine = Quarantine(engine, entity.name, run_id)
     frame, invalid = validate_payloads(found.due, entity)
     quarantine.put(invalid)
+    day_of = dict(zip(found.due["record_key"], found.due["source_day"], strict=True))
     delivery = Delivery(entity.name, scope, due=len(frame), invalid=len(invalid), waiting=found.waiting,
-                        dry_run=dry_run)
+                        dry_run=dry_run,
+                        sent=[{"record_key": key, "action": action, "day": _day(day_of.get(key))}
+                              for key, action in zip(frame["record_key"], frame["action"], strict=True)],
+                        held_back=[{"record_key": e.record_key, "reason": e.reason,
+                                    "day": _day(day_of.get(e.record_key))} for e in invalid]
+                        + [{"record_key": key, "reason": reason, "day": _day(found.waiting_days.get(key))}
+                           for reason, keys in found.waiting_keys.items() for key in keys])
     if on_start is not None:
         on_start(len(frame))
     if dry_run or frame.empty:

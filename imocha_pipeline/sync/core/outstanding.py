@@ -77,6 +77,7 @@ class Outstanding:
     due: pd.DataFrame
     waiting: Counter = field(default_factory=Counter)
     waiting_keys: dict[str, list[str]] = field(default_factory=dict)
+    waiting_days: dict[str, date | None] = field(default_factory=dict)  # record key -> its source day
 
     @property
     def total(self) -> int:
@@ -174,6 +175,7 @@ def outstanding(engine: Engine, entity: EntitySpec, scope: Scope, *, now: dateti
         if reason is not None:
             result.waiting[reason] += 1
             result.waiting_keys.setdefault(reason, []).append(row["record_key"])
+            result.waiting_days[row["record_key"]] = row.get("source_day")
             continue
         record = {**{name: payload.get(name) for name in entity.all_fields},
                   "record_key": row["record_key"], "payload_hash": row.get("payload_hash"),

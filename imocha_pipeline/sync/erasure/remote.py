@@ -1,0 +1,88 @@
+"""The erasure in iMocha and Degreed.
+
+- iMocha: one GDPR request (``POST /v3/gdpr/requests`` with ``CandidateEmail``); its 400 "No records found" is
+  reported, not an error.
+- Degreed: every completion and skill rating we created for the learner (the Degreed ids the ledger holds, under the
+  hashed key) deleted through the Degreed client and its shared rate budget. Each delete is recorded in the ledger
+  at once (state ``deleted``), so a rerun deletes nothing twice and a rerun after a failure deletes the rest. A 404
+  is "already gone": recorded the same way and reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from imocha_pipeline import staging
+from imocha_pipeline.clients.errors import ApiError, NotFoundError
+from imocha_pipeline.sync.erasure.local import DELETED, ERASED
+from imocha_pipeline.sync.erasure.registry import marker
+
+DELETERS = {"completion": "delete_completion", "skill_rating": "delete_skill_rating"}
+
+
+@dataclass
+class DegreedOutcome:
+    deleted: dict[str, int] = field(default_factory=dict)  # per entity
+    already_gone: dict[str, int] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)  # "<entity> <Degreed id>: <error>"
+    not_deletable: int = 0  # erased records without a Degreed id (never acknowledged, or sent by file)
+
+
+def to_delete(conn: Connection, email_hash: str) -> list[dict]:
+    """The learner's hashed ledger rows whose Degreed record is still to delete."""
+    ledger = staging.sync_ledger
+    return [dict(r._mapping) for r in conn.execute(sa.select(
+        ledger.c.entity, ledger.c.record_key, ledger.c.degreed_id).where(
+        ledger.c.entity.in_(tuple(DELETERS)), ledger.c.state == ERASED,
+        ledger.c.record_key.startswith(f"{marker(email_hash)}|", autoescape=True)).order_by(
+        ledger.c.entity, ledger.c.record_key))]
+
+
+def delete_in_degreed(engine: Engine, client, email_hash: str) -> DegreedOutcome:
+    """Delete the learner's records in Degreed, recording each in the ledger as it is done."""
+    outcome = DegreedOutcome()
+    with engine.connect() as conn:
+        rows = to_delete(conn, email_hash)
+    for row in rows:
+        entity, degreed_id = row["entity"], row["degreed_id"]
+        if not degreed_id:
+            outcome.not_deletable += 1
+            continue
+        try:
+            getattr(client, DELETERS[entity])(degreed_id)
+            tally = outcome.deleted
+        except NotFoundError:
+            tally = outcome.already_gone
+        except ApiError as exc:
+            outcome.failed.append(f"{entity} {degreed_id}: {exc}")
+            continue
+        tally[entity] = tally.get(entity, 0) + 1
+        with engine.begin() as conn:
+            ledger = staging.sync_ledger
+            conn.execute(ledger.update().where(ledger.c.entity == entity, ledger.c.record_key == row["record_key"])
+                         .values(state=DELETED, updated_at=staging.utcnow()))
+    return outcome
+
+
+def degreed_plan(rows: list[dict]) -> dict[str, int]:
+    """What a Degreed erasure would delete, per entity (rows without a Degreed id apart)."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        name = row["entity"] if row["degreed_id"] else "without_degreed_id"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+@dataclass(frozen=True)
+class ImochaOutcome:
+    accepted: bool
+    message: str
+
+
+def request_in_imocha(client, email: str) -> ImochaOutcome:
+    """Forward the erasure to iMocha; "no records" comes back as not accepted, with iMocha's reason (no email)."""
+    result = client.request_erasure(email)
+    return ImochaOutcome(result.accepted, result.message.replace(email, "<email>"))

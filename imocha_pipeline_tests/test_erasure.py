@@ -1,0 +1,313 @@
+"""Right to erasure (``imocha-pipeline forget``, ``forget_job``) against the sandbox, on SQLite and PostgreSQL: the
+learner's personal data leaves every staging table (checked by scanning every text column of every table), iMocha
+masks the attempts, Degreed's records are deleted once, the learner is not staged or sent again (sync run, catch-up)
+until the erasure is lifted, a dry run changes nothing, and the key setting is required."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from imocha_pipeline import staging
+from imocha_pipeline.cli import main
+from imocha_pipeline.sync.erasure.registry import KEY_SETTING, email_hmac, marker
+from sync_harness import SyncHarness
+
+KEY = "test-erasure-key-0123456789"
+FULL_REFRESH = {"ops": {"imocha_attempts": {"config": {"full_refresh": True}}}}
+
+
+@pytest.fixture
+def sandbox(make_sandbox):
+    return make_sandbox(seed=41, tests=2, learners=6, attempts=0, missing_in_degreed=1, degreed_rate_limit=6000)
+
+
+def _forget(sandbox, staging_url, *args, key: str | None = KEY):
+    env = {**sandbox.env(), "IMOCHA_PIPELINE_STAGING_DB_URL": staging_url, KEY_SETTING: key}
+    return CliRunner().invoke(main, ["forget", *args], env=env)
+
+
+def _dump(engine) -> dict[str, list[tuple]]:
+    """Every row of every table in the staging schema, as text (views apart)."""
+    names = sa.inspect(engine).get_table_names()
+    dump = {}
+    with engine.connect() as conn:
+        for name in sorted(names):
+            table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+            dump[name] = sorted(tuple("" if v is None else str(v) for v in row)
+                                for row in conn.execute(sa.select(table)))
+    return dump
+
+
+def _holding(engine, *needles: str) -> list[str]:
+    """``table.column`` of every value in any table that contains one of ``needles`` (case-insensitive)."""
+    found = []
+    for table, rows in _dump(engine).items():
+        for row in rows:
+            if any(n.lower() in value.lower() for value in row for n in needles):
+                found.append(f"{table}: {row}")
+    return found
+
+
+def _world(h: SyncHarness, sandbox):
+    """Two learners synced today (completions and skill ratings in Degreed), the Degreed snapshot read, and a
+    callback, a quarantine row and a drift row about the one to erase."""
+    h.assessments()
+    erasee, other = [learner for learner in sandbox.world.learners if learner.in_degreed][:2]
+    test = sandbox.world.tests[0]
+    first = sandbox.imocha.complete_attempt(test.test_id, erasee.email, erasee.name, bank_scores=81.0)
+    sandbox.imocha.complete_attempt(test.test_id, other.email, other.name, bank_scores=64.0)
+    assert h.completions().success
+    assert h.run("reconcile_job").success
+    engine = staging.get_engine(h.staging_url)
+    now = datetime.now(UTC)
+    key = f"{erasee.email.lower()}|imocha-{test.test_id}"
+    with engine.begin() as conn:
+        conn.execute(staging.callback_inbox.insert(), [
+            {"test_invitation_id": first, "status": "Complete", "received_at": now, "processed_at": now,
+             "payload": {"TestInvitationId": first, "CandidateEmailId": erasee.email.upper(), "Status": "Complete"}}])
+        conn.execute(staging.sync_quarantine.insert(), [
+            {"entity": "completion", "record_key": key + "-old", "kind": "rejected", "reason": "r", "status": "open",
+             "attempts": 1, "first_seen_at": now, "last_seen_at": now, "bad_value": erasee.email}])
+        conn.execute(staging.sync_drift.insert(), [
+            {"entity": "completion", "record_key": key, "kind": "changed_in_degreed", "detail": "edited",
+             "repaired": False, "found_at": now}])
+    return erasee, other, test, first
+
+
+def _ledger(h) -> list[dict]:
+    return h.rows(staging.sync_ledger)
+
+
+def test_forget_everywhere_then_relisted_not_sent_until_undone(sandbox, staging_url, instance, monkeypatch):
+    monkeypatch.setenv(KEY_SETTING, KEY)  # the pipeline's runs need the key to recognise an erased learner
+    h = SyncHarness(sandbox, staging_url, instance)
+    erasee, other, _, first = _world(h, sandbox)
+    engine = staging.get_engine(staging_url)
+    email = erasee.email
+    assert _holding(engine, email)  # the world holds the email in many tables
+    ours = [r for r in _ledger(h) if r["record_key"].startswith(email.lower() + "|")]
+    ids = {r["degreed_id"] for r in ours}
+    assert {r["entity"] for r in ours} == {"completion", "skill_rating"} and None not in ids
+    gone_already = next(r["degreed_id"] for r in ours if r["entity"] == "skill_rating")
+    sandbox.degreed.delete_skill_rating(gone_already)  # someone deleted one in Degreed: a 404, reported
+
+    # A dry run reports and changes nothing, here or in either system.
+    before, imocha_seq, degreed_seq = _dump(engine), sandbox.imocha.log.last_seq, sandbox.degreed.log.last_seq
+    dry = _forget(sandbox, staging_url, "--email", email, "--in-imocha", "--in-degreed", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "would erase" in dry.output and "nothing changed" in dry.output
+    assert "sync_ledger" in dry.output and f"to_delete={{'completion': 1, 'skill_rating': {len(ours) - 1}}}" \
+        in dry.output
+    assert _dump(engine) == before
+    assert sandbox.imocha.log.entries(imocha_seq) == [] and sandbox.degreed.log.entries(degreed_seq) == []
+
+    result = _forget(sandbox, staging_url, "--email", f"  {email.upper()} ", "--in-imocha", "--in-degreed")
+    assert result.exit_code == 0, result.output
+    assert "accepted=True" in result.output and "already_gone={'skill_rating': 1}" in result.output
+
+    # Local: the email, the name and the scores are nowhere; the ledger keeps the hashed identity.
+    assert _holding(engine, email, erasee.name) == []
+    hashed = marker(email_hmac(email, KEY.encode()))
+    rows = [r for r in _ledger(h) if r["record_key"].startswith(hashed + "|")]
+    assert len(rows) == len(ours) and {r["state"] for r in rows} == {"deleted"}
+    assert {r["degreed_id"] for r in rows} == ids and all(r["payload"] is None for r in rows)
+    assert [r["email_hmac"] for r in h.rows(staging.erased_learners)] == [hashed.split(":")[1]]
+    tombstone = next(r for r in h.rows(staging.imocha_completions) if r["test_invitation_id"] == first)
+    assert tombstone["learner_email"] == hashed and tombstone["score_percentage"] is None
+    assert any(r["learner_email"] == other.email for r in h.rows(staging.imocha_completions))  # others untouched
+
+    # Analyst views still work and show the learner as erased.
+    with engine.connect() as conn:
+        status = {r.learner_email: r.sync_status for r in conn.execute(sa.text("SELECT * FROM v_sync_status"))}
+        ratings = {r.learner_email for r in conn.execute(sa.text("SELECT * FROM v_skill_ratings_current"))}
+        for view in ("v_open_quarantine", "v_drift_last_reconcile", "v_unmapped_skills"):
+            conn.execute(sa.text(f"SELECT * FROM {view}")).all()
+    assert status[hashed] == "deleted" and status[other.email.lower()] == "synced"
+    assert hashed in ratings and email.lower() not in ratings
+
+    # iMocha masked the attempt; Degreed got exactly one DELETE per record still there.
+    invitation = sandbox.imocha.invitations[first]
+    assert invitation.email != email and invitation.name != erasee.name
+    deletes = [(w.method, w.path) for w in h.writes(degreed_seq)]
+    expected = {("DELETE", f"/api/v2/{'completions' if r['entity'] == 'completion' else 'skill-ratings'}/"
+                           f"{r['degreed_id']}") for r in ours}
+    assert sorted(deletes) == sorted(expected) and len(deletes) == len(ours)
+    state = h.state()
+    assert not ids & ({c["id"] for c in state["completions"]} | {r["id"] for r in state["skill_ratings"]})
+
+    # A rerun deletes nothing twice; iMocha now has no records of the email: reported, not fatal.
+    seq = sandbox.degreed.log.last_seq
+    again = _forget(sandbox, staging_url, "--email", email, "--in-imocha", "--in-degreed")
+    assert again.exit_code == 0, again.output
+    assert "accepted=False" in again.output and "No records found" in again.output and email not in again.output
+    assert h.writes(seq) == []
+
+    # The masked attempts listed again, and a new attempt of the learner: neither staged nor sent, by any path.
+    second_test = sandbox.world.tests[1]
+    later = sandbox.imocha.complete_attempt(second_test.test_id, erasee.email, erasee.name, bank_scores=90.0)
+    with engine.begin() as conn:  # its callback came in (the endpoint stores what iMocha sends)
+        conn.execute(staging.callback_inbox.insert(), [
+            {"test_invitation_id": later, "status": "Complete", "received_at": datetime.now(UTC),
+             "payload": {"TestInvitationId": later, "CandidateEmailId": email, "CandidateName": erasee.name}}])
+    seq = sandbox.degreed.log.last_seq
+    assert h.completions(run_config=FULL_REFRESH).success
+    assert h.catch_up().success
+    assert h.writes(seq) == []
+    assert later not in {r["test_invitation_id"] for r in h.rows(staging.imocha_completions)}
+    assert _holding(engine, email, erasee.name, "masked") == []
+
+    # Lifted by an operator: the learner's attempts are staged and sent again (the one iMocha masked stays erased).
+    undo = _forget(sandbox, staging_url, "--undo", "--email", email)
+    assert undo.exit_code == 0, undo.output
+    assert "iMocha masked the erased attempts" in undo.output
+    assert h.completions().success
+    assert _holding(engine, "masked") == []
+    sent = [(w.method, w.path) for w in h.writes(seq)]
+    assert ("POST", "/api/v2/completions") in sent
+    assert later in {r["test_invitation_id"] for r in h.rows(staging.imocha_completions)}
+    assert any(r["record_key"] == f"{email.lower()}|imocha-{second_test.test_id}" and r["state"] == "acknowledged"
+               for r in _ledger(h))
+
+
+def test_local_erasure_holds_for_the_catch_up_and_a_relisted_attempt(sandbox, staging_url, instance,
+                                                                     monkeypatch):
+    """Without --in-imocha the old attempt comes back from Retrieve Invites with the real email: not re-staged. A
+    record that waited for its learner is not sent by the catch-up once the learner appears in Degreed."""
+    monkeypatch.setenv(KEY_SETTING, KEY)
+    h = SyncHarness(sandbox, staging_url, instance)
+    h.assessments()
+    waiting = h.learner(in_degreed=False)
+    test = sandbox.world.tests[0]
+    attempt = sandbox.imocha.complete_attempt(test.test_id, waiting.email, waiting.name, bank_scores=70.0)
+    assert h.completions().success
+    assert any(r["kind"] == "waiting_for_learner" for r in h.rows(staging.sync_quarantine))
+    engine = staging.get_engine(staging_url)
+
+    result = _forget(sandbox, staging_url, "--email", waiting.email)
+    assert result.exit_code == 0, result.output
+    assert "iMocha: not asked" in result.output and "Degreed: not asked" in result.output
+    assert _holding(engine, waiting.email, waiting.name) == []
+
+    sandbox.degreed.add_user(waiting.email)
+    seq = sandbox.degreed.log.last_seq
+    assert h.catch_up().success
+    assert h.completions(run_config=FULL_REFRESH).success  # the attempt listed again, with its real email
+    assert h.catch_up().success
+    assert h.writes(seq) == []
+    assert _holding(engine, waiting.email, waiting.name) == []
+    assert sandbox.imocha.invitations[attempt].email == waiting.email  # iMocha was not asked
+
+    assert _forget(sandbox, staging_url, "--undo", "--email", waiting.email).exit_code == 0
+    assert h.completions().success
+    assert ("POST", "/api/v2/completions") in [(w.method, w.path) for w in h.writes(seq)]
+
+
+def test_forget_refuses_without_the_key_and_changes_nothing(sandbox, sqlite_url, instance):
+    h = SyncHarness(sandbox, sqlite_url, instance)
+    erasee, *_ = _world(h, sandbox)
+    engine = staging.get_engine(sqlite_url)
+    before = _dump(engine)
+    for key in (None, "short"):
+        result = _forget(sandbox, sqlite_url, "--email", erasee.email, "--in-degreed", key=key)
+        assert result.exit_code != 0
+        assert KEY_SETTING in result.output
+        assert "short" not in result.output  # a secret's value is never repeated
+    bad = _forget(sandbox, sqlite_url, "--email", "not-an-email")
+    assert bad.exit_code != 0 and "not an email address: 'not-an-email'" in bad.output
+    assert _dump(engine) == before
+    run = h.run("forget_job", run_config={"ops": {"forget_learner": {"config": {"email": erasee.email}}}})
+    assert not run.success and KEY_SETTING in str(run.failure_data_for_node("forget_learner").error)
+
+    # Once a learner is erased, a sync run without the key cannot tell who is erased: it stops, naming the setting.
+    assert _forget(sandbox, sqlite_url, "--email", erasee.email).exit_code == 0
+    run = h.completions()
+    assert not run.success and KEY_SETTING in str(run.failure_data_for_node("imocha_attempts").error)
+
+
+def test_forget_job_reports_in_its_metadata_and_unknown_email_is_not_fatal(sandbox, sqlite_url, instance,
+                                                                             monkeypatch):
+    monkeypatch.setenv(KEY_SETTING, KEY)
+    h = SyncHarness(sandbox, sqlite_url, instance)
+    erasee, *_ = _world(h, sandbox)
+    engine = staging.get_engine(sqlite_url)
+
+    def run(**config):
+        result = h.run("forget_job", run_config={"ops": {"forget_learner": {"config": config}}})
+        assert result.success
+        output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
+        return {k: v.value for k, v in output.event_specific_data.metadata.items()}
+
+    before = _dump(engine)
+    dry = run(email=erasee.email, dry_run=True, in_degreed=True)
+    assert _dump(engine) == before
+    assert dry["dry_run"] is True and dry["local.imocha_completions"] == 1 and dry["local.sync_ledger"] >= 2
+    assert dry["degreed"]["to_delete"]["completion"] == 1
+
+    unknown = run(email="nobody@example.org", in_imocha=True)
+    assert unknown["imocha"] == {"requested": True, "accepted": False,
+                                 "answer": "No records found for given Email address"}
+    assert unknown["local.sync_ledger"] == 0
+
+    done = run(email=erasee.email, in_degreed=True)
+    assert done["local.imocha_completions"] == 1 and done["degreed"]["deleted"]["completion"] == 1
+    assert done["learner"] == marker(email_hmac(erasee.email, KEY.encode()))
+    assert _holding(engine, erasee.email) == []
+
+
+def test_the_imocha_client_reports_an_unknown_email(sandbox):
+    from imocha_pipeline.clients.imocha import ImochaClient
+
+    env = sandbox.env()
+    client = ImochaClient(env["IMOCHA_BASE_URL"], env["IMOCHA_API_KEY"])
+    learner = sandbox.world.learners[0]
+    attempt = sandbox.imocha.complete_attempt(sandbox.world.tests[0].test_id, learner.email, learner.name,
+                                              bank_scores=50.0, attempted_on=datetime.now(UTC) - timedelta(hours=1))
+    assert client.request_erasure(learner.email).accepted
+    assert sandbox.imocha.invitations[attempt].email.startswith("masked-")
+    again = client.request_erasure(learner.email)
+    assert (again.accepted, again.found) == (False, False)
+    assert learner.email not in again.message
+
+
+def test_a_failed_degreed_delete_is_finished_by_a_rerun_and_nothing_is_deleted_twice(sandbox, sqlite_url, instance,
+                                                                                        monkeypatch):
+    """Degreed fails every skill-rating DELETE (503; one send each, to keep the test short): the completion is
+    deleted and recorded, the failures reported (the command would exit 1); the rerun deletes the rest, nothing
+    twice."""
+    from imocha_pipeline.clients.http.policy import RetryPolicy
+    from imocha_pipeline.connections import shared_degreed_client
+    from imocha_pipeline.settings import DegreedSettings
+    from imocha_pipeline.sync.erasure.forget import forget
+    from imocha_sandbox.server import FaultConfig
+
+    monkeypatch.setenv(KEY_SETTING, KEY)
+    for name, value in sandbox.env().items():
+        monkeypatch.setenv(name, value)
+    h = SyncHarness(sandbox, sqlite_url, instance)
+    erasee, *_ = _world(h, sandbox)
+    engine = staging.get_engine(sqlite_url)
+    ours = {r["degreed_id"]: r["entity"] for r in _ledger(h) if r["record_key"].startswith(erasee.email.lower())}
+
+    def client():
+        return shared_degreed_client(DegreedSettings.from_env(), sqlite_url,
+                                     session_options={"retry": RetryPolicy(max_attempts=1)})
+
+    seq = sandbox.degreed.log.last_seq
+    sandbox.degreed.faults.set(FaultConfig(error_5xx_share=1.0, path_prefix="/api/v2/skill-ratings/",
+                                           methods=["DELETE"]))
+    first = forget(engine, erasee.email, in_degreed=True, degreed_client=client)
+    assert first.failed and len(first.degreed["failed"]) == len(ours) - 1
+    assert first.degreed["deleted"] == {"completion": 1}
+    states = {r["degreed_id"]: r["state"] for r in _ledger(h) if r["degreed_id"] in ours}
+    assert states == {i: "deleted" if entity == "completion" else "erased" for i, entity in ours.items()}
+
+    sandbox.degreed.faults.clear()
+    again = forget(engine, erasee.email, in_degreed=True, degreed_client=client)
+    assert not again.failed and again.degreed["deleted"] == {"skill_rating": len(ours) - 1}
+    done = [w.path.rsplit("/", 1)[1] for w in h.writes(seq) if w.method == "DELETE" and w.status in (200, 204)]
+    assert sorted(done) == sorted(ours)  # each record deleted once, over both runs
+    assert {r["state"] for r in _ledger(h) if r["degreed_id"] in ours} == {"deleted"}
