@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -21,6 +21,7 @@ import pytest
 import requests
 import yaml
 
+from imocha_pipeline.defs.partitions import HISTORY_START
 from imocha_pipeline.staging import dispose_engine
 from imocha_sandbox.runtime import Sandbox, SandboxConfig
 from sync_harness import definitions_for
@@ -53,15 +54,11 @@ SENSORS = {"imocha_completions_sensor", "imocha_callbacks_sensor"}
 SCHEDULES = {"assessment_sync_schedule", "catch_up_schedule", "reconcile_schedule", "retention_schedule",
              "completion_day_end_schedule"}
 
-# Hooks for the lead after merging the apply-metadata work (branch uimeta): text the latest materialization of
-# completion_sync_apply must show. APPLY_OUTCOME_KEYS: outcome keys that are non-zero after the demo-sized sync
-# (today's key names; the non-zero-only view may rename them). APPLY_SENT_RECORDS_TEXT: text of the table (or
-# markdown) of the records sent and held back, e.g. its column headers; empty until that table exists.
-APPLY_OUTCOME_KEYS = ("completion_created", "skill_rating_created")
-APPLY_SENT_RECORDS_TEXT: tuple[str, ...] = ()
-# Text the partitions page of imocha_completions shows about its health: today the counts of Dagster's status
-# filters (tighten with the partition-health fix, e.g. to the share of days synced).
-PARTITION_HEALTH_TEXT = ("Materialized (", "Missing (")
+# What the latest materialization of completion_sync_apply (today's day) shows: its non-zero outcomes, not the
+# outcomes that are 0, and the table of the records sent and held back (defs/metadata.py, RECORD_COLUMNS).
+APPLY_OUTCOME_KEYS = ("completion_due", "completion_created", "skill_rating_created")
+APPLY_ZERO_KEYS_HIDDEN = ("completion_updated", "completion_retired", "skill_rating_superseded")
+APPLY_SENT_RECORDS_TEXT = ("record_key", "outcome", "detail", "created")
 
 DEFINITIONS_QUERY = """
 {
@@ -106,15 +103,16 @@ def graphql(url: str, query: str) -> dict:
     return body["data"]
 
 
-def materialize_everything(home: Path, box: Sandbox, staging_url: str) -> None:
-    """A demo-sized sync on the instance the webserver will read: the assessments, the completion history as one
-    backfill run over its days (as `make demo` does), an attempt finished today, and the reconcile."""
+def materialize_everything(home: Path, box: Sandbox, staging_url: str) -> int:
+    """A demo-sized sync on the instance the webserver will read: the assessments, "sync everything not yet
+    synced" (one backfill run over every day from IMOCHA_PIPELINE_HISTORY_START, the README's command) with an
+    attempt finished today, and the reconcile. Returns the number of days the backfill read."""
     learner = next(x for x in box.world.learners if x.in_degreed)
     now = datetime.now(UTC)
     started = max(now - timedelta(minutes=20), now.replace(hour=0, minute=0, second=1, microsecond=0))
     box.imocha.complete_attempt(box.world.tests[0].test_id, learner.email, learner.name, bank_scores=75.0,
                                 attempted_on=started, time_taken_seconds=5)
-    first = min(a.attempted_on.date() for a in box.world.attempts)
+    first = date.fromisoformat(HISTORY_START)
     defs = definitions_for(box, staging_url)
     instance = dg.DagsterInstance.from_config(str(home))
     try:
@@ -125,6 +123,7 @@ def materialize_everything(home: Path, box: Sandbox, staging_url: str) -> None:
         assert defs.resolve_job_def("reconcile_job").execute_in_process(instance=instance).success
     finally:
         instance.dispose()
+    return (now.date() - first).days + 1
 
 
 def graph_area(page, margin: int = 24) -> dict:
@@ -152,7 +151,7 @@ def webserver(tmp_path_factory):
     log = tmp / "webserver.log"
     # The demo's world (SandboxConfig's defaults: 10 tests, 30 learners, 40 attempts over 14 days), fast budget.
     with Sandbox(SandboxConfig(seed=41, degreed_rate_limit=6000)) as box:
-        materialize_everything(home, box, staging_url)
+        days_read = materialize_everything(home, box, staging_url)
         dispose_engine(staging_url)
         port = free_port()
         env = {**os.environ, **box.env(), "DAGSTER_HOME": str(home), "IMOCHA_PIPELINE_STAGING_DB_URL": staging_url}
@@ -176,7 +175,7 @@ def webserver(tmp_path_factory):
                     pytest.fail(f"dagster-webserver did not load the code location in 120 s:\n"
                                 f"{log.read_text()[-4000:]}")
                 time.sleep(1)
-            yield url, tmp
+            yield url, tmp, days_read
         finally:
             process.terminate()
             try:
@@ -187,7 +186,7 @@ def webserver(tmp_path_factory):
 
 
 def test_graphql_lists_every_named_asset_check_job_sensor_and_schedule(webserver):
-    url, _ = webserver
+    url, _, _ = webserver
     data = graphql(url, DEFINITIONS_QUERY)
     repositories = data["repositoriesOrError"]
     assert repositories["__typename"] == "RepositoryConnection", repositories
@@ -223,7 +222,7 @@ def test_ui_pages_a_data_engineer_reads_in_chromium(webserver):
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
-    url, tmp = webserver
+    url, tmp, days_read = webserver
     shots = screenshot_dir(tmp)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -236,8 +235,8 @@ def test_ui_pages_a_data_engineer_reads_in_chromium(webserver):
             for group in FLOWS:
                 page.get_by_text(group, exact=True).first.wait_for()
             first_open = settled_graph_text(page)
-            for group, assets in FLOWS.items():  # each group's node: its name, then its count of assets
-                assert f"{group}\n{len(assets)}" in first_open, first_open[:2000]
+            # Each group's node: its name, then how many of its assets are in each state.
+            assert group_counts(first_open) == {group: len(assets) for group, assets in FLOWS.items()}, first_open
             assert "…" not in first_open, first_open[:2000]  # no name cut in the middle
             page.wait_for_timeout(500)
             page.screenshot(path=str(shots / "asset-graph-first-open.png"), clip=graph_area(page))
@@ -255,19 +254,22 @@ def test_ui_pages_a_data_engineer_reads_in_chromium(webserver):
             assert set(graph.split()) >= ASSETS | set(FLOWS), graph[:2000]
             assert "…" not in graph, graph[:2000]
             assert "1 / 1 Passed" in graph  # the check results of the latest materializations
+            assert graph.count("100% filled") == 4, graph  # the four partitioned assets: every day synced
             page.wait_for_timeout(500)  # let the last edges settle before the picture
             page.screenshot(path=str(shots / "asset-graph.png"), clip=graph_area(page))
 
             # The partitions of imocha_completions: synced days at a glance.
             page.goto(f"{url}/assets/imocha_completions?view=partitions", wait_until="networkidle")
             page.set_viewport_size({"width": 1600, "height": 1000})
-            page.get_by_text(PARTITION_HEALTH_TEXT[0]).first.wait_for()
+            page.get_by_text("Materialized (").first.wait_for()
             today = datetime.now(UTC).date().isoformat()
             page.locator(f"text='{today}' >> visible=true").last.click()  # today's day in the list
             page.get_by_text("Latest materialization").first.wait_for()
             page.wait_for_timeout(1000)
             partitions = page.inner_text("body")
-            assert all(text in partitions for text in PARTITION_HEALTH_TEXT), partitions[:2000]
+            # Every day the backfill read is materialized, those without attempts too: nothing missing.
+            assert all(f"{state} ({count})" in partitions for state, count in (
+                ("Materialized", days_read), ("Missing", 0), ("Failed", 0))), partitions[:2000]
             page.screenshot(path=str(shots / "imocha_completions-partitions.png"))
 
             # The latest materialization of completion_sync_apply: what was sent.
@@ -276,6 +278,7 @@ def test_ui_pages_a_data_engineer_reads_in_chromium(webserver):
             events = page.inner_text("body")
             assert all(key in events for key in APPLY_OUTCOME_KEYS), events[:3000]
             assert all(text in events for text in APPLY_SENT_RECORDS_TEXT), events[:3000]
+            assert not any(key in events for key in APPLY_ZERO_KEYS_HIDDEN), events[:3000]
             page.screenshot(path=str(shots / "completion_sync_apply-latest.png"), full_page=True)
 
             # The guard's page: its verdict next to its figures.
@@ -283,6 +286,7 @@ def test_ui_pages_a_data_engineer_reads_in_chromium(webserver):
             page.get_by_text("This is a blocking asset check.").wait_for()
             guard = page.inner_text("body")
             assert "assessment_plan_guard" in guard and "Passed" in guard, guard[:2000]
+            assert all(f"{figure}_limit" in guard for figure in ("retire_share", "shrink_share")), guard[:2000]
             page.screenshot(path=str(shots / "assessment_plan_guard.png"))
 
             # An asset's checks tab: the blocking validation check's latest result and its metadata.
@@ -313,3 +317,16 @@ def settled_graph_text(page, seconds: float = 30) -> str:
     while "fetching" in (text := graph_text(page)) and time.monotonic() < deadline:
         page.wait_for_timeout(250)
     return text
+
+
+def group_counts(text: str) -> dict[str, int]:
+    """The collapsed groups' names and asset counts in the graph's text (a name, then a count per asset state)."""
+    counts: dict[str, int] = {}
+    group = None
+    for line in text.split():
+        if line.isdigit() and group is not None:
+            counts[group] += int(line)
+        elif not line.isdigit():
+            group = line
+            counts.setdefault(group, 0)
+    return counts
