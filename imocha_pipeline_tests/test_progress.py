@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from itertools import pairwise
 
 import pandas as pd
 import pytest
@@ -144,3 +146,72 @@ def test_apply_plan_reports_every_record_whatever_its_outcome(sqlite_url):
                fields=("title",), progress=lambda done, total, result: calls.append(
                    (done, total, int(sum(result.counts.values())))))
     assert calls == [(1, 5, 1), (2, 5, 2), (3, 5, 3), (4, 5, 4), (5, 5, 5)]
+
+
+def test_while_no_record_finishes_the_timer_keeps_lines_coming_with_a_current_eta():
+    clock, lines = FakeClock(), []
+    progress = ProgressLog(lines.append, "apply", 10, 6, every_seconds=2, clock=clock)
+    progress.start()
+    for done in range(1, 7):  # six sends at once fill the budget of 6/min
+        progress(done, 10)
+    for _ in range(25):  # the seventh waits for a slot: the timer's ticks log while nothing finishes
+        clock.now += 2.0
+        progress.tick()
+    waiting = lines[1:]
+    assert len(waiting) == 25 and all("6/10 done" in line and "waiting" in line for line in waiting)
+    etas = [line.split("ETA ")[1].split(" (")[0] for line in waiting]
+    # The 4 left go when the six slots free a minute after the sends: the ETA counts down to it.
+    assert etas[:3] == ["58 s", "56 s", "54 s"] and etas[-1] == "10 s"
+    assert waiting[0].endswith("; waiting 2 s since the last record")
+    assert progress.tick() == pytest.approx(2.0) and len(lines) == 26  # never more often than every 2 s
+
+
+def test_ticking_logs_from_a_timer_thread_and_stops_with_the_work():
+    lines = []
+    progress = ProgressLog(lines.append, "apply", 3, 70, every_seconds=0.1)
+    with progress.ticking():
+        progress.start()
+        time.sleep(0.55)
+    count = len(lines)
+    assert count >= 4 and all("0/3 done" in line for line in lines[1:])
+    time.sleep(0.3)
+    assert len(lines) == count  # the timer stopped with the block
+    with ProgressLog(lines.append, "apply", 3, 70, every_seconds=0).ticking():
+        pass  # 0: a line after every record, no timer
+
+
+PROGRESS_INTERVAL = 2.0
+
+
+def test_a_real_apply_waiting_on_the_rate_budget_logs_at_a_steady_pace(make_sandbox, sqlite_url, instance,
+                                                                       monkeypatch):
+    """Against the simulator at 6 requests a minute the apply step sends what the budget allows, then waits
+    about a minute for the next slot; the run's event log shows a progress line every interval all the while,
+    each with an ETA that counts down to when the step really finished."""
+    from sync_harness import SyncHarness
+
+    monkeypatch.setenv("IMOCHA_PIPELINE_PROGRESS_SECONDS", str(PROGRESS_INTERVAL))
+    box = make_sandbox(seed=5, tests=8, learners=2, attempts=0, degreed_rate_limit=6)
+    result = SyncHarness(box, sqlite_url, instance).run("assessment_sync_job")
+    assert result.success
+    records = [entry for entry in instance.all_logs(result.run_id)
+               if entry.step_key == "assessment_sync_apply" and entry.user_message.startswith("assessment apply:")]
+    lines = [(entry.timestamp, entry.user_message) for entry in records]
+    assert lines[0][1].startswith("assessment apply: 8 writes to send")
+    assert lines[-1][1].startswith("assessment apply: done: 8/8")
+    steady = lines[1:-1]
+    waiting = [(at, text) for at, text in steady if "waiting" in text]
+    assert len(waiting) >= 10, "\n".join(text for _, text in lines)  # a wait of about a minute, a line every 2 s
+    gaps = [later - earlier for (earlier, _), (later, _) in pairwise(lines[:-1])]
+    assert all(PROGRESS_INTERVAL * 0.9 <= gap <= PROGRESS_INTERVAL * 2 + 1 for gap in gaps[1:]), gaps
+    finished_at = lines[-1][0]
+    etas = [_seconds(text.split("ETA ")[1].split(" (")[0]) for _, text in waiting]
+    assert all(later <= earlier + 1 for earlier, later in pairwise(etas)), etas
+    for (at, text), eta in zip(waiting, etas, strict=True):
+        assert abs(eta - (finished_at - at)) <= 8, (text, finished_at - at)
+
+
+def _seconds(text: str) -> float:
+    """``45 s`` / ``1 min 05 s`` as seconds."""
+    parts = text.replace("min", "").replace("s", "").split()
+    return sum(float(value) * 60 ** power for power, value in enumerate(reversed(parts)))

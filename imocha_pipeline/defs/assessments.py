@@ -53,7 +53,7 @@ PLAN_GUARD_CHECK = "assessment_plan_guard"
 DESIRED_VALID_CHECK = "desired_assessments_valid"
 
 
-@dg.asset(group_name="imocha_extract", kinds={"api", "sql"}, owners=["team:data-engineering"])
+@dg.asset(group_name="assessments", kinds={"api", "sql"}, owners=["team:data-engineering"])
 def imocha_assessments(context: dg.AssetExecutionContext, imocha: ImochaResource,
                        staging_db: StagingDatabaseResource) -> dg.MaterializeResult:
     """Every test in the iMocha account with its details and active public test link (table imocha_assessments)."""
@@ -85,7 +85,7 @@ def imocha_assessments(context: dg.AssetExecutionContext, imocha: ImochaResource
     })
 
 
-@dg.asset(group_name="degreed_snapshot", kinds={"api", "sql"}, owners=["team:data-engineering"])
+@dg.asset(group_name="assessments", kinds={"api", "sql"}, owners=["team:data-engineering"])
 def degreed_assessments(context: dg.AssetExecutionContext, degreed: DegreedResource,
                         staging_db: StagingDatabaseResource) -> dg.MaterializeResult:
     """What Degreed really holds: every Assessment content item our API key sees, read in pages of 1000."""
@@ -103,7 +103,7 @@ def degreed_assessments(context: dg.AssetExecutionContext, degreed: DegreedResou
     })
 
 
-@dg.asset(group_name="desired_state", deps=[imocha_assessments], kinds={"pandas", "sql"},
+@dg.asset(group_name="assessments", deps=[imocha_assessments], kinds={"pandas", "sql"},
           owners=["team:data-engineering"])
 def desired_assessments(context: dg.AssetExecutionContext, staging_db: StagingDatabaseResource,
                         sync_settings: SyncSettingsResource) -> dg.MaterializeResult:
@@ -170,7 +170,7 @@ class AssessmentPlanConfig(dg.Config):
     """Let a plan through that retires more than the allowed share, or follows a shrunken extract."""
 
 
-@dg.asset(group_name="sync_plan", deps=[desired_assessments, degreed_assessments], kinds={"pandas", "sql"},
+@dg.asset(group_name="assessments", deps=[desired_assessments, degreed_assessments], kinds={"pandas", "sql"},
           owners=["team:data-engineering"],
           check_specs=[dg.AssetCheckSpec(PLAN_GUARD_CHECK, asset="assessment_sync_plan", blocking=True,
                                          description="Blocks mass retirement and a sudden shrink of the iMocha "
@@ -244,7 +244,7 @@ def guard_metadata(verdict, plan_frame: pd.DataFrame, active: int, baseline: int
             "verdict": verdict.message, "plan_id": plan_id}
 
 
-@dg.asset(group_name="degreed_apply", deps=[assessment_sync_plan], kinds={"api", "sql"},
+@dg.asset(group_name="assessments", deps=[assessment_sync_plan], kinds={"api", "sql"},
           owners=["team:data-engineering"])
 def assessment_sync_apply(context: dg.AssetExecutionContext, staging_db: StagingDatabaseResource,
                           degreed: DegreedResource, sync_settings: SyncSettingsResource) -> dg.MaterializeResult:

@@ -16,7 +16,7 @@ class BulkExportConfig(dg.Config):
     """Folder for the file; empty: IMOCHA_PIPELINE_BULK_DIRECTORY."""
 
 
-@dg.asset(group_name="degreed_bulk", kinds={"csv", "sftp", "sql"}, owners=["team:data-engineering"])
+@dg.asset(group_name="completions", kinds={"csv", "sftp", "sql"}, owners=["team:data-engineering"])
 def degreed_completions_file(context: dg.AssetExecutionContext, config: BulkExportConfig,
                              staging_db: StagingDatabaseResource,
                              sync_settings: SyncSettingsResource) -> dg.MaterializeResult:

@@ -60,10 +60,10 @@ class ExtractConfig(dg.Config):
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("imocha_completions", group_name="imocha_extract", kinds={"api", "sql"},
+        dg.AssetSpec("imocha_completions", group_name="completions", kinds={"api", "sql"},
                      description="Finished iMocha attempts (one row per attempt) with learner, score, points, "
                                  "performance category and time taken, per UTC day (table imocha_completions)."),
-        dg.AssetSpec("imocha_skill_scores", group_name="imocha_extract", kinds={"api", "sql"},
+        dg.AssetSpec("imocha_skill_scores", group_name="completions", kinds={"api", "sql"},
                      description="Skill scores of each finished attempt, one row per (attempt, skill), with "
                                  "points, maximum and percent (table imocha_skill_scores)."),
     ],
@@ -153,7 +153,7 @@ class ExtractDays:
 
 
 @dg.asset(
-    group_name="sync_plan", deps=["imocha_completions", "imocha_skill_scores"], kinds={"pandas", "sql"},
+    group_name="completions", deps=["imocha_completions", "imocha_skill_scores"], kinds={"pandas", "sql"},
     partitions_def=completion_partitions, backfill_policy=single_run, owners=["team:data-engineering"],
 )
 def completion_sync_plan(context: dg.AssetExecutionContext, staging_db: StagingDatabaseResource,
@@ -253,7 +253,7 @@ def completion_payloads_valid(context: dg.AssetCheckExecutionContext,
 
 
 @dg.asset(
-    group_name="degreed_apply", deps=[completion_sync_plan], kinds={"api", "sql"},
+    group_name="completions", deps=[completion_sync_plan], kinds={"api", "sql"},
     partitions_def=completion_partitions, backfill_policy=single_run, owners=["team:data-engineering"],
 )
 def completion_sync_apply(context: dg.AssetExecutionContext, staging_db: StagingDatabaseResource,
@@ -275,7 +275,7 @@ def completion_sync_apply(context: dg.AssetExecutionContext, staging_db: Staging
                        extra={"days": scope.describe()}, days=scope.days)
 
 
-@dg.asset(group_name="degreed_apply", deps=[completion_sync_plan], kinds={"api", "sql"},
+@dg.asset(group_name="completions", deps=[completion_sync_plan], kinds={"api", "sql"},
           owners=["team:data-engineering"])
 def completion_catch_up(context: dg.AssetExecutionContext, staging_db: StagingDatabaseResource,
                         degreed: DegreedResource, sync_settings: SyncSettingsResource) -> dg.MaterializeResult:

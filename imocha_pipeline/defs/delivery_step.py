@@ -1,5 +1,6 @@
-"""The one apply step body: deliver what is outstanding, log progress, and fail loudly when something due did not
-reach Degreed. Used by assessment_sync_apply, completion_sync_apply and completion_catch_up."""
+"""The one apply step body: deliver what is outstanding, log progress (also while a send waits), and fail loudly
+when something due did not reach Degreed. Used by assessment_sync_apply, completion_sync_apply and
+completion_catch_up."""
 
 from __future__ import annotations
 
@@ -46,8 +47,10 @@ def deliver_all(context: dg.AssetExecutionContext, engine: Engine,
             progress.start()
 
         try:
-            delivery = deliver(engine, entity, writer, scope, run_id, dry_run=dry_run, progress=progress,
-                               on_start=started)
+            # The timer keeps a line coming every interval while a send waits (rate budget, Retry-After).
+            with progress.ticking():
+                delivery = deliver(engine, entity, writer, scope, run_id, dry_run=dry_run, progress=progress,
+                                   on_start=started)
         except BaseException:
             progress.finish(stopped=True)
             raise

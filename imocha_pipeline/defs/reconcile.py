@@ -48,7 +48,7 @@ def reconcile_days() -> int:
     return IMOCHA_PIPELINE_RECONCILE_DAYS.value()
 
 
-@dg.asset(group_name="degreed_snapshot", kinds={"api", "sql"}, owners=["team:data-engineering"])
+@dg.asset(group_name="reconcile", kinds={"api", "sql"}, owners=["team:data-engineering"])
 def degreed_completions(context: dg.AssetExecutionContext, degreed: DegreedResource,
                         staging_db: StagingDatabaseResource) -> dg.MaterializeResult:
     """Completions Degreed holds for our provider over the reconcile window (read in 7-day windows)."""
@@ -67,7 +67,7 @@ def degreed_completions(context: dg.AssetExecutionContext, degreed: DegreedResou
                                           **request_metadata(metrics, "degreed_requests")})
 
 
-@dg.asset(group_name="degreed_snapshot", kinds={"api", "sql"}, owners=["team:data-engineering"])
+@dg.asset(group_name="reconcile", kinds={"api", "sql"}, owners=["team:data-engineering"])
 def degreed_skill_ratings(context: dg.AssetExecutionContext, degreed: DegreedResource,
                           staging_db: StagingDatabaseResource) -> dg.MaterializeResult:
     """Skill ratings Degreed holds for our provider."""
