@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # `make demo ARGS=--verbose` (or VERBOSE=1) also shows Dagster's console stream.
 DEMO_ARGS := $(strip $(ARGS) $(if $(filter 1 yes true,$(VERBOSE)),--verbose))
 
-.PHONY: setup test demo lint bench clean
+.PHONY: setup test demo lint bench screenshots clean
 
 $(PRODUCT_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ demo: $(PRODUCT_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The Dagster UI pictures of docs/ui.md, taken by the browser test after a demo-sized sync (needs Debian's chromium).
+screenshots: $(STAMP)
+	IMOCHA_PIPELINE_SCREENSHOT_DIR=docs/ui IMOCHA_PIPELINE_REQUIRE_BROWSER=1 \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider imocha_pipeline_tests/test_ui.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .tmp_dagster_home_* build *.egg-info
