@@ -311,3 +311,25 @@ def test_a_failed_degreed_delete_is_finished_by_a_rerun_and_nothing_is_deleted_t
     done = [w.path.rsplit("/", 1)[1] for w in h.writes(seq) if w.method == "DELETE" and w.status in (200, 204)]
     assert sorted(done) == sorted(ours)  # each record deleted once, over both runs
     assert {r["state"] for r in _ledger(h) if r["degreed_id"] in ours} == {"deleted"}
+
+
+def test_a_malformed_email_listed_after_an_erasure_does_not_stop_the_run(sandbox, sqlite_url, instance,
+                                                                          monkeypatch):
+    """The erasure check hashes every listed email; one that no erasure can name (a space inside) is not a reason
+    to fail the run: the other attempts are staged and sent, the malformed one is held back by validation."""
+    monkeypatch.setenv(KEY_SETTING, KEY)
+    h = SyncHarness(sandbox, sqlite_url, instance)
+    erasee, other, test, _ = _world(h, sandbox)
+    assert _forget(sandbox, sqlite_url, "--email", erasee.email).exit_code == 0
+    bad_id = sandbox.imocha.complete_attempt(test.test_id, "not an@email.com", "Odd Entry", bank_scores=50.0)
+    good_id = sandbox.imocha.complete_attempt(sandbox.world.tests[1].test_id, other.email, other.name,
+                                              bank_scores=70.0)
+    run = h.completions()
+    assert run.success
+    staged = {r["test_invitation_id"] for r in h.rows(staging.imocha_completions)}
+    assert good_id in staged
+    acknowledged = {r["record_key"] for r in _ledger(h) if r["state"] == "acknowledged"}
+    assert f"{other.email.lower()}|imocha-{sandbox.world.tests[1].test_id}" in acknowledged
+    assert not any("not an@email.com" in key for key in acknowledged)
+    held = {r["record_key"]: r["reason"] for r in h.rows(staging.sync_quarantine) if r["kind"] == "validation"}
+    assert "must be an email address (got 'not an@email.com')" in held[f"attempt:{bad_id}"]
