@@ -86,8 +86,8 @@ def test_install_script_builds_a_working_code_location_in_a_fresh_venv(tmp_path)
                                              PIP_NO_COMPILE="1"),
                                capture_output=True, text=True, timeout=900)
     assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
-    assert "imocha_pipeline installed: jobs assessment_sync_job, catch_up_job, completion_sync_job, reconcile_job" in \
-        installed.stdout
+    assert ("imocha_pipeline installed: jobs assessment_sync_job, catch_up_job, completion_sync_job, forget_job, "
+            "reconcile_job, retention_job\n") in installed.stdout
 
     # The package comes from the venv (a regular install), with the Kubernetes extra and pinned dagster.
     probe = subprocess.run(

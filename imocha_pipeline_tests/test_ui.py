@@ -49,7 +49,7 @@ FLOWS = {
 }
 CHECKS = {"desired_assessments_valid": "desired_assessments", "assessment_plan_guard": "assessment_sync_plan",
           "completion_payloads_valid": "completion_sync_plan", "no_drift_after_repair": "sync_drift"}
-JOBS = {"assessment_sync_job", "completion_sync_job", "catch_up_job", "reconcile_job", "retention_job"}
+JOBS = {"assessment_sync_job", "completion_sync_job", "catch_up_job", "reconcile_job", "retention_job", "forget_job"}
 SENSORS = {"imocha_completions_sensor", "imocha_callbacks_sensor"}
 SCHEDULES = {"assessment_sync_schedule", "catch_up_schedule", "reconcile_schedule", "retention_schedule",
              "completion_day_end_schedule"}
