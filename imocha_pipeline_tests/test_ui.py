@@ -312,9 +312,10 @@ def graph_text(page) -> str:
 
 
 def settled_graph_text(page, seconds: float = 30) -> str:
-    """The graph's text once the nodes' statuses have loaded."""
+    """The graph's text once the nodes' statuses (and their partition health) have loaded."""
     deadline = time.monotonic() + seconds
-    while "fetching" in (text := graph_text(page)) and time.monotonic() < deadline:
+    while (("fetching" in (text := graph_text(page)) or "Loading..." in text)
+           and time.monotonic() < deadline):
         page.wait_for_timeout(250)
     return text
 
