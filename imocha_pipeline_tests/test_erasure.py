@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -333,3 +334,70 @@ def test_a_malformed_email_listed_after_an_erasure_does_not_stop_the_run(sandbox
     assert not any("not an@email.com" in key for key in acknowledged)
     held = {r["record_key"]: r["reason"] for r in h.rows(staging.sync_quarantine) if r["kind"] == "validation"}
     assert "must be an email address (got 'not an@email.com')" in held[f"attempt:{bad_id}"]
+
+
+def test_what_a_run_in_flight_writes_back_after_the_erasure_is_erased_again_by_the_reconcile(
+        sandbox, staging_url, instance, monkeypatch):
+    """The race the erasure cannot see: a completion run has planned the learner's new attempt and is sending it when
+    ``forget --in-degreed`` commits (Degreed holds that POST for 6 s). The run writes the record back, under the
+    email, here and in Degreed. The next reconcile finds it (level-triggered: from the ledger and staged attempts,
+    not from anything the run remembered), erases it again and deletes the records written back, once each."""
+    import threading
+    import time
+
+    from imocha_pipeline.connections import shared_degreed_client
+    from imocha_pipeline.settings import DegreedSettings
+    from imocha_pipeline.sync.erasure.forget import forget
+    from imocha_sandbox.server import FaultConfig
+
+    monkeypatch.setenv(KEY_SETTING, KEY)
+    for name, value in sandbox.env().items():
+        monkeypatch.setenv(name, value)
+    h = SyncHarness(sandbox, staging_url, instance)
+    erasee, other, _, _ = _world(h, sandbox)
+    engine = staging.get_engine(staging_url)
+    email = erasee.email.lower()
+    second_test = sandbox.world.tests[1]
+    sandbox.imocha.complete_attempt(second_test.test_id, erasee.email, erasee.name, bank_scores=90.0)
+    new_key = f"{email}|imocha-{second_test.test_id}"
+    sandbox.degreed.faults.set(FaultConfig(timeout_next=1, timeout_seconds=6, path_prefix="/api/v2/completions",
+                                           methods=["POST"]))
+    outcome = {}
+    run = threading.Thread(target=lambda: outcome.setdefault("run", h.completions()))
+    run.start()
+    deadline = time.monotonic() + 120
+    while not any(r["record_key"] == new_key and r["state"] == "sending" for r in _ledger(h)):
+        assert time.monotonic() < deadline and run.is_alive(), "the run never started sending the new attempt"
+        time.sleep(0.1)
+    report = forget(engine, erasee.email, in_degreed=True, degreed_client=lambda: shared_degreed_client(
+        DegreedSettings.from_env(), staging_url))
+    assert not report.failed
+    run.join(180)
+    assert outcome["run"].success
+    written_back = [r for r in _ledger(h) if r["record_key"].startswith(email + "|")]
+    assert {r["record_key"] for r in written_back} >= {new_key}  # the race happened: the email is back
+    back_ids = {r["degreed_id"] for r in written_back}
+    state = h.state()
+    assert back_ids <= {c["id"] for c in state["completions"]} | {r["id"] for r in state["skill_ratings"]}
+
+    seq = sandbox.degreed.log.last_seq
+    reconcile = h.run("reconcile_job")
+    assert reconcile.success
+    drift = next(m for m in reconcile.get_asset_materialization_events()
+                 if m.asset_key == dg.AssetKey("sync_drift")).materialization.metadata
+    assert drift["erasures_enforced_again"].value == 1
+    assert _holding(engine, email, erasee.name) == []
+    deletes = sorted(w.path.rsplit("/", 1)[1] for w in h.writes(seq) if w.method == "DELETE")
+    assert deletes == sorted(back_ids)  # each record written back deleted once
+    state = h.state()
+    assert not back_ids & ({c["id"] for c in state["completions"]} | {r["id"] for r in state["skill_ratings"]})
+    hashed = marker(email_hmac(email, KEY.encode()))
+    assert {r["state"] for r in _ledger(h) if r["record_key"].startswith(hashed + "|")} == {"deleted"}
+    assert any(r["record_key"].startswith(other.email.lower() + "|") for r in _ledger(h))  # others untouched
+
+    seq = sandbox.degreed.log.last_seq
+    again = h.run("reconcile_job")  # nothing left to enforce
+    assert again.success and all(w.method != "DELETE" for w in h.writes(seq))
+    drift = next(m for m in again.get_asset_materialization_events()
+                 if m.asset_key == dg.AssetKey("sync_drift")).materialization.metadata
+    assert "erasures_enforced_again" not in drift

@@ -26,6 +26,7 @@ from imocha_pipeline.sync.core.ledger import Ledger
 from imocha_pipeline.sync.core.outstanding import Scope, outstanding
 from imocha_pipeline.sync.core.quarantine import Quarantine
 from imocha_pipeline.sync.entities import ALL_ENTITIES, ATTEMPT_ENTITIES
+from imocha_pipeline.sync.erasure.sweep import enforce_erasures
 from imocha_pipeline.sync.reconcile import (
     CHANGED,
     MISSING,
@@ -93,9 +94,16 @@ def _in_window(days: int):
 def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, staging_db: StagingDatabaseResource,
                sync_settings: SyncSettingsResource) -> dg.MaterializeResult:
     """Differences between Degreed, our ledger and the staged iMocha attempts (missing, changed, unknown, never
-    delivered), after repairing what is missing or was never delivered (table sync_drift)."""
+    delivered), after repairing what is missing or was never delivered (table sync_drift). First, an erased
+    learner's records that a run in flight at the erasure staged or sent again are erased again."""
     engine = staging_db.engine()
     run_id = context.run.run_id
+    metrics = RequestMetrics()
+    client = degreed.client(metrics=metrics)
+    # A run in flight when a learner was erased may have staged or sent their records again: erased again first.
+    enforced = enforce_erasures(engine, lambda: client)
+    for report in enforced:
+        context.log.warning("erased again what was written back after an erasure: %s", report.as_dict())
     with engine.connect() as conn:
         snapshots = {name: pd.DataFrame(staging.read_rows(conn, table)) for name, table in (
             (ASSESSMENT, staging.degreed_assessments), (COMPLETION, staging.degreed_completions),
@@ -121,8 +129,6 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
     # The truth side: every staged latest attempt must be acknowledged. Plan what no plan has seen yet, then
     # whatever is outstanding and due was never delivered.
     plan_unplanned(engine, sync_settings.completion_mapping(), run_id)
-    metrics = RequestMetrics()
-    client = degreed.client(metrics=metrics)
     repaired: set[tuple[str, str]] = set()
     directory = DegreedDirectory(engine, client)
     # What the file could not carry (score, time of day) and what Degreed did not take within the grace period go
@@ -159,7 +165,8 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
                          columns=["entity", "record_key", "kind", "detail", "repaired"])
     counts = {f"{kind}": int((frame["kind"] == kind).sum()) for kind in (MISSING, CHANGED, UNKNOWN, NEVER_DELIVERED)}
     return dg.MaterializeResult(
-        metadata={**nonzero(counts), "repaired": len(repaired), "remaining": len(remaining), **files.as_metadata(),
+        metadata={**nonzero({**counts, "erasures_enforced_again": len(enforced)}),
+                  "repaired": len(repaired), "remaining": len(remaining), **files.as_metadata(),
                   **({"drift": preview_table(frame.head(50))} if not frame.empty else {}),
                   "staging_table": "sync_drift",
                   **request_metadata(metrics, "degreed_requests")},

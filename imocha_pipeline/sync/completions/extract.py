@@ -14,7 +14,7 @@ from imocha_pipeline.clients.errors import ApiError, NotFoundError
 from imocha_pipeline.clients.imocha import ImochaClient, ImochaReport
 from imocha_pipeline.clients.imocha.values import normalize_status
 from imocha_pipeline.sync.core.concurrent_fetch import fetch_all
-from imocha_pipeline.sync.erasure.registry import blocked_attempts, clear_callback_bodies
+from imocha_pipeline.sync.erasure.registry import Blocklist, clear_callback_bodies
 
 
 @dataclass
@@ -53,7 +53,8 @@ def extract_completions(client: ImochaClient, engine: Engine, days: list[date], 
         for attempt in client.list_attempts(start, end, state="completed"):
             day_of.setdefault(attempt.test_invitation_id, day)
             attempt_of.setdefault(attempt.test_invitation_id, attempt)
-    erased = blocked_attempts(engine, [(i, getattr(a, "email", None)) for i, a in attempt_of.items()])
+    blocklist = Blocklist.read(engine, attempt_of)
+    erased = blocklist.blocked((i, getattr(a, "email", None)) for i, a in attempt_of.items())
     ids = sorted(set(day_of) - erased)
     skip = set() if full_refresh else staged_invitation_ids(engine, ids)
     todo = [i for i in ids if i not in skip]
@@ -72,7 +73,7 @@ def extract_completions(client: ImochaClient, engine: Engine, days: list[date], 
 
     reports = fetch_all(fetch, todo, max_workers=max_workers)
     completions, scores = [], []
-    late = blocked_attempts(engine, [(i, r.candidate_email) for i, r in reports.items() if r is not None])
+    late = blocklist.blocked((i, r.candidate_email) for i, r in reports.items() if r is not None)
     for invitation_id, report in reports.items():
         if report is None or invitation_id in late:
             continue

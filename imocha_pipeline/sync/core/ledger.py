@@ -35,6 +35,10 @@ ACKNOWLEDGED = "acknowledged"
 FAILED = "failed"
 SENT_BY_FILE = "sent_by_file"
 STATES = (PLANNED, SENDING, ACKNOWLEDGED, FAILED, SENT_BY_FILE)
+ERASED = "erased"
+"""An erased learner's record (``sync/erasure``) while Degreed may still hold it (``degreed_id``)."""
+DELETED = "deleted"
+"""An erased learner's record once Degreed deleted it (or answered 404: already gone)."""
 # Why a claim was refused: another live run holds the record, or it was already delivered with these values.
 HELD = "held"
 DONE = "done"
@@ -236,6 +240,22 @@ class Ledger:
                                 .values(state=ACKNOWLEDGED, degreed_id=degreed_id, payload=payload,
                                         payload_hash=payload_hash, action="create", last_error=None,
                                         acknowledged_at=now, updated_at=now, run_id=self.run_id)).rowcount == 1
+
+    def erase_identity(self, conn: Connection, key: str, hashed_key: str) -> None:
+        """An erased learner's row keeps only ``hashed_key`` (the email as its hash), its Degreed id, attempt and
+        times; state ``erased`` (``deleted`` stays ``deleted``); payload, payload hash and last error go. Runs in
+        the erasure's own transaction (``conn``), beside the other tables' erasure."""
+        # Erased before, lifted, sent again and erased again: the newer row takes the hashed key.
+        conn.execute(sync_ledger.delete().where(self._where(hashed_key)))
+        state = sa.case((sync_ledger.c.state == DELETED, DELETED), else_=ERASED)
+        conn.execute(sync_ledger.update().where(self._where(key)).values(
+            record_key=hashed_key, state=state, payload=None, payload_hash=None, last_error=None, claimed_at=None,
+            updated_at=utcnow()))
+
+    def mark_deleted(self, key: str) -> None:
+        """Degreed no longer holds the erased record ``key`` (deleted, or already gone)."""
+        with self.engine.begin() as conn:
+            conn.execute(sync_ledger.update().where(self._where(key)).values(state=DELETED, updated_at=utcnow()))
 
     def rows(self, states: tuple[str, ...] | None = None) -> pd.DataFrame:
         statement = sa.select(sync_ledger).where(sync_ledger.c.entity == self.entity)

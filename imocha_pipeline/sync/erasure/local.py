@@ -20,12 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from imocha_pipeline import staging
+from imocha_pipeline.sync.core.ledger import Ledger
 from imocha_pipeline.sync.erasure.registry import marker
 
-ERASED = "erased"
-"""Ledger state of an erased learner's record while Degreed may still hold it (``degreed_id``)."""
-DELETED = "deleted"
-"""Ledger state once Degreed deleted the record (or answered 404: already gone)."""
 PERSONAL_ENTITIES = ("completion", "skill_rating")
 
 
@@ -69,16 +66,9 @@ def erase(conn: Connection, email: str, email_hash: str) -> dict[str, int]:
     counts["imocha_skill_scores"] = conn.execute(scores.delete().where(sa.or_(
         _normalised(scores.c.learner_email) == email, scores.c.test_invitation_id.in_(attempt_ids)))).rowcount
 
-    now = staging.utcnow()
     for row in ledger_rows:
-        key = f"{name}|{row['record_key'][len(prefix):]}"
-        # Erased before, lifted, sent again and erased again: the newer row takes the hashed key.
-        conn.execute(ledger.delete().where(ledger.c.entity == row["entity"], ledger.c.record_key == key))
-        state = DELETED if row["state"] == DELETED else ERASED
-        conn.execute(ledger.update().where(ledger.c.entity == row["entity"],
-                                           ledger.c.record_key == row["record_key"]).values(
-            record_key=key, state=state, payload=None, payload_hash=None, last_error=None, claimed_at=None,
-            updated_at=now))
+        Ledger(conn.engine, row["entity"]).erase_identity(conn, row["record_key"],
+                                                          f"{name}|{row['record_key'][len(prefix):]}")
     counts["sync_ledger"] = len(ledger_rows)
 
     counts["sync_plan"] = conn.execute(plan.delete().where(sa.or_(

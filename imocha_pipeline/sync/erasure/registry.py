@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -87,36 +88,46 @@ def masked_in_imocha(conn: Connection, email_hash: str) -> bool:
         table.c.email_hmac == email_hash)).scalar() is not None
 
 
-def blocked_attempts(engine: Engine, attempts: Iterable[tuple[int, str | None]]) -> set[int]:
-    """Of ``(invitation id, email)`` pairs iMocha lists, the attempts never to stage: those of a learner erased and
-    not lifted, and those staged as erased (``erased:<hash>``; e.g. iMocha lists them again, masked).
+@dataclass(frozen=True)
+class Blocklist:
+    """What the erasure keeps out of one extract, read once: of the attempts iMocha listed, those staged as erased
+    (``erased:<hash>``; e.g. iMocha lists them again, masked), and the hashes of the learners erased and not lifted.
 
     This is the one place the erasure stops new data (``sync/completions/extract.py``): every path that stages
     attempts (a run of the completion job, a sensor's or a callback's run, the catch-up, a backfill, the
     bulk export, which plans only staged attempts) goes through the extract. The key is read only while some
     learner is erased; then a missing key is an error naming IMOCHA_PIPELINE_ERASURE_KEY.
     """
-    pairs = [(int(i), e) for i, e in attempts]
-    if not pairs:
-        return set()
-    table = staging.imocha_completions
-    ids = [i for i, _ in pairs]
-    blocked: set[int] = set()
-    with engine.connect() as conn:
-        for start in range(0, len(ids), 500):
-            blocked |= set(conn.execute(sa.select(table.c.test_invitation_id).where(
-                table.c.test_invitation_id.in_(ids[start:start + 500]),
-                table.c.learner_email.startswith(ERASED_PREFIX))).scalars())
-    hashes = active_hashes(engine)
-    if hashes:
-        key = erasure_key()
-        for invitation_id, email in pairs:
-            if _listed_hash(email, key) in hashes:
-                blocked.add(invitation_id)
-    return blocked
+
+    tombstones: frozenset[int]
+    hashes: frozenset[str]
+    key: bytes | None
+
+    @classmethod
+    def read(cls, engine: Engine, invitation_ids: Iterable[int]) -> Blocklist:
+        ids = sorted({int(i) for i in invitation_ids})
+        table = staging.imocha_completions
+        tombstones: set[int] = set()
+        with engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                tombstones |= set(conn.execute(sa.select(table.c.test_invitation_id).where(
+                    table.c.test_invitation_id.in_(ids[start:start + 500]),
+                    table.c.learner_email.startswith(ERASED_PREFIX))).scalars())
+        hashes = active_hashes(engine) if ids else set()
+        return cls(frozenset(tombstones), frozenset(hashes), erasure_key() if hashes else None)
+
+    def blocked(self, attempts: Iterable[tuple[int, str | None]]) -> set[int]:
+        """Of ``(invitation id, email)`` pairs (as listed, or as reported), the attempts never to stage: staged as
+        erased, or of a learner erased and not lifted."""
+        blocked: set[int] = set()
+        for invitation_id, email in attempts:
+            if int(invitation_id) in self.tombstones or (self.key is not None
+                                                         and listed_email_hash(email, self.key) in self.hashes):
+                blocked.add(int(invitation_id))
+        return blocked
 
 
-def _listed_hash(email: str | None, key: bytes) -> str | None:
+def listed_email_hash(email: str | None, key: bytes) -> str | None:
     """The hash of an email as iMocha listed it; None for a value no erasure can name (``forget`` takes only
     well-formed addresses), so a malformed email reaches validation instead of stopping the run here."""
     try:

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from imocha_pipeline import staging
 from imocha_pipeline.clients.errors import ApiError, NotFoundError
-from imocha_pipeline.sync.erasure.local import DELETED, ERASED
+from imocha_pipeline.sync.core.ledger import ERASED, Ledger
 from imocha_pipeline.sync.erasure.registry import marker
 
 DELETERS = {"completion": "delete_completion", "skill_rating": "delete_skill_rating"}
@@ -60,10 +60,7 @@ def delete_in_degreed(engine: Engine, client, email_hash: str) -> DegreedOutcome
             outcome.failed.append(f"{entity} {degreed_id}: {exc}")
             continue
         tally[entity] = tally.get(entity, 0) + 1
-        with engine.begin() as conn:
-            ledger = staging.sync_ledger
-            conn.execute(ledger.update().where(ledger.c.entity == entity, ledger.c.record_key == row["record_key"])
-                         .values(state=DELETED, updated_at=staging.utcnow()))
+        Ledger(engine, entity).mark_deleted(row["record_key"])
     return outcome
 
 
