@@ -11,8 +11,6 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import asyncssh
-
 
 class SftpUploadError(RuntimeError):
     """The file could not be uploaded (connection, login, host key or remote folder); nothing was renamed."""
@@ -40,6 +38,8 @@ class SftpTarget:
 
 def upload(target: SftpTarget, local: Path) -> str:
     """Upload ``local`` into the target folder under its own name; returns the remote path."""
+    import asyncssh  # here, not at the top: about 14 MB that every run process would carry for the rare upload
+
     try:
         return asyncio.run(_upload(target, Path(local)))
     except (TimeoutError, OSError, asyncssh.Error) as exc:
@@ -48,6 +48,8 @@ def upload(target: SftpTarget, local: Path) -> str:
 
 
 async def _upload(target: SftpTarget, local: Path) -> str:
+    import asyncssh
+
     if not target.host or not target.user or not target.key_path:
         raise SftpUploadError("DEGREED_SFTP_HOST, DEGREED_SFTP_USER and DEGREED_SFTP_KEY_PATH are needed for an "
                               "SFTP upload")
