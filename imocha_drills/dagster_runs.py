@@ -40,8 +40,12 @@ def catch_up_job() -> dg.JobDefinition:
     return drill_definitions().resolve_job_def("catch_up_job")
 
 
+def forget_job() -> dg.JobDefinition:
+    return drill_definitions().resolve_job_def("forget_job")
+
+
 JOBS = {"assessment_sync_job": assessment_sync_job, "completion_sync_job": completion_sync_job,
-        "catch_up_job": catch_up_job}
+        "catch_up_job": catch_up_job, "forget_job": forget_job}
 
 
 @dataclass

@@ -83,6 +83,18 @@ def _ledger(h) -> list[dict]:
     return h.rows(staging.sync_ledger)
 
 
+def _synced_with_the_key(sandbox, url, instance, monkeypatch):
+    """The world of ``_world`` with the key and the sandbox's settings in the environment (the Degreed client is
+    built from it); the learner to erase and their records in Degreed (Degreed id -> entity)."""
+    monkeypatch.setenv(KEY_SETTING, KEY)
+    for name, value in sandbox.env().items():
+        monkeypatch.setenv(name, value)
+    h = SyncHarness(sandbox, url, instance)
+    erasee, *_ = _world(h, sandbox)
+    ours = {r["degreed_id"]: r["entity"] for r in _ledger(h) if r["record_key"].startswith(erasee.email.lower())}
+    return h, erasee, staging.get_engine(url), ours
+
+
 def test_forget_everywhere_then_relisted_not_sent_until_undone(sandbox, staging_url, instance, monkeypatch):
     monkeypatch.setenv(KEY_SETTING, KEY)  # the pipeline's runs need the key to recognise an erased learner
     h = SyncHarness(sandbox, staging_url, instance)
@@ -285,13 +297,7 @@ def test_a_failed_degreed_delete_is_finished_by_a_rerun_and_nothing_is_deleted_t
     from imocha_pipeline.sync.erasure.forget import forget
     from imocha_sandbox.server import FaultConfig
 
-    monkeypatch.setenv(KEY_SETTING, KEY)
-    for name, value in sandbox.env().items():
-        monkeypatch.setenv(name, value)
-    h = SyncHarness(sandbox, sqlite_url, instance)
-    erasee, *_ = _world(h, sandbox)
-    engine = staging.get_engine(sqlite_url)
-    ours = {r["degreed_id"]: r["entity"] for r in _ledger(h) if r["record_key"].startswith(erasee.email.lower())}
+    h, erasee, engine, ours = _synced_with_the_key(sandbox, sqlite_url, instance, monkeypatch)
 
     def client():
         return shared_degreed_client(DegreedSettings.from_env(), sqlite_url,
@@ -401,3 +407,71 @@ def test_what_a_run_in_flight_writes_back_after_the_erasure_is_erased_again_by_t
     drift = next(m for m in again.get_asset_materialization_events()
                  if m.asset_key == dg.AssetKey("sync_drift")).materialization.metadata
     assert "erasures_enforced_again" not in drift
+
+
+def test_two_erasures_of_the_same_learner_at_once_keep_every_ledger_row(sandbox, staging_url, instance, monkeypatch):
+    """Two operators (or a retried forget_job) erase the same learner at the same moment, both with --in-degreed:
+    the erasures run one after the other (the learner's erased_learners row is the lock), so no ledger row is lost
+    to the other's rename, every record ends hashed and deleted, Degreed holds none of them, and each was deleted
+    successfully exactly once (the later DELETE of the same record, if any, is answered 404: already gone)."""
+    import threading
+
+    from imocha_pipeline.connections import shared_degreed_client
+    from imocha_pipeline.settings import DegreedSettings
+    from imocha_pipeline.sync.erasure.forget import forget
+
+    h, erasee, engine, ours = _synced_with_the_key(sandbox, staging_url, instance, monkeypatch)
+    seq = sandbox.degreed.log.last_seq
+    start, reports, errors = threading.Barrier(2), [], []
+
+    def erase():
+        start.wait()
+        try:
+            reports.append(forget(engine, erasee.email, in_degreed=True, degreed_client=lambda: shared_degreed_client(
+                DegreedSettings.from_env(), staging_url)))
+        except Exception as exc:  # shown by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=erase) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == [] and len(reports) == 2 and not any(r.failed for r in reports)
+    hashed = marker(email_hmac(erasee.email, KEY.encode()))
+    rows = [r for r in _ledger(h) if r["record_key"].startswith(hashed + "|")]
+    assert sorted(r["degreed_id"] for r in rows) == sorted(ours) and {r["state"] for r in rows} == {"deleted"}
+    assert _holding(engine, erasee.email, erasee.name) == []
+    done = [w.path.rsplit("/", 1)[1] for w in h.writes(seq) if w.method == "DELETE" and w.status in (200, 204)]
+    assert sorted(done) == sorted(ours)
+    state = h.state()
+    assert not set(ours) & ({c["id"] for c in state["completions"]} | {r["id"] for r in state["skill_ratings"]})
+
+
+def test_a_failed_forget_job_retried_by_dagster_deletes_the_rest_once(sandbox, sqlite_url, instance, monkeypatch):
+    """What Dagster's run retry does to forget_job: the first run (launched as the run launcher does, in its own
+    process) fails because Degreed answers 503 to every skill-rating DELETE; its re-execution from the failed step,
+    under a new run id with the parent's config, deletes the rest. Each record is deleted once over both runs."""
+    from types import SimpleNamespace
+
+    from imocha_drills import dagster_runs
+    from imocha_sandbox.server import FaultConfig
+
+    monkeypatch.setenv(KEY_SETTING, KEY)
+    h = SyncHarness(sandbox, sqlite_url, instance)
+    erasee, *_ = _world(h, sandbox)
+    ours = {r["degreed_id"] for r in _ledger(h) if r["record_key"].startswith(erasee.email.lower())}
+    drill = SimpleNamespace(sandbox=sandbox, staging_url=sqlite_url, instance=instance)
+    config = {"ops": {"forget_learner": {"config": {"email": erasee.email, "in_degreed": True}}}}
+    seq = sandbox.degreed.log.last_seq
+    sandbox.degreed.faults.set(FaultConfig(error_5xx_share=1.0, path_prefix="/api/v2/skill-ratings/",
+                                           methods=["DELETE"]))
+    failed = dagster_runs.execute(drill, "forget_job", run_config=config)
+    assert not failed.success and "some Degreed deletes failed" in " ".join(failed.failures)
+    sandbox.degreed.faults.clear()
+    retried = dagster_runs.execute(drill, "forget_job", retry_of=failed.run_id)
+    assert retried.success and retried.parent_run_id == failed.run_id and retried.run_id != failed.run_id
+    done = [w.path.rsplit("/", 1)[1] for w in h.writes(seq) if w.method == "DELETE" and w.status in (200, 204)]
+    assert sorted(done) == sorted(ours)
+    hashed = marker(email_hmac(erasee.email, KEY.encode()))
+    assert {r["state"] for r in _ledger(h) if r["record_key"].startswith(hashed + "|")} == {"deleted"}

@@ -62,8 +62,11 @@ def forget(engine: Engine, email: str, *, in_imocha: bool = False, in_degreed: b
     report = ForgetReport(email_hash, dry_run)
     try:
         with engine.begin() as conn:
-            report.local = local.erase(conn, email, email_hash)
+            # The learner's erased_learners row is written first: it is the lock that makes two erasures of the
+            # same learner (two operators, a retried forget_job) run one after the other, each reading the ledger
+            # as the other left it, instead of both renaming the same rows.
             registry.record(conn, email_hash, lifted=False)
+            report.local = local.erase(conn, email, email_hash)
             report.local["erased_learners"] = 1
             pending = remote.to_delete(conn, email_hash)
             if dry_run:
