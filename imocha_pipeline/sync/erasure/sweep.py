@@ -71,11 +71,11 @@ def enforce_erasures(engine: Engine, degreed_client: Callable[[], Any]) -> list[
     if not hashes:
         return []
     key = erasure_key()
-    reports = []
+    # One erasure per learner: the same email may be staged as iMocha spelled it and keyed in lower case.
+    found: dict[str, str] = {}
     for email in sorted(_recent_emails(engine, since)):
         email_hash = listed_email_hash(email, key)
-        if email_hash not in hashes:
-            continue
-        reports.append(forget(engine, email, in_degreed=_deleted_in_degreed(engine, email_hash),
-                              degreed_client=degreed_client))
-    return reports
+        if email_hash in hashes:
+            found.setdefault(email_hash, email)
+    return [forget(engine, email, in_degreed=_deleted_in_degreed(engine, email_hash), degreed_client=degreed_client)
+            for email_hash, email in found.items()]
