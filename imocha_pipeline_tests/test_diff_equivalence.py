@@ -177,3 +177,45 @@ def test_large_columns_take_the_per_value_hash_and_hash_alike():
     assert (column_hash(values) == pd.util.hash_array(values, categorize=False)).all()
     row = result.iloc[0]
     assert payload_hash({f: row[f] for f in ASSESSMENT.fields}, ASSESSMENT) == row["payload_hash"]
+
+
+def _colliding_hashes(values: np.ndarray) -> np.ndarray:
+    """A hash under which many different keys collide (the first character decides)."""
+    return np.fromiter((ord(v[0]) if isinstance(v, str) and v else 0 for v in values), dtype=np.int64,
+                       count=len(values))
+
+
+def test_keys_whose_hashes_collide_never_match_each_other(monkeypatch):
+    # Keys are matched through their hashes; a hit is verified on the text, and keys whose hashes collide on the
+    # desired side are indexed as text. Both paths, under a hash where many keys share a value.
+    from imocha_pipeline.sync.core import diff_keys
+
+    monkeypatch.setattr(diff_keys, "str_hashes", _colliding_hashes)
+    rng = np.random.default_rng(21)
+    desired, actual = _sides(rng, 200, ASSESSMENT, "str")
+    assert_same_plan(desired, actual, ASSESSMENT)  # desired hashes collide: the text index
+
+    desired = pd.DataFrame({"external_id": ["a1", "b1", "c1"], "title": ["A", "B", "C"], "summary": "s",
+                            "duration": 1.0, "language": "en"})
+    actual = pd.DataFrame({"external_id": ["a2", "b1", "c9", "z"], "degreed_id": ["d-a2", "d-b1", "d-c9", "d-z"],
+                           "title": ["A", "B", "C", "Z"], "summary": "s", "duration": 1.0, "language": "en",
+                           "obsolete": False})
+    index = diff_keys.KeyIndex(np.array(["a1", "b1", "c1"], dtype=object))
+    assert index.is_unique and index._by_hash is not None  # distinct hashes: the hash index is used
+    assert index.get_indexer(np.array(["a2", "b1", "c9", "z"], dtype=object)).tolist() == [-1, 1, -1, -1]
+    result = assert_same_plan(desired, actual, ASSESSMENT).set_index("record_key")
+    # a1/a2 and c1/c9 share a hash but are different records: created and retired, never one updated as the other
+    assert result.loc[["a1", "c1"], "action"].tolist() == ["create", "create"]
+    assert result.loc[["a2", "c9", "z"], "action"].tolist() == ["retire", "retire", "retire"]
+    assert result.loc["b1", "action"] == "unchanged" and result.loc["b1", "degreed_id"] == "d-b1"
+
+
+def test_missing_and_repeated_keys_take_the_text_index():
+    from imocha_pipeline.sync.core.diff_keys import KeyIndex
+
+    repeated = KeyIndex(np.array(["a", "b", "a"], dtype=object))
+    assert not repeated.is_unique and repeated.duplicated(keep="last").tolist() == [True, False, False]
+    missing = KeyIndex(np.array(["a", np.nan, "b"], dtype=object))
+    assert missing.is_unique and missing.get_indexer(np.array([np.nan, "b", "c"], dtype=object)).tolist() == [1, 2, -1]
+    hashed = KeyIndex(np.array(["a", "b"], dtype=object))
+    assert hashed.get_indexer(np.array(["b", np.nan, "a"], dtype=object)).tolist() == [1, -1, 0]

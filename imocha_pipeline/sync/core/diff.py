@@ -4,8 +4,9 @@ Both sides are DataFrames keyed by the entity's natural key. Values are normalis
 both sides; the work is done on whole columns (numpy arrays), never row by row (the columns themselves:
 ``diff_columns.py``); ``bench/diff_engine.py`` measures a million records of both entity shapes:
 
-- keys are matched through one hash table built on the desired keys (which also proves they are
-  unique; duplicates take the slow, exact path of ``drop_duplicates``);
+- keys are matched through their hashes, indexed as integers, each hit verified on the text
+  (``diff_keys.py``; distinct hashes also prove the desired keys unique; duplicates take the slow,
+  exact path of ``drop_duplicates``);
 - a matched record is unchanged when every owned field is equal after normalisation (compared
   column by column, which also yields the changed fields of an update); text is compared raw first and
   stripped only where the raw values differ;
@@ -27,6 +28,7 @@ import pandas as pd
 
 from imocha_pipeline.sync.core.diff_columns import FieldColumn, hash_rows, hex_digits
 from imocha_pipeline.sync.core.diff_columns import differs as field_differs
+from imocha_pipeline.sync.core.diff_keys import KeyIndex
 from imocha_pipeline.sync.core.entity import EntitySpec
 
 CREATE = "create"
@@ -101,16 +103,16 @@ def _plan(desired: pd.DataFrame, actual: pd.DataFrame, spec: EntitySpec) -> pd.D
 
     desired = desired.reset_index(drop=True)
     desired_keys = _keys(desired[key])
-    desired_index = pd.Index(desired_keys, dtype=object)
+    desired_index = KeyIndex(desired_keys)
     if not desired_index.is_unique:
         desired = desired.drop_duplicates(subset=[key], keep="last").reset_index(drop=True)
         desired_keys = _keys(desired[key])
-        desired_index = pd.Index(desired_keys, dtype=object)
+        desired_index = KeyIndex(desired_keys)
         if not desired_index.is_unique:  # distinct raw keys with the same text (e.g. 1 and "1")
             keep = ~desired_index.duplicated(keep="last")
             desired = desired[keep].reset_index(drop=True)
             desired_keys = desired_keys[keep]
-            desired_index = pd.Index(desired_keys, dtype=object)
+            desired_index = KeyIndex(desired_keys)
 
     actual = actual.reset_index(drop=True)
     actual_keys = _keys(actual[key]) if len(actual) else np.array([], dtype=object)
