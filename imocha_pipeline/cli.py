@@ -205,8 +205,8 @@ def forget(email: str, in_imocha: bool, in_degreed: bool, dry_run: bool, undo: b
     for line in report.lines():
         click.echo(line)
     if report.failed:
-        raise click.ClickException("some Degreed deletes failed (listed above); run the same command again to "
-                                   "delete the rest")
+        raise click.ClickException("some Degreed deletes failed (listed above); the next reconcile deletes the "
+                                   "rest, or run the same command again to delete them now")
 
 
 @main.group()

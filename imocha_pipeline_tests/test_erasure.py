@@ -128,7 +128,8 @@ def test_forget_everywhere_then_relisted_not_sent_until_undone(sandbox, staging_
     rows = [r for r in _ledger(h) if r["record_key"].startswith(hashed + "|")]
     assert len(rows) == len(ours) and {r["state"] for r in rows} == {"deleted"}
     assert {r["degreed_id"] for r in rows} == ids and all(r["payload"] is None for r in rows)
-    assert [r["email_hmac"] for r in h.rows(staging.erased_learners)] == [hashed.split(":")[1]]
+    (registered,) = h.rows(staging.erased_learners)
+    assert registered["email_hmac"] == hashed.split(":")[1] and registered["degreed_deletion_requested_at"]
     tombstone = next(r for r in h.rows(staging.imocha_completions) if r["test_invitation_id"] == first)
     assert tombstone["learner_email"] == hashed and tombstone["score_percentage"] is None
     assert any(r["learner_email"] == other.email for r in h.rows(staging.imocha_completions))  # others untouched
@@ -177,6 +178,8 @@ def test_forget_everywhere_then_relisted_not_sent_until_undone(sandbox, staging_
     undo = _forget(sandbox, staging_url, "--undo", "--email", email)
     assert undo.exit_code == 0, undo.output
     assert "iMocha masked the erased attempts" in undo.output
+    (lifted,) = h.rows(staging.erased_learners)  # the request to delete in Degreed ends with the erasure
+    assert lifted["lifted_at"] and lifted["degreed_deletion_requested_at"] is None
     assert h.completions().success
     assert _holding(engine, "masked") == []
     sent = [(w.method, w.path) for w in h.writes(seq)]
@@ -475,3 +478,53 @@ def test_a_failed_forget_job_retried_by_dagster_deletes_the_rest_once(sandbox, s
     assert sorted(done) == sorted(ours)
     hashed = marker(email_hmac(erasee.email, KEY.encode()))
     assert {r["state"] for r in _ledger(h) if r["record_key"].startswith(hashed + "|")} == {"deleted"}
+
+
+def test_degreed_deletes_that_failed_are_finished_by_the_next_reconcile(sandbox, staging_url, instance,
+                                                                       monkeypatch):
+    """Level-triggered deletion in Degreed: ``forget --in-degreed`` records the request before deleting, so when every
+    DELETE fails (Degreed answers 503; one send each) nobody has to remember to run it again: the next reconcile
+    (the real reconcile_job, which first reads the records back into its Degreed snapshot) deletes each of them once
+    and drops them from the snapshot, so no table names the learner. A learner erased without ``--in-degreed`` keeps
+    their records in Degreed, and a second reconcile deletes nothing."""
+    from imocha_pipeline.clients.http.policy import RetryPolicy
+    from imocha_pipeline.connections import shared_degreed_client
+    from imocha_pipeline.settings import DegreedSettings
+    from imocha_pipeline.sync.erasure.forget import forget
+    from imocha_sandbox.server import FaultConfig
+
+    h, erasee, engine, ours = _synced_with_the_key(sandbox, staging_url, instance, monkeypatch)
+    other = next(r["record_key"].split("|")[0] for r in _ledger(h) if not r["record_key"].startswith(
+        (erasee.email.lower(), "imocha-")) and "|" in r["record_key"])
+    theirs = {r["degreed_id"] for r in _ledger(h) if r["record_key"].startswith(other + "|")}
+    assert ours and theirs
+
+    seq = sandbox.degreed.log.last_seq
+    sandbox.degreed.faults.set(FaultConfig(error_5xx_share=1.0, path_prefix="/api/v2/", methods=["DELETE"]))
+    report = forget(engine, erasee.email, in_degreed=True, degreed_client=lambda: shared_degreed_client(
+        DegreedSettings.from_env(), staging_url, session_options={"retry": RetryPolicy(max_attempts=1)}))
+    assert report.failed and len(report.degreed["failed"]) == len(ours) and not report.degreed["deleted"]
+    assert not forget(engine, other, in_degreed=False).failed  # erased here only: Degreed keeps their records
+    sandbox.degreed.faults.clear()
+    hashed = marker(email_hmac(erasee.email, KEY.encode()))
+    assert {r["state"] for r in _ledger(h) if r["record_key"].startswith(hashed + "|")} == {"erased"}
+
+    reconcile = h.run("reconcile_job")
+    assert reconcile.success
+    drift = next(m for m in reconcile.get_asset_materialization_events()
+                 if m.asset_key == dg.AssetKey("sync_drift")).materialization.metadata
+    assert drift["erasure_deletes_finished"].value == len(ours) and "erasure_deletes_failed" not in drift
+    done = [w.path.rsplit("/", 1)[1] for w in h.writes(seq) if w.method == "DELETE" and w.status in (200, 204)]
+    assert sorted(done) == sorted(ours)  # each once; none of the learner erased here only
+    assert {r["state"] for r in _ledger(h) if r["record_key"].startswith(hashed + "|")} == {"deleted"}
+    state = h.state()
+    in_degreed = {c["id"] for c in state["completions"]} | {r["id"] for r in state["skill_ratings"]}
+    assert not set(ours) & in_degreed and theirs <= in_degreed
+    assert _holding(engine, erasee.email, erasee.name) == []  # read back into the snapshot, then dropped from it
+
+    seq = sandbox.degreed.log.last_seq
+    again = h.run("reconcile_job")
+    assert again.success and all(w.method != "DELETE" for w in h.writes(seq))
+    drift = next(m for m in again.get_asset_materialization_events()
+                 if m.asset_key == dg.AssetKey("sync_drift")).materialization.metadata
+    assert "erasure_deletes_finished" not in drift

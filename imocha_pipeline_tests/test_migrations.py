@@ -167,6 +167,32 @@ def test_upgrade_from_the_first_revision_keeps_every_row(staging_url):
     staging.get_engine(staging_url)  # at the latest revision: used as it is
 
 
+def test_0008_counts_an_earlier_degreed_erasure_as_asked_where_the_ledger_shows_a_delete(staging_url):
+    """Learners erased before 0008: the request to delete in Degreed was not recorded, so the migration infers it
+    from a ``deleted`` ledger row under the learner's hash (not for a lifted erasure, nor a local-only one)."""
+    assert schema.upgrade(staging_url, "0007") == (None, "0007")
+    engine = staging.create_engine(staging_url)
+    try:
+        with engine.begin() as conn:  # only the columns of 0007
+            conn.execute(staging.erased_learners.insert(), [
+                {"email_hmac": h, "erased_at": T0, "lifted_at": lifted, "updated_at": T1}
+                for h, lifted in (("a" * 64, None), ("b" * 64, None), ("c" * 64, T1))])
+            conn.execute(staging.sync_ledger.insert(), [
+                {"entity": "completion", "record_key": f"erased:{h}|imocha-7", "degreed_id": f"D-{h[0]}",
+                 "state": state, "attempts": 1, "created_at": T0, "updated_at": T1}
+                for h, state in (("a" * 64, "deleted"), ("b" * 64, "erased"), ("c" * 64, "deleted"))]
+                + [{"entity": "completion", "record_key": f"erased:{'a' * 64}|imocha-8", "degreed_id": "D-a2",
+                    "state": "erased", "attempts": 1, "created_at": T0, "updated_at": T1}])
+        assert schema.upgrade(staging_url) == ("0007", schema.head_revision())
+        with engine.connect() as conn:
+            asked = dict(conn.execute(sa.select(staging.erased_learners.c.email_hmac,
+                                                staging.erased_learners.c.degreed_deletion_requested_at)).all())
+        assert {h[0]: v is not None for h, v in asked.items()} == {"a": True, "b": False, "c": False}
+        assert asked["a" * 64] == T0
+    finally:
+        engine.dispose()
+
+
 def check_views_over_sample(engine) -> None:
     """The views over the sample rows, on this backend; and every documented query runs here too."""
     from imocha_pipeline_tests.test_analyst_views import documented_queries

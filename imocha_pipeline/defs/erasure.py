@@ -45,8 +45,8 @@ def forget_learner(context: dg.OpExecutionContext, config: ForgetConfig, staging
                                    "imocha": dg.MetadataValue.json(report.imocha)}
     metadata.update({f"local.{table}": count for table, count in sorted(report.local.items())})
     if report.failed:
-        raise dg.Failure(description="some Degreed deletes failed; run the job again to delete the rest",
-                         metadata=metadata)
+        raise dg.Failure(description="some Degreed deletes failed; the next reconcile deletes the rest, or run "
+                                     "the job again to delete them now", metadata=metadata)
     return dg.Output(values, metadata=metadata)
 
 

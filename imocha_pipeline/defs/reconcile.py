@@ -26,7 +26,8 @@ from imocha_pipeline.sync.core.ledger import Ledger
 from imocha_pipeline.sync.core.outstanding import Scope, outstanding
 from imocha_pipeline.sync.core.quarantine import Quarantine
 from imocha_pipeline.sync.entities import ALL_ENTITIES, ATTEMPT_ENTITIES
-from imocha_pipeline.sync.erasure.sweep import enforce_erasures
+from imocha_pipeline.sync.erasure.registry import marker
+from imocha_pipeline.sync.erasure.sweep import enforce_erasures, finish_degreed_deletions
 from imocha_pipeline.sync.reconcile import (
     CHANGED,
     MISSING,
@@ -95,7 +96,8 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
                sync_settings: SyncSettingsResource) -> dg.MaterializeResult:
     """Differences between Degreed, our ledger and the staged iMocha attempts (missing, changed, unknown, never
     delivered), after repairing what is missing or was never delivered (table sync_drift). First, an erased
-    learner's records that a run in flight at the erasure staged or sent again are erased again."""
+    learner's records that a run in flight at the erasure staged or sent again are erased again, and the Degreed
+    deletes an erasure asked for that failed are sent again."""
     engine = staging_db.engine()
     run_id = context.run.run_id
     metrics = RequestMetrics()
@@ -104,6 +106,12 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
     enforced = enforce_erasures(engine, lambda: client)
     for report in enforced:
         context.log.warning("erased again what was written back after an erasure: %s", report.as_dict())
+    # Deletions in Degreed an erasure asked for and that did not all happen (a failed delete): the rest now.
+    finished = finish_degreed_deletions(engine, lambda: client)
+    for email_hash, outcome in finished.items():
+        log = context.log.warning if outcome.failed else context.log.info
+        log("erasure of %s: Degreed deletes finished by the reconcile: deleted %s, already gone %s, failed %s",
+            marker(email_hash), outcome.deleted, outcome.already_gone, outcome.failed)
     with engine.connect() as conn:
         snapshots = {name: pd.DataFrame(staging.read_rows(conn, table)) for name, table in (
             (ASSESSMENT, staging.degreed_assessments), (COMPLETION, staging.degreed_completions),
@@ -165,7 +173,10 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
                          columns=["entity", "record_key", "kind", "detail", "repaired"])
     counts = {f"{kind}": int((frame["kind"] == kind).sum()) for kind in (MISSING, CHANGED, UNKNOWN, NEVER_DELIVERED)}
     return dg.MaterializeResult(
-        metadata={**nonzero({**counts, "erasures_enforced_again": len(enforced)}),
+        metadata={**nonzero({**counts, "erasures_enforced_again": len(enforced),
+                             "erasure_deletes_finished": sum(sum(o.deleted.values()) + sum(o.already_gone.values())
+                                                             for o in finished.values()),
+                             "erasure_deletes_failed": sum(len(o.failed) for o in finished.values())}),
                   "repaired": len(repaired), "remaining": len(remaining), **files.as_metadata(),
                   **({"drift": preview_table(frame.head(50))} if not frame.empty else {}),
                   "staging_table": "sync_drift",

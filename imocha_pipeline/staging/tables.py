@@ -340,5 +340,8 @@ erased_learners = sa.Table(
     # When iMocha accepted the GDPR request (``--in-imocha``): its copies of the attempts are masked, so lifting the
     # erasure does not read those attempts again (they would come back under a masked email).
     _ts("masked_in_imocha_at"),
+    # When an erasure asked for the learner's records to be deleted in Degreed (``--in-degreed``): the reconcile
+    # deletes whatever of theirs is still there (a delete that failed, one written back by a run in flight).
+    _ts("degreed_deletion_requested_at"),
     _ts("updated_at", nullable=False),
 )

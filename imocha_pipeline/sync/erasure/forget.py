@@ -1,7 +1,8 @@
 """The whole erasure of one learner (``imocha-pipeline forget``, ``forget_job``), or its lifting, and its report.
 
 Order: the local erasure and the ``erased_learners`` row first, in one transaction (from then on no run stages the
-learner again), then iMocha, then Degreed. A dry run does the local part in a transaction it rolls back, so the
+learner again, and a request to delete in Degreed is on record for the reconcile to finish), then iMocha, then
+Degreed. A dry run does the local part in a transaction it rolls back, so the
 counts are exactly what a real run would change, and calls neither API.
 """
 
@@ -66,6 +67,8 @@ def forget(engine: Engine, email: str, *, in_imocha: bool = False, in_degreed: b
             # same learner (two operators, a retried forget_job) run one after the other, each reading the ledger
             # as the other left it, instead of both renaming the same rows.
             registry.record(conn, email_hash, lifted=False)
+            if in_degreed:  # recorded before any delete: the reconcile finishes what this run does not
+                registry.record_degreed_deletion_requested(conn, email_hash)
             report.local = local.erase(conn, email, email_hash)
             report.local["erased_learners"] = 1
             pending = remote.to_delete(conn, email_hash)

@@ -59,10 +59,28 @@ def active_hashes(engine: Engine) -> set[str]:
 def record(conn: Connection, email_hash: str, *, lifted: bool) -> None:
     """Record the erasure of ``email_hash`` (again: the erasure holds anew), or its lifting."""
     table, now = staging.erased_learners, staging.utcnow()
-    if lifted:
-        conn.execute(table.update().where(table.c.email_hmac == email_hash).values(lifted_at=now, updated_at=now))
+    if lifted:  # the request to delete in Degreed ends with the erasure
+        conn.execute(table.update().where(table.c.email_hmac == email_hash).values(
+            lifted_at=now, degreed_deletion_requested_at=None, updated_at=now))
         return
     staging.upsert(conn, table, [{"email_hmac": email_hash, "erased_at": now, "lifted_at": None, "updated_at": now}])
+
+
+def record_degreed_deletion_requested(conn: Connection, email_hash: str) -> None:
+    """Record that the erasure asked for the learner's records to be deleted in Degreed (kept until they are all
+    deleted and beyond: a record written back later is deleted too, until the erasure is lifted)."""
+    table, now = staging.erased_learners, staging.utcnow()
+    conn.execute(table.update().where(table.c.email_hmac == email_hash,
+                                      table.c.degreed_deletion_requested_at.is_(None)).values(
+        degreed_deletion_requested_at=now, updated_at=now))
+
+
+def degreed_deletion_requested(engine: Engine) -> set[str]:
+    """Hashes of the learners erased (not lifted) whose records are to be deleted in Degreed."""
+    table = staging.erased_learners
+    with engine.connect() as conn:
+        return set(conn.execute(sa.select(table.c.email_hmac).where(
+            table.c.lifted_at.is_(None), table.c.degreed_deletion_requested_at.is_not(None))).scalars())
 
 
 def clear_callback_bodies(engine: Engine, invitation_ids: set[int]) -> int:

@@ -4,8 +4,9 @@
   reported, not an error.
 - Degreed: every completion and skill rating we created for the learner (the Degreed ids the ledger holds, under the
   hashed key) deleted through the Degreed client and its shared rate budget. Each delete is recorded in the ledger
-  at once (state ``deleted``), so a rerun deletes nothing twice and a rerun after a failure deletes the rest. A 404
-  is "already gone": recorded the same way and reported.
+  at once (state ``deleted``) and its row leaves the Degreed snapshot tables (with the learner's cached user), so a
+  rerun deletes nothing twice, and a rerun or the reconcile (``sweep.finish_degreed_deletions``) after a failure
+  deletes the rest. A 404 is "already gone": recorded the same way and reported.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from imocha_pipeline.sync.core.ledger import ERASED, Ledger
 from imocha_pipeline.sync.erasure.registry import marker
 
 DELETERS = {"completion": "delete_completion", "skill_rating": "delete_skill_rating"}
+SNAPSHOTS = {"completion": staging.degreed_completions, "skill_rating": staging.degreed_skill_ratings}
 
 
 @dataclass
@@ -61,7 +63,20 @@ def delete_in_degreed(engine: Engine, client, email_hash: str) -> DegreedOutcome
             continue
         tally[entity] = tally.get(entity, 0) + 1
         Ledger(engine, entity).mark_deleted(row["record_key"])
+        with engine.begin() as conn:
+            _drop_from_snapshot(conn, entity, degreed_id)
     return outcome
+
+
+def _drop_from_snapshot(conn: Connection, entity: str, degreed_id: str) -> None:
+    """A record gone from Degreed leaves the snapshot tables, with its learner's cached Degreed user: a reconcile that
+    read it back before it was deleted put the learner's email there."""
+    snapshot, users = SNAPSHOTS[entity], staging.degreed_users
+    user_ids = set(conn.execute(sa.select(snapshot.c.degreed_user_id).where(
+        snapshot.c.degreed_id == degreed_id, snapshot.c.degreed_user_id.is_not(None))).scalars())
+    conn.execute(snapshot.delete().where(snapshot.c.degreed_id == degreed_id))
+    if user_ids:
+        conn.execute(users.delete().where(users.c.degreed_id.in_(sorted(user_ids))))
 
 
 def degreed_plan(rows: list[dict]) -> dict[str, int]:
