@@ -252,7 +252,7 @@ def run_demo(seed: int = 7, workdir: str = ".imocha_demo", echo: Callable[[str],
             echo(f"   attempt finished -> Degreed acknowledged: median {statistics.median(delays):.1f} s, "
                  f"max {max(delays):.1f} s (one sensor tick, evaluated at once here; the daemon polls every 30 s)")
 
-        echo("\nWaiting, and why:")
+        echo("\nNot in Degreed, and why:")
         for line in waiting_lines(engine) or ["nothing: Degreed holds everything that is due"]:
             echo(f"   {line}")
         acknowledged = acknowledged_counts(engine)

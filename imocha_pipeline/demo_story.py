@@ -14,10 +14,9 @@ from sqlalchemy.engine import Engine
 
 from imocha_pipeline import staging
 from imocha_pipeline.sync.core.diff import UNCHANGED, WRITE_ACTIONS
+from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED, FAILED, PLANNED, SENDING, SENT_BY_FILE
 
 NOUNS = {"assessment": "assessment", "completion": "completion", "skill_rating": "skill rating"}
-ACKNOWLEDGED = "acknowledged"
-FAILED = "failed"
 
 
 def noun(entity: str, count: int = 2) -> str:
@@ -134,6 +133,16 @@ class RunFigures:
         return sum(n for (name, _action), n in self.sent.items() if name == entity)
 
 
+# What becomes of a ledger row that is not acknowledged (an erased learner's rows, erased or deleted, are not
+# waiting for anything: they are left out).
+LEDGER_STATE_OUTLOOK = {
+    PLANNED: "the next run sends them again", SENDING: "the next run sends them again",
+    FAILED: "the next run sends them again",
+    SENT_BY_FILE: "in a Completions Template file; the reconcile confirms them or sends them by API after the grace "
+                  "period",
+}
+
+
 def waiting_lines(engine: Engine, limit: int = 4) -> list[str]:
     """What is not in Degreed and why: open quarantine entries (with their next retry) and records the plan holds
     back, grouped by reason; the first ``limit`` groups, then how many more."""
@@ -159,8 +168,8 @@ def waiting_lines(engine: Engine, limit: int = 4) -> list[str]:
     quarantined = _quarantined(engine)
     ledger = Counter((row.entity, row.state) for row in _ledger(engine, staging.sync_ledger.c.state != ACKNOWLEDGED)
                      if (row.entity, row.record_key) not in quarantined)
-    lines += [f"{n} {noun(entity, n)} {state} in the ledger: the next run sends them again"
-              for (entity, state), n in sorted(ledger.items())]
+    lines += [f"{n} {noun(entity, n)} {state} in the ledger: {LEDGER_STATE_OUTLOOK[state]}"
+              for (entity, state), n in sorted(ledger.items()) if state in LEDGER_STATE_OUTLOOK]
     if len(lines) > limit:
         lines = [*lines[:limit], f"... and {len(lines) - limit} more kinds (see the view v_sync_status)"]
     return lines

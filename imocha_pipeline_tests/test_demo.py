@@ -82,7 +82,7 @@ def test_the_demo_tells_the_story_in_under_60_lines_without_dagsters_noise(tmp_p
     # Step 3: five new attempts, one by a learner not in Degreed: four sent, one waiting with its reason.
     assert "sensor tick: 1 run(s) requested" in output
     assert "completions created 4" in sent[2] and "quarantined: 1 completion" in sent[2]
-    waiting = lines[lines.index(the_line(lines, "Waiting, and why:")) + 1:]
+    waiting = lines[lines.index(the_line(lines, "Not in Degreed, and why:")) + 1:]
     assert "quarantined (waiting_for_learner), e.g. learner not in Degreed yet" in waiting[0]
 
     # What the ledger says was acknowledged is what the Degreed simulator holds.
@@ -172,3 +172,25 @@ def test_the_progress_line_is_rewritten_in_place_on_a_terminal_and_paced_when_pi
     with ProgressLine(lambda: (0, 0), "sending", 70, stream=planning, tty=False, every_seconds=0.1):
         time.sleep(0.35)
     assert planning.getvalue() == ""
+
+
+def test_not_in_degreed_lines_say_what_becomes_of_each_ledger_state(sqlite_url):
+    """Rows sent in a Completions Template file are not "sent again by the next run", and an erased learner's rows
+    (erased, deleted) are not waiting for anything: only retried states get "the next run sends them again"."""
+    from datetime import UTC, datetime
+
+    from imocha_pipeline import staging
+    from imocha_pipeline.demo_story import waiting_lines
+
+    engine = staging.get_engine(sqlite_url)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(staging.sync_ledger.insert(), [
+            {"entity": "completion", "record_key": key, "state": state, "attempts": 1, "created_at": now,
+             "updated_at": now}
+            for key, state in (("a@x.com|imocha-1", "failed"), ("b@x.com|imocha-1", "sent_by_file"),
+                               ("erased:00|imocha-1", "erased"), ("erased:01|imocha-1", "deleted"))])
+    lines = waiting_lines(engine, limit=10)
+    assert lines == ["1 completion failed in the ledger: the next run sends them again",
+                     "1 completion sent_by_file in the ledger: in a Completions Template file; the reconcile confirms "
+                     "them or sends them by API after the grace period"]
