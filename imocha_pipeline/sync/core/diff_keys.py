@@ -32,22 +32,25 @@ class KeyIndex:
             by_hash = pd.Index(str_hashes(keys))
             if by_hash.is_unique:
                 self._by_hash = by_hash
-        if self._by_hash is None:
-            self._by_text = pd.Index(keys, dtype=object)
 
     @property
     def is_unique(self) -> bool:
         """Whether no key repeats (distinct hashes prove it; otherwise the text decides)."""
-        return self._by_hash is not None or bool(self._by_text.is_unique)
+        return self._by_hash is not None or bool(self._text().is_unique)
+
+    def _text(self) -> pd.Index:
+        """The keys indexed as text (built once, only where the hash index cannot answer)."""
+        if self._by_text is None:
+            self._by_text = pd.Index(self.keys, dtype=object)
+        return self._by_text
 
     def duplicated(self, keep: str = "last") -> np.ndarray:
-        return pd.Index(self.keys, dtype=object).duplicated(keep=keep)
+        return self._text().duplicated(keep=keep)
 
     def get_indexer(self, others: np.ndarray) -> np.ndarray:
         """For each of ``others``: the position of the equal key here, or -1."""
         if self._by_hash is None or (len(others) and pd.isna(others).any()):
-            return (self._by_text if self._by_text is not None else pd.Index(self.keys, dtype=object)
-                    ).get_indexer(others)
+            return self._text().get_indexer(others)
         found = self._by_hash.get_indexer(str_hashes(others))
         hits = np.flatnonzero(found >= 0)
         same_hash_other_text = np.asarray(self.keys[found[hits]] != others[hits], dtype=bool)

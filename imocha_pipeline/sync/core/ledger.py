@@ -252,10 +252,10 @@ class Ledger:
             record_key=hashed_key, state=state, payload=None, payload_hash=None, last_error=None, claimed_at=None,
             updated_at=utcnow()))
 
-    def mark_deleted(self, key: str) -> None:
-        """Degreed no longer holds the erased record ``key`` (deleted, or already gone)."""
-        with self.engine.begin() as conn:
-            conn.execute(sync_ledger.update().where(self._where(key)).values(state=DELETED, updated_at=utcnow()))
+    def mark_deleted(self, conn: Connection, key: str) -> None:
+        """Degreed no longer holds the erased record ``key`` (deleted, or already gone); in the caller's
+        transaction (``conn``), beside the snapshot rows that go with it."""
+        conn.execute(sync_ledger.update().where(self._where(key)).values(state=DELETED, updated_at=utcnow()))
 
     def rows(self, states: tuple[str, ...] | None = None) -> pd.DataFrame:
         statement = sa.select(sync_ledger).where(sync_ledger.c.entity == self.entity)

@@ -62,8 +62,8 @@ def delete_in_degreed(engine: Engine, client, email_hash: str) -> DegreedOutcome
             outcome.failed.append(f"{entity} {degreed_id}: {exc}")
             continue
         tally[entity] = tally.get(entity, 0) + 1
-        Ledger(engine, entity).mark_deleted(row["record_key"])
         with engine.begin() as conn:
+            Ledger(engine, entity).mark_deleted(conn, row["record_key"])
             _drop_from_snapshot(conn, entity, degreed_id)
     return outcome
 
