@@ -528,3 +528,87 @@ def test_degreed_deletes_that_failed_are_finished_by_the_next_reconcile(sandbox,
     drift = next(m for m in again.get_asset_materialization_events()
                  if m.asset_key == dg.AssetKey("sync_drift")).materialization.metadata
     assert "erasure_deletes_finished" not in drift
+
+
+def test_an_erasure_and_a_reconcile_at_once_send_one_delete_per_record(sandbox, staging_url, instance, monkeypatch):
+    """The Degreed deletes of one erased learner finished by two processes at the same moment (an operator re-running
+    ``forget --in-degreed`` while the reconcile finishes them, or two reconciles): each record is claimed in the
+    ledger before its DELETE, so Degreed sees exactly one DELETE per record (no 404 for a second one) and every
+    record ends ``deleted``; what one process found taken is reported as such by it."""
+    import threading
+
+    from imocha_pipeline.clients.http.policy import RetryPolicy
+    from imocha_pipeline.connections import shared_degreed_client
+    from imocha_pipeline.settings import DegreedSettings
+    from imocha_pipeline.sync.erasure.forget import forget
+    from imocha_pipeline.sync.erasure.sweep import finish_degreed_deletions
+    from imocha_sandbox.server import FaultConfig
+
+    h, erasee, engine, ours = _synced_with_the_key(sandbox, staging_url, instance, monkeypatch)
+
+    def client():
+        return shared_degreed_client(DegreedSettings.from_env(), staging_url,
+                                     session_options={"retry": RetryPolicy(max_attempts=1)})
+
+    sandbox.degreed.faults.set(FaultConfig(error_5xx_share=1.0, path_prefix="/api/v2/", methods=["DELETE"]))
+    assert forget(engine, erasee.email, in_degreed=True, degreed_client=client).failed  # every delete left over
+    # Slow deletes, so that both processes work on the learner's records at the same time.
+    sandbox.degreed.faults.set(FaultConfig(latency_ms=400, path_prefix="/api/v2/", methods=["DELETE"]))
+    seq = sandbox.degreed.log.last_seq
+    start, outcomes, errors = threading.Barrier(2), [], []
+
+    def by_erasure():
+        start.wait()
+        try:
+            outcomes.append(forget(engine, erasee.email, in_degreed=True, degreed_client=client).degreed)
+        except Exception as exc:  # shown by the assertion below
+            errors.append(exc)
+
+    def by_reconcile():
+        start.wait()
+        try:
+            outcomes.extend({"deleted": o.deleted, "deleted_by_another_run": o.taken_elsewhere, "failed": o.failed}
+                            for o in finish_degreed_deletions(engine, client).values())
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=by_erasure), threading.Thread(target=by_reconcile)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    sandbox.degreed.faults.clear()
+    assert errors == [] and not any(o.get("failed") for o in outcomes)
+    deletes = [w for w in h.writes(seq) if w.method == "DELETE"]
+    assert sorted(w.path.rsplit("/", 1)[1] for w in deletes) == sorted(ours)  # one each, none answered 404
+    assert {w.status for w in deletes} <= {200, 204}
+    assert sum(sum(o.get("deleted", {}).values()) for o in outcomes) == len(ours)
+    assert sum(o.get("deleted_by_another_run", 0) for o in outcomes) >= 1  # they did meet
+    hashed = marker(email_hmac(erasee.email, KEY.encode()))
+    rows = [r for r in _ledger(h) if r["record_key"].startswith(hashed + "|")]
+    assert {r["state"] for r in rows} == {"deleted"} and all(r["claimed_at"] is None for r in rows)
+
+
+def test_erasing_again_keeps_the_time_of_the_first_erasure(sandbox, sqlite_url, instance, monkeypatch):
+    """``erased_at`` is when the learner was erased: a second ``forget`` while the erasure holds keeps it (and moves
+    ``updated_at``, which the reconcile's look-out for runs in flight goes by); after ``--undo`` a new erasure holds
+    from its own time."""
+    from imocha_pipeline.sync.erasure.forget import forget, undo
+
+    h, erasee, engine, _ = _synced_with_the_key(sandbox, sqlite_url, instance, monkeypatch)
+
+    def row():
+        (found,) = h.rows(staging.erased_learners)
+        return found
+
+    forget(engine, erasee.email)
+    first = row()
+    forget(engine, erasee.email.upper())
+    again = row()
+    assert again["erased_at"] == first["erased_at"] and again["updated_at"] > first["updated_at"]
+    assert again["lifted_at"] is None
+    undo(engine, erasee.email)
+    assert row()["lifted_at"] is not None
+    forget(engine, erasee.email)
+    anew = row()
+    assert anew["erased_at"] > first["erased_at"] and anew["lifted_at"] is None

@@ -110,8 +110,9 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
     finished = finish_degreed_deletions(engine, lambda: client)
     for email_hash, outcome in finished.items():
         log = context.log.warning if outcome.failed else context.log.info
-        log("erasure of %s: Degreed deletes finished by the reconcile: deleted %s, already gone %s, failed %s",
-            marker(email_hash), outcome.deleted, outcome.already_gone, outcome.failed)
+        log("erasure of %s: Degreed deletes finished by the reconcile: deleted %s, already gone %s, failed %s, "
+            "left to another run at work on them %s", marker(email_hash), outcome.deleted, outcome.already_gone,
+            outcome.failed, outcome.taken_elsewhere)
     with engine.connect() as conn:
         snapshots = {name: pd.DataFrame(staging.read_rows(conn, table)) for name, table in (
             (ASSESSMENT, staging.degreed_assessments), (COMPLETION, staging.degreed_completions),

@@ -252,10 +252,29 @@ class Ledger:
             record_key=hashed_key, state=state, payload=None, payload_hash=None, last_error=None, claimed_at=None,
             updated_at=utcnow()))
 
+    def claim_deletion(self, key: str) -> bool:
+        """Take the erased record ``key`` for deleting it in Degreed; True if taken. Refused while another process
+        holds a live claim on it (an erasure and a reconcile at once, two reconciles) or once it is ``deleted``:
+        so one DELETE is sent per record. A conditional update, like ``claim``; the lease frees the claim of a
+        process that died before the DELETE."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            return conn.execute(sync_ledger.update().where(
+                self._where(key), sync_ledger.c.state == ERASED,
+                sa.or_(sync_ledger.c.claimed_at.is_(None), sync_ledger.c.claimed_at < now - self.stale_claim_after))
+                .values(claimed_at=now, updated_at=now)).rowcount == 1
+
+    def release_deletion(self, key: str) -> None:
+        """The DELETE of ``key`` failed: free the record for the next erasure run or reconcile at once."""
+        with self.engine.begin() as conn:
+            conn.execute(sync_ledger.update().where(self._where(key), sync_ledger.c.state == ERASED).values(
+                claimed_at=None, updated_at=utcnow()))
+
     def mark_deleted(self, conn: Connection, key: str) -> None:
         """Degreed no longer holds the erased record ``key`` (deleted, or already gone); in the caller's
         transaction (``conn``), beside the snapshot rows that go with it."""
-        conn.execute(sync_ledger.update().where(self._where(key)).values(state=DELETED, updated_at=utcnow()))
+        conn.execute(sync_ledger.update().where(self._where(key)).values(state=DELETED, claimed_at=None,
+                                                                         updated_at=utcnow()))
 
     def rows(self, states: tuple[str, ...] | None = None) -> pd.DataFrame:
         statement = sa.select(sync_ledger).where(sync_ledger.c.entity == self.entity)

@@ -57,11 +57,16 @@ def active_hashes(engine: Engine) -> set[str]:
 
 
 def record(conn: Connection, email_hash: str, *, lifted: bool) -> None:
-    """Record the erasure of ``email_hash`` (again: the erasure holds anew), or its lifting."""
+    """Record the erasure of ``email_hash``, or its lifting. Erased again while the erasure holds (a second
+    ``forget``, the reconcile erasing what a run wrote back): ``erased_at`` keeps the first erasure's time, and
+    ``updated_at`` moves; erased again after a lifting: the erasure holds anew from now."""
     table, now = staging.erased_learners, staging.utcnow()
     if lifted:  # the request to delete in Degreed ends with the erasure
         conn.execute(table.update().where(table.c.email_hmac == email_hash).values(
             lifted_at=now, degreed_deletion_requested_at=None, updated_at=now))
+        return
+    if conn.execute(table.update().where(table.c.email_hmac == email_hash, table.c.lifted_at.is_(None)).values(
+            updated_at=now)).rowcount:
         return
     staging.upsert(conn, table, [{"email_hmac": email_hash, "erased_at": now, "lifted_at": None, "updated_at": now}])
 

@@ -3,10 +3,12 @@
 - iMocha: one GDPR request (``POST /v3/gdpr/requests`` with ``CandidateEmail``); its 400 "No records found" is
   reported, not an error.
 - Degreed: every completion and skill rating we created for the learner (the Degreed ids the ledger holds, under the
-  hashed key) deleted through the Degreed client and its shared rate budget. Each delete is recorded in the ledger
-  at once (state ``deleted``) and its row leaves the Degreed snapshot tables (with the learner's cached user), so a
-  rerun deletes nothing twice, and a rerun or the reconcile (``sweep.finish_degreed_deletions``) after a failure
-  deletes the rest. A 404 is "already gone": recorded the same way and reported.
+  hashed key) deleted through the Degreed client and its shared rate budget. Each record is claimed in the ledger
+  before its DELETE (``Ledger.claim_deletion``: an erasure and a reconcile, or two reconciles, at once send one
+  DELETE per record), recorded at once when done (state ``deleted``) and dropped from the Degreed snapshot tables
+  (with the learner's cached user), so a rerun deletes nothing twice, and a rerun or the reconcile
+  (``sweep.finish_degreed_deletions``) after a failure deletes the rest. A 404 is "already gone": recorded the same
+  way and reported.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class DegreedOutcome:
     already_gone: dict[str, int] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)  # "<entity> <Degreed id>: <error>"
     not_deletable: int = 0  # erased records without a Degreed id (never acknowledged, or sent by file)
+    taken_elsewhere: int = 0  # deleted (or being deleted) meanwhile by another erasure run or reconcile
 
 
 def to_delete(conn: Connection, email_hash: str) -> list[dict]:
@@ -53,17 +56,25 @@ def delete_in_degreed(engine: Engine, client, email_hash: str) -> DegreedOutcome
         if not degreed_id:
             outcome.not_deletable += 1
             continue
+        ledger = Ledger(engine, entity)
+        if not ledger.claim_deletion(row["record_key"]):
+            outcome.taken_elsewhere += 1
+            continue
         try:
             getattr(client, DELETERS[entity])(degreed_id)
             tally = outcome.deleted
         except NotFoundError:
             tally = outcome.already_gone
         except ApiError as exc:
+            ledger.release_deletion(row["record_key"])
             outcome.failed.append(f"{entity} {degreed_id}: {exc}")
             continue
+        except BaseException:
+            ledger.release_deletion(row["record_key"])
+            raise
         tally[entity] = tally.get(entity, 0) + 1
         with engine.begin() as conn:
-            Ledger(engine, entity).mark_deleted(conn, row["record_key"])
+            ledger.mark_deleted(conn, row["record_key"])
             _drop_from_snapshot(conn, entity, degreed_id)
     return outcome
 
