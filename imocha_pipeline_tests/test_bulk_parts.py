@@ -150,6 +150,46 @@ def test_a_record_in_a_file_waits_out_the_grace_period_then_goes_by_api_after_a_
     assert ledger.get(record["record_key"])["state"] == PLANNED
 
 
+def test_two_exports_in_the_same_second_write_two_files(staging_url, tmp_path):
+    """Two exports whose file names fall in the same second (a command beside the asset's run, a new completion
+    outstanding in between): the second takes the next second's name instead of writing over the first file, each
+    record is in one file only, and each ledger row names the file it is in."""
+    from imocha_pipeline.sync.bulk.export import BulkSettings, export_completions
+
+    engine = staging.get_engine(staging_url)
+    plan_rows(engine)
+    bulk = BulkSettings(client_name="Acme", provider="IMOCHA", directory=tmp_path / "files")
+    first = export_completions(engine, bulk, "bulk-1", now=T0)
+    bob = {"record_key": "bob@example.com|imocha-7", "action": "create", "reason": "new", "changed_fields": [],
+           "degreed_id": None, "payload_hash": "h2", "user_id": "bob@example.com", "user_identifier_type": "Email",
+           "content_id": "imocha-7", "content_id_type": "ExternalId", "content_type": "Assessment",
+           "test_invitation_id": 72, "completed_at": "2026-11-20T09:31:00Z", "percentile": 61.0, "source_id": 72,
+           "source_at": T0, "source_day": T0.date()}
+    stage_latest(engine, "completion", pd.DataFrame([bob]), COMPLETIONS.all_fields, "run-y")
+    second = export_completions(engine, bulk, "bulk-2", now=T0)
+    assert first.records == second.records == 1
+    assert first.file_name == "Acme_Completions_File_20261120093000.csv"
+    assert second.file_name == "Acme_Completions_File_20261120093001.csv"
+    users = {}
+    for path in sorted((tmp_path / "files").iterdir()):
+        with path.open(newline="") as handle:
+            users[path.name] = [r["UserID"] for r in csv.DictReader(handle)]
+    assert users == {first.file_name: ["ana@example.com"], second.file_name: ["bob@example.com"]}
+    ledger = Ledger(engine, "completion")
+    assert ledger.get("ana@example.com|imocha-7")["file_name"] == first.file_name
+    assert ledger.get("bob@example.com|imocha-7")["file_name"] == second.file_name
+    # A third export in that second with nothing left to send reserves no name and writes no file.
+    assert export_completions(engine, bulk, "bulk-3", now=T0).file_name is None
+    assert len(list((tmp_path / "files").iterdir())) == 2
+    # Another host (its own directory, the same SFTP folder): the names are reserved in the database, not by the files.
+    stage_latest(engine, "completion", pd.DataFrame([{**bob, "record_key": "eve@example.com|imocha-7",
+                                                      "user_id": "eve@example.com", "test_invitation_id": 73,
+                                                      "source_id": 73}]), COMPLETIONS.all_fields, "run-z")
+    elsewhere = BulkSettings(client_name="Acme", provider="IMOCHA", directory=tmp_path / "other-host")
+    assert export_completions(engine, elsewhere, "bulk-4", now=T0).file_name == \
+        "Acme_Completions_File_20261120093002.csv"
+
+
 # -- the upload and the asset -----------------------------------------------------------------------------------
 
 @pytest.fixture

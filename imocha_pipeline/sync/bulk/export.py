@@ -8,18 +8,25 @@ handed over, in a conditional update, so no API run sends it meanwhile and a rec
 left out of the file. If the upload fails the marks are taken back. If the process dies after marking and before
 the upload, the records wait out the grace period and then go by API (after a read of Degreed).
 
+The file's name carries the export's second (``YYYYMMDDHHMMSS``); two exports in the same second (an operator's
+command beside the asset's run) must not write one file over the other, nor take back each other's marks after a
+failed upload, so each name is reserved in ``sync_state`` (``bulk_file:<hash of the name>``, a primary key: one
+export gets it) and, while it is taken or a file of that name is in the directory, the next second's name is tried.
+
 Where the file goes: the directory ``IMOCHA_PIPELINE_BULK_DIRECTORY`` always (for the admin's File Upload page, and
 as the copy of what was sent), and with target ``sftp`` also the organisation's SFTP folder (``clients/sftp.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline import settings, staging
@@ -117,9 +124,11 @@ def export_completions(engine: Engine, bulk: BulkSettings, run_id: str, *, now: 
         return report
     Quarantine(engine, COMPLETIONS.name, run_id).put(invalid)
     ledger = Ledger(engine, COMPLETIONS.name, run_id)
+    name = report.file_name = reserve_file_name(engine, bulk, now, run_id)
     marked = ledger.mark_sent_by_file(records, name, now)
     report.records, report.left_out = len(marked), len(records) - len(marked)
     if not marked:
+        _release_file_name(engine, name)
         report.file_name = None
         return report
     rows = [template_row(r["payload"], bulk.provider) for r in records if r["record_key"] in marked]
@@ -135,6 +144,37 @@ def export_completions(engine: Engine, bulk: BulkSettings, run_id: str, *, now: 
             report.path.unlink(missing_ok=True)  # no copy of a file that was not sent (nobody uploads it by hand)
         raise
     return report
+
+
+NAME_TRIES = 120
+
+
+def _reservation(name: str) -> str:
+    return "bulk_file:" + hashlib.sha256(name.encode()).hexdigest()[:40]
+
+
+def reserve_file_name(engine: Engine, bulk: BulkSettings, now: datetime, run_id: str) -> str:
+    """A file name no other export holds: ``now``'s, else the next free second's (see the module text)."""
+    table = staging.sync_state
+    for step in range(NAME_TRIES):
+        name = file_name(bulk.client_name, now + timedelta(seconds=step))
+        if (bulk.directory / name).exists():
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.execute(table.insert().values(name=_reservation(name), value={"file_name": name, "run_id": run_id},
+                                                   updated_at=staging.utcnow()))
+        except sa.exc.IntegrityError:
+            continue
+        return name
+    raise RuntimeError(f"no free Completions Template file name in the {NAME_TRIES} seconds from "
+                       f"{file_name(bulk.client_name, now)}")
+
+
+def _release_file_name(engine: Engine, name: str) -> None:
+    """The export put nothing in the file: its name is free again."""
+    with engine.begin() as conn:
+        conn.execute(staging.sync_state.delete().where(staging.sync_state.c.name == _reservation(name)))
 
 
 def _write(directory: Path, name: str, text: str) -> Path:
