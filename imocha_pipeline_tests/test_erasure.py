@@ -567,7 +567,7 @@ def test_an_erasure_and_a_reconcile_at_once_send_one_delete_per_record(sandbox, 
     def by_reconcile():
         start.wait()
         try:
-            outcomes.extend({"deleted": o.deleted, "deleted_by_another_run": o.taken_elsewhere, "failed": o.failed}
+            outcomes.extend({"deleted": o.deleted, "held_by_another_run": o.taken_elsewhere, "failed": o.failed}
                             for o in finish_degreed_deletions(engine, client).values())
         except Exception as exc:
             errors.append(exc)
@@ -583,7 +583,7 @@ def test_an_erasure_and_a_reconcile_at_once_send_one_delete_per_record(sandbox, 
     assert sorted(w.path.rsplit("/", 1)[1] for w in deletes) == sorted(ours)  # one each, none answered 404
     assert {w.status for w in deletes} <= {200, 204}
     assert sum(sum(o.get("deleted", {}).values()) for o in outcomes) == len(ours)
-    assert sum(o.get("deleted_by_another_run", 0) for o in outcomes) >= 1  # they did meet
+    assert sum(o.get("held_by_another_run", 0) for o in outcomes) >= 1  # they did meet
     hashed = marker(email_hmac(erasee.email, KEY.encode()))
     rows = [r for r in _ledger(h) if r["record_key"].startswith(hashed + "|")]
     assert {r["state"] for r in rows} == {"deleted"} and all(r["claimed_at"] is None for r in rows)
@@ -612,3 +612,46 @@ def test_erasing_again_keeps_the_time_of_the_first_erasure(sandbox, sqlite_url, 
     forget(engine, erasee.email)
     anew = row()
     assert anew["erased_at"] > first["erased_at"] and anew["lifted_at"] is None
+
+
+def test_a_delete_claimed_by_a_process_that_stopped_is_finished_once_its_lease_has_run_out(sandbox, staging_url,
+                                                                                         instance, monkeypatch):
+    """A process claimed one of the learner's records for its DELETE and died before sending it: while the claim's
+    lease runs, the reconcile leaves that record alone (reported as held) and deletes the rest; once the lease has
+    run out, the next reconcile deletes it. One DELETE per record in all."""
+    from imocha_pipeline.clients.http.policy import RetryPolicy
+    from imocha_pipeline.connections import shared_degreed_client
+    from imocha_pipeline.settings import DegreedSettings
+    from imocha_pipeline.sync.core.ledger import Ledger
+    from imocha_pipeline.sync.erasure.forget import forget
+    from imocha_pipeline.sync.erasure.sweep import finish_degreed_deletions
+    from imocha_sandbox.server import FaultConfig
+
+    h, erasee, engine, ours = _synced_with_the_key(sandbox, staging_url, instance, monkeypatch)
+
+    def client():
+        return shared_degreed_client(DegreedSettings.from_env(), staging_url,
+                                     session_options={"retry": RetryPolicy(max_attempts=1)})
+
+    sandbox.degreed.faults.set(FaultConfig(error_5xx_share=1.0, path_prefix="/api/v2/", methods=["DELETE"]))
+    assert forget(engine, erasee.email, in_degreed=True, degreed_client=client).failed
+    sandbox.degreed.faults.clear()
+    hashed = marker(email_hmac(erasee.email, KEY.encode()))
+    stranded = next(r for r in _ledger(h) if r["record_key"].startswith(hashed + "|"))
+    assert Ledger(engine, stranded["entity"], "dead-run").claim_deletion(stranded["record_key"])  # then it died
+    seq = sandbox.degreed.log.last_seq
+
+    (first,) = finish_degreed_deletions(engine, client).values()
+    assert first.taken_elsewhere == 1 and sum(first.deleted.values()) == len(ours) - 1 and not first.failed
+    assert stranded["degreed_id"] not in [w.path.rsplit("/", 1)[1] for w in h.writes(seq) if w.method == "DELETE"]
+
+    with engine.begin() as conn:  # the lease (120 s by default) runs out
+        conn.execute(staging.sync_ledger.update().where(
+            staging.sync_ledger.c.record_key == stranded["record_key"]).values(
+            claimed_at=datetime.now(UTC) - timedelta(minutes=3)))
+    (second,) = finish_degreed_deletions(engine, client).values()
+    assert second.deleted == {stranded["entity"]: 1} and second.taken_elsewhere == 0
+    done = [w.path.rsplit("/", 1)[1] for w in h.writes(seq) if w.method == "DELETE"]
+    assert sorted(done) == sorted(ours)
+    assert {r["state"] for r in _ledger(h) if r["record_key"].startswith(hashed + "|")} == {"deleted"}
+    assert finish_degreed_deletions(engine, client) == {}

@@ -111,8 +111,8 @@ def sync_drift(context: dg.AssetExecutionContext, degreed: DegreedResource, stag
     for email_hash, outcome in finished.items():
         log = context.log.warning if outcome.failed else context.log.info
         log("erasure of %s: Degreed deletes finished by the reconcile: deleted %s, already gone %s, failed %s, "
-            "left to another run at work on them %s", marker(email_hash), outcome.deleted, outcome.already_gone,
-            outcome.failed, outcome.taken_elsewhere)
+            "held by another run (at work on them, or stopped: freed after one claim lease) %s",
+            marker(email_hash), outcome.deleted, outcome.already_gone, outcome.failed, outcome.taken_elsewhere)
     with engine.connect() as conn:
         snapshots = {name: pd.DataFrame(staging.read_rows(conn, table)) for name, table in (
             (ASSESSMENT, staging.degreed_assessments), (COMPLETION, staging.degreed_completions),

@@ -91,7 +91,7 @@ def forget(engine: Engine, email: str, *, in_imocha: bool = False, in_degreed: b
             report.degreed.update(deleted=outcome.deleted, already_gone=outcome.already_gone,
                                   failed=outcome.failed, without_degreed_id=outcome.not_deletable)
             if outcome.taken_elsewhere:
-                report.degreed["deleted_by_another_run"] = outcome.taken_elsewhere
+                report.degreed["held_by_another_run"] = outcome.taken_elsewhere
     return report
 
 

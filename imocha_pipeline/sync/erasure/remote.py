@@ -33,7 +33,7 @@ class DegreedOutcome:
     already_gone: dict[str, int] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)  # "<entity> <Degreed id>: <error>"
     not_deletable: int = 0  # erased records without a Degreed id (never acknowledged, or sent by file)
-    taken_elsewhere: int = 0  # deleted (or being deleted) meanwhile by another erasure run or reconcile
+    taken_elsewhere: int = 0  # claimed by another erasure run or reconcile (or one that stopped: one lease)
 
 
 def to_delete(conn: Connection, email_hash: str) -> list[dict]:
