@@ -111,20 +111,18 @@ def export_completions(engine: Engine, bulk: BulkSettings, run_id: str, *, now: 
     frame, invalid = validate_payloads(creates, COMPLETIONS)
     report = BulkExport(invalid=len(invalid), api_only=len(found.due) - len(creates), waiting=found.waiting,
                         dry_run=dry_run)
-    name = file_name(bulk.client_name, now)
     if frame.empty:
         Quarantine(engine, COMPLETIONS.name, run_id).put(invalid)
         return report
     records = [{"record_key": str(row["record_key"]), "payload_hash": str(row.get("payload_hash") or ""),
                 "payload": {f: plain(row.get(f)) for f in COMPLETIONS.all_fields}, "source": row_source(row)}
                for row in frame.to_dict("records")]
-    report.file_name = name
-    if dry_run:
-        report.records = len(records)
+    if dry_run:  # the name this second would take (no name is reserved)
+        report.file_name, report.records = file_name(bulk.client_name, now), len(records)
         return report
     Quarantine(engine, COMPLETIONS.name, run_id).put(invalid)
     ledger = Ledger(engine, COMPLETIONS.name, run_id)
-    name = report.file_name = reserve_file_name(engine, bulk, now, run_id)
+    name = report.file_name = _reserve_file_name(engine, bulk, now, run_id)
     marked = ledger.mark_sent_by_file(records, name, now)
     report.records, report.left_out = len(marked), len(records) - len(marked)
     if not marked:
@@ -153,7 +151,7 @@ def _reservation(name: str) -> str:
     return "bulk_file:" + hashlib.sha256(name.encode()).hexdigest()[:40]
 
 
-def reserve_file_name(engine: Engine, bulk: BulkSettings, now: datetime, run_id: str) -> str:
+def _reserve_file_name(engine: Engine, bulk: BulkSettings, now: datetime, run_id: str) -> str:
     """A file name no other export holds: ``now``'s, else the next free second's (see the module text)."""
     table = staging.sync_state
     for step in range(NAME_TRIES):

@@ -88,6 +88,10 @@ class Ledger:
     def _where(self, key: str):
         return sa.and_(sync_ledger.c.entity == self.entity, sync_ledger.c.record_key == key)
 
+    def _unclaimed(self, now: datetime):
+        """No live claim on the row: never claimed, released, or its lease ran out (a run that died)."""
+        return sa.or_(sync_ledger.c.claimed_at.is_(None), sync_ledger.c.claimed_at < now - self.stale_claim_after)
+
     def ensure_rows(self, keys: list[str]) -> None:
         """Create ``planned`` rows for keys the ledger has never seen (existing rows are left alone)."""
         if not keys:
@@ -109,12 +113,7 @@ class Ledger:
         """
         self.ensure_rows([key])
         now = utcnow()
-        free = sa.or_(
-            sync_ledger.c.state != SENDING,
-            sync_ledger.c.run_id == self.run_id,
-            sync_ledger.c.claimed_at.is_(None),
-            sync_ledger.c.claimed_at < now - self.stale_claim_after,
-        )
+        free = sa.or_(sync_ledger.c.state != SENDING, sync_ledger.c.run_id == self.run_id, self._unclaimed(now))
         if not resend and payload_hash:
             retired = sa.func.coalesce(sync_ledger.c.action, "") == "retire"
             delivered = sa.and_(sync_ledger.c.state == ACKNOWLEDGED,
@@ -204,8 +203,7 @@ class Ledger:
         marked: set[str] = set()
         free = sa.and_(sync_ledger.c.entity == self.entity,
                        sync_ledger.c.state.in_((PLANNED, FAILED, SENDING)),
-                       sa.or_(sync_ledger.c.state != SENDING, sync_ledger.c.claimed_at.is_(None),
-                              sync_ledger.c.claimed_at < now - self.stale_claim_after))
+                       sa.or_(sync_ledger.c.state != SENDING, self._unclaimed(now)))
         with self.engine.begin() as conn:
             for record in records:
                 source: Source | None = record.get("source")
@@ -260,9 +258,8 @@ class Ledger:
         now = utcnow()
         with self.engine.begin() as conn:
             return conn.execute(sync_ledger.update().where(
-                self._where(key), sync_ledger.c.state == ERASED,
-                sa.or_(sync_ledger.c.claimed_at.is_(None), sync_ledger.c.claimed_at < now - self.stale_claim_after))
-                .values(claimed_at=now, updated_at=now)).rowcount == 1
+                self._where(key), sync_ledger.c.state == ERASED, self._unclaimed(now)).values(
+                claimed_at=now, updated_at=now)).rowcount == 1
 
     def release_deletion(self, key: str) -> None:
         """The DELETE of ``key`` failed: free the record for the next erasure run or reconcile at once."""
