@@ -14,11 +14,11 @@ Shapes (``make_assessments``, ``make_completions``):
 Both sides are shuffled independently and built as separate objects (as two database reads give them).
 
 The reference is DuckDB computing the same plan (full join, the same classification with trimming and rounding,
-the changed fields, a row hash, the rows to write first by key, then the rest in the desired order) from its own
-native tables into a native table: the inputs are loaded into DuckDB before the clock starts, nothing is
-converted to or from pandas while timed. A second DuckDB figure, "DuckDB as the engine", is what the engine
-would cost if it were DuckDB: pandas frames in, the plan frame out (still without pandas' payload hash, which
-the ledger keeps and DuckDB cannot compute).
+the changed fields, a row hash of each row to write, the rows to write first by key, then the rest in the desired
+order) from its own native tables into a native table: the inputs are loaded into DuckDB before the clock starts,
+nothing is converted to or from pandas while timed. A second DuckDB figure, "DuckDB as the engine", is what the
+engine would cost if it were DuckDB: pandas frames in, the plan frame out (still without pandas' payload hash of
+the rows to write, which the ledger keeps and DuckDB cannot compute).
 
 Each measurement runs in a fresh subprocess that loads the pickled input, then resets the kernel's peak-RSS mark
 (``/proc/self/clear_refs``), so "peak" is the process's high-water mark while planning, inputs included ("+x" is
@@ -160,7 +160,7 @@ def duckdb_plan_sql(spec, numeric: set[str], source_desired: str = "desired", so
     key, fields, retire = spec.key, spec.fields, spec.retire_missing
 
     def norm(side: str, field: str) -> str:
-        column = f"{side}.{field}"
+        column = {"d": f"d.{field}", "a": f"a.{field}", "k": field, "ka": f"a_{field}"}[side]
         if field in numeric:
             return f"round({column}, {spec.float_places})"
         # trim only what needs it (trimming every value would cost DuckDB more than the whole join)
@@ -177,15 +177,15 @@ def duckdb_plan_sql(spec, numeric: set[str], source_desired: str = "desired", so
     any_changed = " OR ".join(f"c{i}" for i in range(len(fields)))
     changed_list = ", ".join([f"CASE WHEN c{i} THEN '{f}' END" for i, f in enumerate(fields)]
                              + ["CASE WHEN obsolete THEN 'obsolete' END"])
-    d_hash = f"hash({', '.join(norm('d', f) for f in fields)})"
-    a_hash = f"hash({', '.join(norm('a', f) for f in fields)})"
+    # the payload hash of the rows to write only, as the engine computes it (from the columns k carries)
+    d_hash = f"hash({', '.join(norm('k', f) for f in fields)})"
+    a_hash = f"hash({', '.join(norm('ka', f) for f in fields)})"
     join = "FULL OUTER JOIN" if retire else "LEFT JOIN"
     return f"""
 CREATE OR REPLACE TABLE plan AS
 WITH j AS (
   SELECT d.{key} AS dkey, a.{key} AS akey, d._pos, a.degreed_id, {obsolete} AS obsolete, {flags},
-         CASE WHEN d.{key} IS NULL THEN {a_hash} ELSE {d_hash} END AS payload_hash,
-         {", ".join(f"d.{f}" for f in fields)}
+         {", ".join(f"d.{f}" for f in fields)}, {", ".join(f"a.{f} AS a_{f}" for f in fields)}
   FROM {source_desired} d {join} {source_actual} a ON a.{key} = d.{key}
   {"WHERE d." + key + " IS NOT NULL OR NOT coalesce(a.obsolete, false)" if retire else ""}
 ), k AS (
@@ -196,7 +196,8 @@ WITH j AS (
 SELECT coalesce(dkey, akey) AS record_key, action,
        CASE action WHEN 'retire' THEN ['obsolete'] WHEN 'update' THEN [x FOR x IN [{changed_list}] IF x IS NOT NULL]
                    ELSE [] END AS changed_fields,
-       degreed_id, payload_hash, {", ".join(fields)}
+       degreed_id, CASE WHEN action = 'unchanged' THEN NULL WHEN dkey IS NULL THEN {a_hash} ELSE {d_hash} END
+       AS payload_hash, {", ".join(fields)}
 FROM k
 ORDER BY action = 'unchanged', CASE WHEN action <> 'unchanged' THEN coalesce(dkey, akey) END, _pos
 """

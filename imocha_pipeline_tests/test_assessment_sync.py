@@ -63,6 +63,33 @@ def test_first_run_creates_everything_and_second_run_writes_nothing(sandbox, sta
     assert materialization(second, "assessment_sync_plan")["plan_unchanged"] == len(tests)
 
 
+def test_a_send_left_in_flight_that_degreed_shows_done_is_acknowledged_with_the_hash_of_its_values(sandbox, sqlite_url,
+                                                                                                    instance):
+    # A run died after Degreed took the record but before the ledger heard: the next plan finds it unchanged
+    # (an unchanged plan row carries no payload hash) and settles the ledger row with the hash of the values.
+    from imocha_pipeline.sync.assessments.entity import ASSESSMENTS
+    from imocha_pipeline.sync.core.diff import payload_hash
+
+    assert run_sync(sandbox, sqlite_url, instance).success
+    engine = staging.get_engine(sqlite_url)
+    ledger = staging.sync_ledger
+    with engine.begin() as conn:
+        key, acknowledged_hash = conn.execute(sa.select(ledger.c.record_key, ledger.c.payload_hash)
+                                              .order_by(ledger.c.record_key).limit(1)).one()
+        conn.execute(ledger.update().where(ledger.c.record_key == key).values(
+            state="sending", run_id="run-that-died", payload_hash="in-flight", claimed_at=staging.utcnow()))
+    mark = sandbox.degreed.log.last_seq
+    assert run_sync(sandbox, sqlite_url, instance).success
+    assert sandbox.degreed.log.writes(mark) == []
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(ledger).where(ledger.c.record_key == key)).one()._mapping
+        planned = conn.execute(sa.select(staging.sync_plan).where(staging.sync_plan.c.record_key == key)).one()._mapping
+    assert planned["action"] == "unchanged" and planned["payload_hash"] is None
+    assert row["state"] == "acknowledged" and row["action"] == "resolved"
+    assert row["payload_hash"] == payload_hash(planned["payload"], ASSESSMENTS) == acknowledged_hash
+    assert row["payload"] == planned["payload"]
+
+
 def test_rename_patches_only_the_title_and_removal_retires_then_readding_revives(sandbox, sqlite_url, instance):
     assert run_sync(sandbox, sqlite_url, instance).success
     renamed, removed = sandbox.world.tests[0].test_id, sandbox.world.tests[1].test_id

@@ -64,6 +64,25 @@ def test_payload_hash_matches_the_plan_and_changes_with_content():
     assert payload_hash(record | {"title": "Other"}, SPEC) != result["payload_hash"].iloc[0]
 
 
+def test_every_row_to_write_carries_the_hash_of_its_values_and_an_unchanged_row_none():
+    # The ledger compares the hash of what is sent; an unchanged record sends nothing, so the plan skips its hash.
+    desired = frame([["same", " Python ", "https://x/1", 30], ["changed", "Java 2", "https://x/2", 45],
+                     ["new", "New", "https://x/3", 60], ["back", "Back", "https://x/5", 10]],
+                    ["external_id", "title", "url", "duration"])
+    actual = frame([["same", "d1", "Python", "https://x/1", 30.0, False],
+                    ["changed", "d2", "Java", "https://x/2", 45.0, False],
+                    ["gone", "d4", "Gone", " https://x/4", 20.0, False],
+                    ["back", "d5", "Back", "https://x/5", 10.0, True]],
+                   ["external_id", "degreed_id", "title", "url", "duration", "obsolete"])
+    result = plan(desired, actual, SPEC).set_index("record_key")
+    assert pd.isna(result.loc["same", "payload_hash"]) and result.loc["same", "action"] == UNCHANGED
+    for key, sent in [("changed", {"title": "Java 2", "url": "https://x/2", "duration": 45}),
+                      ("new", {"title": "New", "url": "https://x/3", "duration": 60}),
+                      ("back", {"title": "Back", "url": "https://x/5", "duration": 10}),
+                      ("gone", {"title": "Gone", "url": "https://x/4", "duration": 20.0})]:  # retired: Degreed's values
+        assert result.loc[key, "payload_hash"] == payload_hash(sent, SPEC), key
+
+
 def test_empty_inputs():
     empty_desired = frame([], ["external_id", "title", "url", "duration"])
     empty_actual = frame([], ["external_id", "degreed_id", "title", "url", "duration", "obsolete"])

@@ -13,7 +13,7 @@ from imocha_pipeline.sync.assessments.entity import ASSESSMENT, ASSESSMENTS
 from imocha_pipeline.sync.assessments.extract import LIST_ENTRY_KEY_PREFIX
 from imocha_pipeline.sync.assessments.mapping import DESIRED_ASSESSMENT_FIELDS, AssessmentMapping, desired_assessments
 from imocha_pipeline.sync.assessments.models import DesiredAssessmentModel
-from imocha_pipeline.sync.core.diff import RETIRE, plan
+from imocha_pipeline.sync.core.diff import RETIRE, payload_hash, plan
 from imocha_pipeline.sync.core.ledger import Ledger
 from imocha_pipeline.sync.core.plain_values import plain
 from imocha_pipeline.sync.core.quarantine import VALIDATION, Entry, Quarantine
@@ -95,8 +95,10 @@ def resolve_sending_from_snapshot(engine: Engine, plan_frame: pd.DataFrame, run_
     if stuck.empty:
         return 0
     settled = plan_frame[(plan_frame["action"] == "unchanged") & plan_frame["record_key"].isin(stuck["record_key"])]
-    for row in settled.to_dict("records"):
-        ledger.acknowledge(row["record_key"], row["degreed_id"], row["payload_hash"], action="resolved")
+    for row in settled.to_dict("records"):  # an unchanged plan row carries no hash: Degreed shows these values
+        values = {field: plain(row.get(field)) for field in ASSESSMENTS.fields}
+        ledger.acknowledge(row["record_key"], row["degreed_id"], payload_hash(values, ASSESSMENTS), values,
+                           action="resolved")
     return len(settled)
 
 

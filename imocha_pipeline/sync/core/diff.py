@@ -11,7 +11,9 @@ both sides; the work is done on whole columns (numpy arrays), never row by row (
   column by column, which also yields the changed fields of an update); text is compared raw first and
   stripped only where the raw values differ;
 - the payload hash (stable 64-bit, ``pandas.util.hash_pandas_object`` of the normalised fields, as 16
-  hex digits) is computed once per desired row, and for the actual side only for retired rows;
+  hex digits) is computed for the rows to write only: of the desired values for a create or update, of
+  Degreed's for a retirement. The ledger compares it with what it acknowledged; an unchanged record sends
+  nothing and carries none (``payload_hash`` computes it for any record that needs it);
 - the rows to write (create, update, retire) come first, ordered by record key whatever order the inputs
   came in (the order apply sends them); the unchanged rows follow in the desired side's order (sorting
   them too would cost a third of a million-record plan and serve no one).
@@ -181,23 +183,30 @@ def _plan(desired: pd.DataFrame, actual: pd.DataFrame, spec: EntitySpec) -> pd.D
     else:
         ids = pd.array(np.full(n_rows, pd.NA, dtype=object), dtype="string")
 
-    hashes = np.empty(n_rows, dtype=np.uint64)
-    if n_desired:
-        hashes[from_desired] = hash_rows([col.normalised() for col in desired_cols])[desired_row[from_desired]]
-    if len(retired):
-        hashes[~from_desired] = hash_rows([col.normalised_at(actual_row[~from_desired]) for col in actual_cols])
+    # The payload hash of each row to write (they come first); an unchanged row sends nothing and carries none.
+    n_writes = len(writes)
+    hashes = np.empty(n_writes, dtype=np.uint64)
+    write_from_desired = from_desired[:n_writes]
+    if write_from_desired.any():
+        rows = desired_row[:n_writes][write_from_desired]
+        hashes[write_from_desired] = hash_rows([col.normalised_at(rows) for col in desired_cols])
+    if not write_from_desired.all():
+        rows = actual_row[:n_writes][~write_from_desired]
+        hashes[~write_from_desired] = hash_rows([col.normalised_at(rows) for col in actual_cols])
+    payload_hashes = np.full(n_rows, pd.NA, dtype=object)
+    payload_hashes[:n_writes] = hex_digits(hashes)
 
     # The payload: the desired values (as given, not normalised); none for retired records (label -1 is
     # missing, so whole numbers become floats and booleans objects, as pandas upcasts).
     values = desired[list(fields)].reindex(desired_row).reset_index(drop=True)
 
     result = pd.DataFrame({
-        "record_key": pd.array(record_keys[order], dtype="string"),
+        "record_key": _text_array(record_keys[order]),
         "action": pd.array(ACTION_NAMES[action_code], dtype="str"),
         "reason": pd.array(ACTION_REASONS[action_code], dtype="str"),
         "changed_fields": np.fromiter(changed, dtype=object, count=n_rows),
         "degreed_id": ids,
-        "payload_hash": pd.array(hex_digits(hashes), dtype="string"),
+        "payload_hash": _text_array(payload_hashes),
     })
     return pd.concat([result, values], axis=1)[PLAN_BASE_COLUMNS + list(fields)]
 
@@ -214,6 +223,14 @@ def _keys(column: pd.Series) -> np.ndarray:
     if not isinstance(column.dtype, pd.StringDtype):
         column = column.astype("string")
     return np.asarray(column.array, dtype=object)  # no copy; missing keys stay missing
+
+
+def _text_array(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """A fresh object array of str or missing values as pandas' "string" array (validated in place, not copied)."""
+    dtype = pd.StringDtype()
+    if dtype.storage == "python" and dtype.na_value is pd.NA:
+        return pd.arrays.StringArray(values)
+    return pd.array(values, dtype=dtype)
 
 
 def _has_duplicates(actual_keys: np.ndarray, actual_to_desired: np.ndarray, n_desired: int) -> bool:

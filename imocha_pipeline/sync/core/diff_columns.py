@@ -6,10 +6,9 @@ numbers when every present value is one.
 
 What makes a million records cheap (see ``bench/diff_engine.py``):
 
-- a text column (pandas' str dtype) is stripped only where its value is needed: the desired side in full (its
-  payload hash needs it), the actual side only for the pairs whose raw values differ and for retired rows.
-  Raw equality implies normalised equality (the desired value is already stripped), so most pairs cost one C
-  comparison;
+- a text column (pandas' str dtype) is stripped only where its value is needed: on both sides, for the pairs
+  whose raw values differ, and for the rows to write (their payload hash). Raw equality implies normalised
+  equality, so most pairs cost one C comparison;
 - a text column with few distinct values (a language, a duration unit) is hashed per distinct value.
 """
 
@@ -82,6 +81,15 @@ class FieldColumn:
             self._normalised = strip_text(self.raw)
         return self._normalised
 
+    def comparable(self, raw: np.ndarray) -> np.ndarray:
+        """Raw text values that ``==`` can compare: missing values (pd.NA cannot be compared) become ''."""
+        if self.missing_is_na:
+            missing = pd.isna(raw)
+            if missing.any():
+                raw = raw.copy()
+                raw[missing] = ""  # '' is what a missing value normalises to
+        return raw
+
     def normalised_at(self, rows: np.ndarray) -> np.ndarray:
         """The normalised values of ``rows`` only."""
         if self._normalised is not None:
@@ -95,25 +103,25 @@ def differs(desired: FieldColumn, actual: FieldColumn, desired_to_actual: np.nda
     ``desired_to_actual[pairs[i]]``): whether the normalised values differ."""
     if not len(pairs):
         return np.zeros(0, dtype=bool)
-    if len(pairs) < len(desired_to_actual) // 2:  # few pairs: compare only them
-        left, right_rows = desired.normalised()[pairs], desired_to_actual[pairs]
-    else:  # most rows pair: compare whole columns in the desired order (no copy of the desired side)
-        left, right_rows = desired.normalised(), np.maximum(desired_to_actual, 0)
-    if actual.raw is not None and left.dtype == object:
-        right = actual.raw[right_rows]  # a copy: missing values may be filled
-        if actual.missing_is_na:
-            right[pd.isna(right)] = ""  # '' is what a missing value normalises to
+    few = len(pairs) < len(desired_to_actual) // 2  # few pairs: compare only them
+    values = desired.raw if desired.raw is not None else desired.normalised()
+    if actual.raw is not None and values.dtype == object:  # text: raw values first, stripped where they differ
+        if few:
+            left, right_rows = values[pairs], desired_to_actual[pairs]
+        else:  # most rows pair: compare whole columns in the desired order (no copy of the desired side)
+            left, right_rows = values, np.maximum(desired_to_actual, 0)
+        left = desired.comparable(left)
+        right = actual.comparable(actual.raw[right_rows])
         result = ~np.asarray(left == right, dtype=bool)
-        positions = pairs if len(left) != len(pairs) else None  # pair i is at left[positions[i]]
+        positions = None if few else pairs  # pair i is at left[positions[i]]
         if positions is not None:
             result = result[positions]
         check = np.flatnonzero(result)  # raw values differ: compare the stripped ones
         if len(check):
             at = positions[check] if positions is not None else check
-            result[check] = np.asarray(left[at] != strip_text(right[at]), dtype=bool)
+            result[check] = np.asarray(strip_text(left[at]) != strip_text(right[at]), dtype=bool)
         return result
-    if len(left) != len(pairs):
-        left = left[pairs]
+    left = desired.normalised_at(pairs)
     return ~_equal(left, actual.normalised_at(desired_to_actual[pairs]))
 
 
