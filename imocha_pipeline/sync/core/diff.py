@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import compress
 
 import numpy as np
 import pandas as pd
@@ -169,14 +170,14 @@ def _plan(desired: pd.DataFrame, actual: pd.DataFrame, spec: EntitySpec) -> pd.D
     if len(write_rows):
         pair_of_desired = np.full(n_desired, -1, dtype=np.int64)
         pair_of_desired[pairs_desired] = np.arange(len(pairs_desired))
-        for row in write_rows.tolist():
-            if action_code[row] == _RETIRE:
-                changed[row] = ["obsolete"]
-                continue
-            pair = pair_of_desired[order[row]]
-            changed[row] = [field for field, diff in zip(fields, differs, strict=True) if diff[pair]]
-            if action_code[row] == _REVIVE:
-                changed[row].append("obsolete")
+        for row in write_rows[action_code[write_rows] == _RETIRE].tolist():
+            changed[row] = ["obsolete"]
+        updated = write_rows[action_code[write_rows] != _RETIRE]
+        pairs = pair_of_desired[order[updated]]
+        flags = np.column_stack([diff[pairs] for diff in differs]).tolist() if differs else [[]] * len(updated)
+        revived = (action_code[updated] == _REVIVE).tolist()
+        for row, row_flags, back in zip(updated.tolist(), flags, revived, strict=True):
+            changed[row] = list(compress(fields, row_flags)) + (["obsolete"] if back else [])
 
     if "degreed_id" in actual and n_actual:
         ids = actual["degreed_id"].astype("string").array.take(actual_row, allow_fill=True)  # -1: missing
