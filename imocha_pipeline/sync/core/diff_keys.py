@@ -19,6 +19,11 @@ def str_hashes(values: np.ndarray) -> np.ndarray:
     return np.fromiter(map(hash, values), dtype=np.int64, count=len(values))
 
 
+def all_text(values: np.ndarray) -> bool:
+    """Whether every value is a ``str`` (no missing key): one C scan, a quarter of the cost of ``isna``."""
+    return pd.api.types.infer_dtype(values, skipna=False) == "string"
+
+
 class KeyIndex:
     """Positions of the desired side's record keys (an object array of ``str``, or missing values)."""
 
@@ -28,7 +33,7 @@ class KeyIndex:
         self.keys = keys
         self._by_hash: pd.Index | None = None
         self._by_text: pd.Index | None = None
-        if len(keys) and not pd.isna(keys).any():
+        if len(keys) and all_text(keys):
             by_hash = pd.Index(str_hashes(keys))
             if by_hash.is_unique:
                 self._by_hash = by_hash
@@ -49,7 +54,7 @@ class KeyIndex:
 
     def get_indexer(self, others: np.ndarray) -> np.ndarray:
         """For each of ``others``: the position of the equal key here, or -1."""
-        if self._by_hash is None or (len(others) and pd.isna(others).any()):
+        if self._by_hash is None or (len(others) and not all_text(others)):
             return self._text().get_indexer(others)
         found = self._by_hash.get_indexer(str_hashes(others))
         hits = np.flatnonzero(found >= 0)
