@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group = parser.add_argument_group("4. diff/plan engine")
     group.add_argument("--diff-sizes", type=_sizes,
                        help="records per shape (default 10000,100000,1000000; quick 10000,100000)")
-    group.add_argument("--diff-repeat", type=int, default=3, help="runs per size, best taken (default 3; 2 at 1M)")
+    group.add_argument("--diff-repeat", type=int, default=5,
+                       help="runs per size and engine in one process, best taken (default 5)")
     group.add_argument("--diff-shapes", default="assessments,completions",
                        help="record shapes: assessments, completions or both (default both)")
     group = parser.add_argument_group("5. extraction")

@@ -334,7 +334,7 @@ def _size_label(rows: int) -> str:
                                                                   else str(rows))
 
 
-def run(sizes: list[int], repeat: int = 3, shapes: tuple[str, ...] = SHAPES, log=print) -> list[Result]:
+def run(sizes: list[int], repeat: int = 5, shapes: tuple[str, ...] = SHAPES, log=print) -> list[Result]:
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-diff-") as folder:
         for shape in shapes:
@@ -348,7 +348,7 @@ def run(sizes: list[int], repeat: int = 3, shapes: tuple[str, ...] = SHAPES, log
                         pickle.dump(desired, handle, protocol=pickle.HIGHEST_PROTOCOL)
                         pickle.dump(actual, handle, protocol=pickle.HIGHEST_PROTOCOL)
                     del desired, actual
-                    times = repeat if rows < TARGET_ROWS else max(1, min(repeat, 2))
+                    times = max(1, repeat)
                     measured = {}
                     for engine in ("engine", "duckdb", "duckdb-pandas"):
                         log(f"[diff] {name}: {engine} (best of {times}) ...")
