@@ -235,6 +235,12 @@ def _phase(box: SandboxProcess, mode: str, count: int, spacing: float, skip: int
                 one_delay, _ = finish_and_wait(stack, _pairs(box, 1, skip + count), 0, True, timeout=180, log=log)
                 new_runs = [r for r in stack.settled_runs() if r["run_id"] not in before]
                 overhead = {"delay": one_delay[0] if one_delay else None, "runs": new_runs}
+        except Exception:
+            stack.stop()
+            kept = Path(tempfile.mkdtemp(prefix=f"bench-latency-{mode}-failed-"))
+            shutil.copytree(Path(folder) / "logs", kept / "logs")  # the folder itself goes with the with-block
+            log(f"[latency] {mode} failed; the daemon's and the endpoint's logs are kept in {kept}/logs")
+            raise
         finally:
             stack.stop()
         return {"mode": mode, "delays": delays, "detail": detail, "runs": runs, "count": count, "ready": ready,
