@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from imocha_pipeline.sync.core.diff import CREATE, RETIRE, UNCHANGED, UPDATE, payload_hash, plan, summarise
+from imocha_pipeline.sync.core.diff import (
+    CREATE,
+    PLAN_BASE_COLUMNS,
+    RETIRE,
+    UNCHANGED,
+    UPDATE,
+    payload_hash,
+    plan,
+    summarise,
+)
 from imocha_pipeline.sync.core.entity import EntitySpec
 
 SPEC = EntitySpec("assessment", "external_id", ("title", "url", "duration"), retire_missing=True)
@@ -24,7 +33,9 @@ def test_plan_classifies_every_record_with_reasons_and_changed_fields():
                     ["imocha-5", "d5", "Back", "https://x/5", 10.0, True],
                     ["imocha-6", "d6", "Old", "https://x/6", 10.0, True]],
                    ["external_id", "degreed_id", "title", "url", "duration", "obsolete"])
-    result = plan(desired, actual, SPEC).set_index("record_key")
+    planned = plan(desired, actual, SPEC)
+    assert list(planned.columns) == PLAN_BASE_COLUMNS + list(SPEC.fields)
+    result = planned.set_index("record_key")
     assert result.loc["imocha-1", "action"] == UNCHANGED
     assert result.loc["imocha-2", "action"] == UPDATE and result.loc["imocha-2", "changed_fields"] == ["title"]
     assert result.loc["imocha-2", "degreed_id"] == "d2" and result.loc["imocha-2", "title"] == "Java 2"
@@ -86,7 +97,8 @@ def test_every_row_to_write_carries_the_hash_of_its_values_and_an_unchanged_row_
 def test_empty_inputs():
     empty_desired = frame([], ["external_id", "title", "url", "duration"])
     empty_actual = frame([], ["external_id", "degreed_id", "title", "url", "duration", "obsolete"])
-    assert plan(empty_desired, empty_actual, SPEC).empty
+    result = plan(empty_desired, empty_actual, SPEC)
+    assert result.empty and list(result.columns) == PLAN_BASE_COLUMNS + list(SPEC.fields)
 
 
 # -- the column-wise engine (bench/diff_engine.py measures it at 1M rows) -------------------------------------

@@ -21,6 +21,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from imocha_pipeline import staging
+from imocha_pipeline.sync.core.diff import PLAN_BASE_COLUMNS
 from imocha_pipeline.sync.core.identities import DegreedDirectory
 from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED, Ledger
 from imocha_pipeline.sync.core.plain_values import same_value
@@ -183,5 +184,4 @@ def repair_plan(ledger_rows: pd.DataFrame, missing: list[DriftRow], fields: tupl
             records.append({"record_key": row["record_key"], "action": "create",
                             "reason": "missing in Degreed (reconcile)", "changed_fields": [], "degreed_id": None,
                             "payload_hash": row.get("payload_hash"), **{f: payload.get(f) for f in fields}})
-    columns = ["record_key", "action", "reason", "changed_fields", "degreed_id", "payload_hash", *fields]
-    return pd.DataFrame(records, columns=columns)
+    return pd.DataFrame(records, columns=[*PLAN_BASE_COLUMNS, *fields])

@@ -201,7 +201,7 @@ def _plan(desired: pd.DataFrame, actual: pd.DataFrame, spec: EntitySpec) -> pd.D
     # missing, so whole numbers become floats and booleans objects, as pandas upcasts).
     values = desired[list(fields)].reindex(desired_row).reset_index(drop=True)
 
-    return pd.DataFrame({
+    return pd.DataFrame({  # the columns of PLAN_BASE_COLUMNS, then the fields (test_diff pins the order)
         "record_key": _text_array(record_keys[order]),
         "action": pd.array(ACTION_NAMES[action_code], dtype="str"),
         "reason": pd.array(ACTION_REASONS[action_code], dtype="str"),

@@ -35,11 +35,11 @@ from sqlalchemy.engine import Engine
 
 from imocha_pipeline import staging
 from imocha_pipeline.settings import IMOCHA_PIPELINE_BULK_GRACE_HOURS
-from imocha_pipeline.sync.core.diff import CREATE, RETIRE, UPDATE, WAIT
+from imocha_pipeline.sync.core.diff import CREATE, PLAN_BASE_COLUMNS, RETIRE, UPDATE, WAIT
 from imocha_pipeline.sync.core.entity import EntitySpec
 from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED, SENT_BY_FILE, Source
 from imocha_pipeline.sync.core.plain_values import same_value
-from imocha_pipeline.sync.core.plan_store import PLAN_COLUMNS, delivered
+from imocha_pipeline.sync.core.plan_store import delivered
 from imocha_pipeline.sync.core.quarantine import OPEN, REJECTED, WAITING_FOR_ASSESSMENT, WAITING_FOR_LEARNER
 
 GATED_KINDS = (WAITING_FOR_LEARNER, WAITING_FOR_ASSESSMENT, REJECTED)
@@ -156,7 +156,7 @@ def outstanding(engine: Engine, entity: EntitySpec, scope: Scope, *, now: dateti
     now = now or staging.utcnow()
     file_due_before = now - file_grace()
     rows = _plan_with_ledger(engine, entity, scope, now)
-    columns = [*PLAN_COLUMNS, *entity.all_fields, "source_id", "source_at", "source_day", "waiting_kind"]
+    columns = [*PLAN_BASE_COLUMNS, *entity.all_fields, "source_id", "source_at", "source_day", "waiting_kind"]
     result = Outstanding(pd.DataFrame(columns=columns))
     if scope.days is None and scope.plan_id is None:
         result.waiting.update(waiting_counts(engine, entity, now))

@@ -26,7 +26,6 @@ from imocha_pipeline import staging
 from imocha_pipeline.sync.core.ledger import ACKNOWLEDGED
 from imocha_pipeline.sync.core.plain_values import plain
 
-PLAN_COLUMNS = ["record_key", "action", "reason", "changed_fields", "degreed_id", "payload_hash"]
 SOURCE_COLUMNS = ("source_id", "source_at", "source_day")
 
 
