@@ -36,6 +36,11 @@ def test_quick_benchmarks_produce_figures(tmp_path):
     if "diff" in only:
         assert {f"4. diff/plan {size} {shape}" for size in ("2k", "5k") for shape in ("assessments", "completions")
                 } <= set(names)
+        for diff in (r for r in results if r["benchmark"].startswith("4. ")):
+            engines = diff["data"]
+            assert int(engines["duckdb-1thread"]["threads"]) == 1, engines["duckdb-1thread"]
+            assert engines["duckdb-1thread"]["counts"] == engines["engine"]["counts"] == engines["duckdb"]["counts"]
+            assert "DuckDB native on one thread" in " ".join(diff["notes"])
     for result in results:
         assert result["figure"] != "(not measured)", result
         assert result["benchmark"] in table
