@@ -9,7 +9,9 @@ from the budget. Every write is at least one request, so ``remaining / per_minut
 While no record finishes (a send waits for the rate budget's next slot, a ``Retry-After``, a slow answer),
 ``ticking()`` keeps the lines coming at the same pace from a timer thread, each with the ETA as of that moment:
 the ETA of the last record counted down by the time waited, and never less than the budget's sliding window
-allows (the last ``per_minute`` records' times: slots free a window after them).
+allows (the last ``per_minute`` records' times: slots free a window after them). Once the budget sets the pace
+(its last ``per_minute`` records filled a window), the window alone gives the ETA: the slots that freed during
+a wait go at once, which the pace so far cannot know.
 """
 
 from __future__ import annotations
@@ -139,11 +141,27 @@ class ProgressLog:
         first_wave = now if last < free else held[last - free] + BUDGET_WINDOW_SECONDS
         return max(0.0, first_wave + BUDGET_WINDOW_SECONDS * ((remaining - 1) // per_minute) - now)
 
+    def _budget_bound(self, now: float) -> bool:
+        """Whether the budget, not the server, sets the pace: the last ``per_minute`` records (one request each:
+        no more of them in the last window than the budget allows) finished within one window."""
+        if not self.per_minute:
+            return False
+        per_minute = int(self.per_minute)
+        recent = list(self._recent)
+        if len(recent) < per_minute or sum(now - t < BUDGET_WINDOW_SECONDS for t in recent) > per_minute:
+            return False
+        return any(recent[i + per_minute - 1] - recent[i] < BUDGET_WINDOW_SECONDS
+                   for i in range(len(recent) - per_minute + 1))
+
     def eta_seconds(self, now: float | None = None) -> float | None:
-        """The ETA as of ``now``: the pace's ETA at the last record, less the time waited since, and never less
-        than the budget's window allows."""
+        """The ETA as of ``now``. While the budget sets the pace, when its sliding window lets the rest go;
+        otherwise the pace's ETA at the last record, less the time waited since, and never less than the
+        window allows. (The pace counts the waits for the budget's slots, so after one it would put the slots
+        freed meanwhile a minute away.)"""
         with self._lock:
             now = self.clock() if now is None else now
+            if self.done and self._budget_bound(now):
+                return self._window_eta(now)
             pace = self._pace_eta(min(now, self._record_time) if self.done else now)
             if pace is None:
                 return None
