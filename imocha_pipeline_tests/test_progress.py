@@ -166,6 +166,13 @@ def test_while_no_record_finishes_the_timer_keeps_lines_coming_with_a_current_et
     assert progress.tick() == pytest.approx(2.0) and len(lines) == 26  # never more often than every 2 s
 
 
+def finish_records(progress: ProgressLog, clock: FakeClock, done: range, seconds_apart: float) -> None:
+    """Records ``done`` finish one after another, ``seconds_apart`` each."""
+    for count in done:
+        clock.now += seconds_apart
+        progress(count, progress.total)
+
+
 def test_after_a_wait_for_the_budget_the_freed_slots_count_at_once():
     """70 sends fill the budget of 70/min in under a second; the 71st goes when the window lets it, a minute on.
     By then the other 69 slots are free too: 69 more go at once and the last 60 a window after that, so the rest
@@ -173,15 +180,11 @@ def test_after_a_wait_for_the_budget_the_freed_slots_count_at_once():
     clock, lines = FakeClock(), []
     progress = ProgressLog(lines.append, "apply", 200, 70, every_seconds=0, clock=clock)
     progress.start()
-    for done in range(1, 71):
-        clock.now += 0.01
-        progress(done, 200)
-    clock.now += 60.3
-    progress(71, 200)
+    finish_records(progress, clock, range(1, 71), 0.01)
+    finish_records(progress, clock, range(71, 72), 60.3)
     assert lines[-1].endswith("129 remaining, 69.8/min, ETA 1 min 00 s (rate budget 70/min)"), lines[-1]
     clock.now += 0.5  # 69 more at once, then the wait for the window again
-    for done in range(72, 141):
-        progress(done, 200)
+    finish_records(progress, clock, range(72, 141), 0.0)
     assert lines[-1].endswith("60 remaining, 136.6/min, ETA 1 min 00 s (rate budget 70/min)"), lines[-1]
 
 
@@ -190,9 +193,7 @@ def test_when_the_server_sets_the_pace_the_eta_follows_the_pace():
     clock, lines = FakeClock(), []
     progress = ProgressLog(lines.append, "apply", 100, 70, every_seconds=0, clock=clock)
     progress.start()
-    for done in range(1, 41):
-        clock.now += 2.0
-        progress(done, 100)
+    finish_records(progress, clock, range(1, 41), 2.0)
     assert lines[-1].endswith("60 remaining, 30.0/min, ETA 2 min 00 s (rate budget 70/min)"), lines[-1]
 
 
