@@ -159,7 +159,7 @@ def test_while_no_record_finishes_the_timer_keeps_lines_coming_with_a_current_et
         progress.tick()
     waiting = lines[1:]
     assert len(waiting) == 25 and all("6/10 done" in line and "waiting" in line for line in waiting)
-    etas = [line.split("ETA ")[1].split(" (")[0] for line in waiting]
+    etas = [_eta_text(line) for line in waiting]
     # The 4 left go when the six slots free a minute after the sends: the ETA counts down to it.
     assert etas[:3] == ["58 s", "56 s", "54 s"] and etas[-1] == "10 s"
     assert waiting[0].endswith("; waiting 2 s since the last record")
@@ -238,12 +238,17 @@ def test_a_real_apply_waiting_on_the_rate_budget_logs_at_a_steady_pace(make_sand
     gaps = [later - earlier for (earlier, _), (later, _) in pairwise(lines[:-1])]
     assert all(PROGRESS_INTERVAL * 0.9 <= gap <= PROGRESS_INTERVAL * 2 + 1 for gap in gaps[1:]), gaps
     finished_at = lines[-1][0]
-    etas = [_seconds(text.split("ETA ")[1].split(" (")[0]) for _, text in waiting]
+    etas = [_seconds(_eta_text(text)) for _, text in waiting]
     assert all(later <= earlier + 1 for earlier, later in pairwise(etas)), etas
     # Every line's ETA, during the wait or not, is when the step really finished (within the budget's margins).
     for at, text in steady:
-        eta = _seconds(text.split("ETA ")[1].split(" (")[0])
+        eta = _seconds(_eta_text(text))
         assert abs(eta - (finished_at - at)) <= 8, (text, finished_at - at)
+
+
+def _eta_text(line: str) -> str:
+    """The ETA a progress line gives: ``58 s``, ``1 min 00 s``."""
+    return line.split("ETA ")[1].split(" (")[0]
 
 
 def _seconds(text: str) -> float:

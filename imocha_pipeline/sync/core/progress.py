@@ -133,22 +133,28 @@ class ProgressLog:
         if not self.per_minute or remaining <= 0:
             return 0.0
         per_minute = int(self.per_minute)
-        held = [t for t in self._recent if now - t < BUDGET_WINDOW_SECONDS]
-        if len(held) > per_minute:
+        held = self._held(now)
+        if held is None:
             return 0.0
         free = per_minute - len(held)
         last = (remaining - 1) % per_minute
         first_wave = now if last < free else held[last - free] + BUDGET_WINDOW_SECONDS
         return max(0.0, first_wave + BUDGET_WINDOW_SECONDS * ((remaining - 1) // per_minute) - now)
 
+    def _held(self, now: float) -> list[float] | None:
+        """When the records that still hold a slot of the budget's window finished; None when the records are
+        not one request each (more of them in the last window than the budget allows)."""
+        held = [t for t in self._recent if now - t < BUDGET_WINDOW_SECONDS]
+        return held if len(held) <= int(self.per_minute or 0) else None
+
     def _budget_bound(self, now: float) -> bool:
-        """Whether the budget, not the server, sets the pace: the last ``per_minute`` records (one request each:
-        no more of them in the last window than the budget allows) finished within one window."""
+        """Whether the budget, not the server, sets the pace: the last ``per_minute`` records (one request each)
+        finished within one window."""
         if not self.per_minute:
             return False
         per_minute = int(self.per_minute)
         recent = list(self._recent)
-        if len(recent) < per_minute or sum(now - t < BUDGET_WINDOW_SECONDS for t in recent) > per_minute:
+        if len(recent) < per_minute or self._held(now) is None:
             return False
         return any(recent[i + per_minute - 1] - recent[i] < BUDGET_WINDOW_SECONDS
                    for i in range(len(recent) - per_minute + 1))
