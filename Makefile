@@ -12,7 +12,7 @@ DEMO_ARGS := $(strip $(ARGS) $(if $(filter 1 yes true,$(VERBOSE)),--verbose))
 
 .PHONY: setup test demo lint bench screenshots clean
 
-$(PRODUCT_STAMP): pyproject.toml
+$(PRODUCT_STAMP): pyproject.toml setup.py imocha_pipeline/sync/core/_textmatch.c
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) -e .

@@ -105,3 +105,29 @@ def make_sandbox():
     yield make
     for box in reversed(started):
         box.stop()
+
+
+def compiled_text_part_missing() -> str | None:
+    """Why the diff engine's compiled part (``_textmatch``) cannot run here, or None. CI sets
+    IMOCHA_PIPELINE_REQUIRE_NATIVE=1: then its absence fails the tests that need it instead of skipping them."""
+    from imocha_pipeline.sync.core import text_native
+
+    if text_native._textmatch is not None:
+        return None
+    reason = "the compiled part imocha_pipeline.sync.core._textmatch is not built (no C compiler at install time?)"
+    if os.environ.get("IMOCHA_PIPELINE_REQUIRE_NATIVE") == "1":
+        pytest.fail(f"{reason} (required: IMOCHA_PIPELINE_REQUIRE_NATIVE=1)")
+    return reason
+
+
+@pytest.fixture(params=["compiled", "python"])
+def text_path(request, monkeypatch):
+    """Run a diff test on both of the engine's paths for text: the compiled one (every core) and Python's."""
+    if request.param == "compiled":
+        reason = compiled_text_part_missing()
+        if reason:
+            pytest.skip(reason)
+        monkeypatch.setenv("IMOCHA_PIPELINE_DIFF_NATIVE", "1")
+    else:
+        monkeypatch.setenv("IMOCHA_PIPELINE_DIFF_NATIVE", "0")
+    return request.param

@@ -19,7 +19,7 @@ from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # What the Dockerfile copies into the image (its build context, less .dockerignore).
-BUILD_CONTEXT = ("pyproject.toml", "README.md", "imocha_pipeline", "imocha_sandbox", "deploy")
+BUILD_CONTEXT = ("pyproject.toml", "setup.py", "README.md", "imocha_pipeline", "imocha_sandbox", "deploy")
 
 
 def free_port() -> int:
@@ -37,7 +37,10 @@ def clean_env(**extra: str) -> dict[str, str]:
 def test_dockerfile_runs_the_install_script_and_serves_the_code_location():
     dockerfile = (REPO / "Dockerfile").read_text()
     assert dockerfile.startswith("#") and "\nFROM python:3.11-slim\n" in dockerfile
-    assert "RUN sh deploy/install.sh /opt/dagster/app" in dockerfile
+    # One RUN step: gcc in (the diff engine's compiled part), the install script, gcc out again.
+    step = next(block for block in dockerfile.split("\nRUN ")[1:] if "sh deploy/install.sh /opt/dagster/app" in block)
+    assert step.startswith("apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev")
+    assert "apt-get purge -y --auto-remove gcc libc6-dev" in step
     copied = {word for line in dockerfile.splitlines() if line.startswith("COPY ") for word in line.split()[1:-1]}
     assert copied == set(BUILD_CONTEXT)
     ignored = (REPO / ".dockerignore").read_text().split()
@@ -75,7 +78,7 @@ def test_install_script_builds_a_working_code_location_in_a_fresh_venv(tmp_path)
     for item in BUILD_CONTEXT:
         source = REPO / item
         if source.is_dir():
-            shutil.copytree(source, context / item, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(source, context / item, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
         else:
             shutil.copy(source, context / item)
     venv = tmp_path / "venv"
@@ -93,10 +96,14 @@ def test_install_script_builds_a_working_code_location_in_a_fresh_venv(tmp_path)
     probe = subprocess.run(
         [str(venv / "bin" / "python"), "-c",
          "import dagster, dagster_k8s, dagster_postgres, imocha_pipeline.definitions as d; "
-         "print(d.__file__); print(dagster.__version__, dagster_k8s.__version__, dagster_postgres.__version__)"],
+         "from imocha_pipeline.sync.core import text_native; "
+         "print(d.__file__); print(dagster.__version__, dagster_k8s.__version__, dagster_postgres.__version__); "
+         "print('compiled-part', text_native.available())"],
         cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr[-3000:]
-    location_file, versions = probe.stdout.split()[0], probe.stdout.split()[1:]
+    # The install compiled the diff engine's C part (its source ships in the package; no .so was copied).
+    assert probe.stdout.split()[-2:] == ["compiled-part", "True"], probe.stdout
+    location_file, versions = probe.stdout.split()[0], probe.stdout.split()[1:4]
     assert location_file.startswith(str(venv)), location_file
     assert versions == ["1.13.27", "0.29.27", "0.29.27"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from imocha_pipeline.sync.core.diff import (
     CREATE,
@@ -15,6 +16,9 @@ from imocha_pipeline.sync.core.diff import (
     summarise,
 )
 from imocha_pipeline.sync.core.entity import EntitySpec
+
+# Every test here runs on both of the engine's paths for text (conftest.text_path).
+pytestmark = pytest.mark.usefixtures("text_path")
 
 SPEC = EntitySpec("assessment", "external_id", ("title", "url", "duration"), retire_missing=True)
 

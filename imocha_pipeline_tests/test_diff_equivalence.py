@@ -15,6 +15,9 @@ from imocha_pipeline.sync.core.diff_columns import column_hash
 from imocha_pipeline.sync.core.entity import EntitySpec
 from imocha_pipeline_tests import diff_reference
 
+# Every test here runs on both of the engine's paths for text (conftest.text_path).
+pytestmark = pytest.mark.usefixtures("text_path")
+
 ASSESSMENT = EntitySpec("assessment", "external_id", ("title", "summary", "duration", "language"),
                         retire_missing=True)
 COMPLETION = EntitySpec("completion", "record_key", ("completed_at", "percentile"))
@@ -193,7 +196,8 @@ def test_keys_whose_hashes_collide_never_match_each_other(monkeypatch):
     # desired side are indexed as text. Both paths, under a hash where many keys share a value.
     from imocha_pipeline.sync.core import diff_keys
 
-    monkeypatch.setattr(diff_keys, "str_hashes", _colliding_hashes)
+    monkeypatch.setattr(diff_keys, "key_hashes",
+                        lambda values: _colliding_hashes(values) if diff_keys.all_text(values) else None)
     rng = np.random.default_rng(21)
     desired, actual = _sides(rng, 200, ASSESSMENT, "str")
     assert_same_plan(desired, actual, ASSESSMENT)  # desired hashes collide: the text index

@@ -124,6 +124,12 @@ IMOCHA_PIPELINE_STAGING_DB_URL = Setting(
     shown_default="SQLite file `imocha_pipeline_staging.sqlite` under `$DAGSTER_HOME` (or the working directory)",
     default_factory=default_staging_db_url)
 
+IMOCHA_PIPELINE_DIFF_NATIVE = Setting(
+    "IMOCHA_PIPELINE_DIFF_NATIVE", Flag(), True,
+    "`0`: the diff engine hashes and compares text in Python, on one core, instead of in its compiled part on every "
+    "core (the same plans; for checking a suspected fault in the compiled part). Without a C compiler at install "
+    "time the compiled part is not built and Python is used whatever this says", STAGING)
+
 IMOCHA_PIPELINE_RETENTION_DAYS = Setting(
     "IMOCHA_PIPELINE_RETENTION_DAYS", WholeNumber(minimum=1), None,
     "days `retention_job` keeps plans, closed quarantine rows, drift rows and callback bodies; the ledger and "

@@ -199,12 +199,15 @@ def _plan(desired: pd.DataFrame, actual: pd.DataFrame, spec: EntitySpec) -> pd.D
 
     # The payload: the desired values (as given, not normalised); none for retired records (label -1 is
     # missing, so whole numbers become floats and booleans objects, as pandas upcasts).
-    values = desired[list(fields)].reindex(desired_row).reset_index(drop=True)
+    if n_rows == n_desired:  # every row is a desired one: take each column as it is
+        values = {field: desired[field].take(desired_row).reset_index(drop=True) for field in fields}
+    else:
+        values = desired[list(fields)].reindex(desired_row).reset_index(drop=True)
 
     return pd.DataFrame({  # the columns of PLAN_BASE_COLUMNS, then the fields (test_diff pins the order)
         "record_key": _text_array(record_keys[order]),
-        "action": pd.array(ACTION_NAMES[action_code], dtype="str"),
-        "reason": pd.array(ACTION_REASONS[action_code], dtype="str"),
+        "action": ACTION_NAMES.take(action_code),
+        "reason": ACTION_REASONS.take(action_code),
         "changed_fields": changed,
         "degreed_id": ids,
         "payload_hash": _text_array(payload_hashes),
@@ -214,9 +217,9 @@ def _plan(desired: pd.DataFrame, actual: pd.DataFrame, spec: EntitySpec) -> pd.D
 
 # Action codes: what each plan row does and why.
 _CREATE, _UPDATE, _UNCHANGED, _REVIVE, _RETIRE = range(5)
-ACTION_NAMES = np.array([CREATE, UPDATE, UNCHANGED, UPDATE, RETIRE], dtype=object)
-ACTION_REASONS = np.array([REASONS[CREATE], REASONS[UPDATE], REASONS[UNCHANGED], REVIVED_REASON, REASONS[RETIRE]],
-                          dtype=object)
+ACTION_NAMES = pd.array([CREATE, UPDATE, UNCHANGED, UPDATE, RETIRE], dtype="str")
+ACTION_REASONS = pd.array([REASONS[CREATE], REASONS[UPDATE], REASONS[UNCHANGED], REVIVED_REASON, REASONS[RETIRE]],
+                          dtype="str")
 
 
 def _keys(column: pd.Series) -> np.ndarray:

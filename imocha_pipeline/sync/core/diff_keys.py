@@ -1,11 +1,13 @@
 """Record keys matched between the two sides of a diff, through each key's hash, exactly.
 
 A million text keys looked up in a hash table of text costs a cache miss per key on each string it compares
-(about 0.5 s). Here each key is hashed once, in its side's own order (Python's hash of a ``str``, cached on the
-object), the desired hashes are indexed as integers, and every hit is then verified by comparing the two
-keys' text: a key whose hash happens to equal another key's never matches it. When the desired keys' hashes
-are not all distinct (a repeated key, or two keys with one hash) or a key is missing, the keys are indexed as
-text instead, as before.
+(about 0.5 s). Here each key is hashed once, in its side's own order, the desired hashes are indexed as
+integers, and every hit is then verified by comparing the two keys' text: a key whose hash happens to equal
+another key's never matches it. When the desired keys' hashes are not all distinct (a repeated key, or two keys
+with one hash) or a key is missing, the keys are indexed as text instead, as before.
+
+The hashing and the verification run on every core where the compiled part is built (``text_native``);
+otherwise Python's hash of a ``str`` (cached on the object) and numpy's object comparison do the same on one.
 """
 
 from __future__ import annotations
@@ -13,10 +15,28 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from imocha_pipeline.sync.core import text_native
+
 
 def str_hashes(values: np.ndarray) -> np.ndarray:
     """Python's hash of each value, as int64 (computed once per ``str`` object and cached on it)."""
     return np.fromiter(map(hash, values), dtype=np.int64, count=len(values))
+
+
+def key_hashes(values: np.ndarray) -> np.ndarray | None:
+    """One int64 hash per key when every key is a ``str`` (else ``None``): the compiled hash on every core where
+    it is built, else Python's. Both sides of a diff are hashed within one plan, by the same function."""
+    if len(values) and text_native.available():
+        return text_native.hash_texts(values)  # None: a key is not a str
+    return str_hashes(values) if all_text(values) else None
+
+
+def keys_equal(keys: np.ndarray, rows: np.ndarray, others: np.ndarray, other_rows: np.ndarray) -> np.ndarray:
+    """Whether ``keys[rows[i]]`` and ``others[other_rows[i]]`` are the same text (both are ``str``)."""
+    same = text_native.texts_equal(keys, others, rows, other_rows)
+    if same is not None:
+        return same == 1
+    return np.asarray(keys[rows] == others[other_rows], dtype=bool)
 
 
 def all_text(values: np.ndarray) -> bool:
@@ -33,8 +53,9 @@ class KeyIndex:
         self.keys = keys
         self._by_hash: pd.Index | None = None
         self._by_text: pd.Index | None = None
-        if len(keys) and all_text(keys):
-            by_hash = pd.Index(str_hashes(keys))
+        hashes = key_hashes(keys) if len(keys) else None
+        if hashes is not None:
+            by_hash = pd.Index(hashes)
             if by_hash.is_unique:
                 self._by_hash = by_hash
 
@@ -54,10 +75,10 @@ class KeyIndex:
 
     def get_indexer(self, others: np.ndarray) -> np.ndarray:
         """For each of ``others``: the position of the equal key here, or -1."""
-        if self._by_hash is None or (len(others) and not all_text(others)):
-            return self._text().get_indexer(others)
-        found = self._by_hash.get_indexer(str_hashes(others))
+        hashes = key_hashes(others) if self._by_hash is not None and len(others) else None
+        if hashes is None:
+            return self._text().get_indexer(others) if len(others) else np.array([], dtype=np.intp)
+        found = self._by_hash.get_indexer(hashes)
         hits = np.flatnonzero(found >= 0)
-        same_hash_other_text = np.asarray(self.keys[found[hits]] != others[hits], dtype=bool)
-        found[hits[same_hash_other_text]] = -1
+        found[hits[~keys_equal(self.keys, found[hits], others, hits)]] = -1  # same hash, other text
         return found
