@@ -321,6 +321,7 @@ def worker(engine: str, shape: str, data: str, repeat: int) -> dict:
     if engine == "engine":
         from imocha_pipeline.sync.core import text_native
         threads = text_native.threads(len(desired)) if text_native.available() else 1
+    else:
         import duckdb
         con = getattr(runner, "con", None) or duckdb.connect()
         threads = con.execute("SELECT current_setting('threads')").fetchone()[0]

@@ -184,6 +184,23 @@ def check_staging_database(staging_url: str | None = "") -> tuple[Check, str | N
     return Check(PASS, "Staging database", f"{where} opens; it holds the shared rate budgets"), url
 
 
+def check_diff_engine() -> Check:
+    """Whether the diff engine's compiled part runs (text on every core) or plans run in Python on one core.
+    Either way the plans are the same, so this never fails."""
+    from imocha_pipeline.sync.core import text_native
+
+    name = "Diff engine"
+    if text_native.available():
+        cores = text_native.threads(text_native.PARALLEL_FROM)
+        return Check(PASS, name, f"compiled part built: a large plan hashes and compares text on {cores} "
+                                 f"core{'s' if cores != 1 else ''}")
+    if text_native.built():
+        return Check(SKIP, name, "compiled part switched off (IMOCHA_PIPELINE_DIFF_NATIVE=0): plans run in Python "
+                                 "on one core")
+    return Check(SKIP, name, "compiled part not built (no C compiler at install time): plans run in Python on one "
+                             "core; install gcc and reinstall the package to use every core")
+
+
 def run_doctor(make_degreed_client: Callable, make_imocha_client: Callable,
                staging_url: str | None = "") -> list[Check]:
     """All checks, in the order a person would fix them. The clients are made with the staging database
@@ -213,6 +230,7 @@ def run_doctor(make_degreed_client: Callable, make_imocha_client: Callable,
                                 functools.partial(make_degreed_client, staging_url=budget_url))
     if imocha_cfg is not None:
         checks += check_imocha(imocha_cfg, functools.partial(make_imocha_client, staging_url=budget_url))
+    checks.append(check_diff_engine())
     return checks
 
 

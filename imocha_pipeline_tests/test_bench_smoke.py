@@ -39,6 +39,7 @@ def test_quick_benchmarks_produce_figures(tmp_path):
         for diff in (r for r in results if r["benchmark"].startswith("4. ")):
             engines = diff["data"]
             assert int(engines["duckdb-1thread"]["threads"]) == 1, engines["duckdb-1thread"]
+            assert int(engines["duckdb"]["threads"]) >= 1 and int(engines["engine"]["threads"]) >= 1, engines
             assert engines["duckdb-1thread"]["counts"] == engines["engine"]["counts"] == engines["duckdb"]["counts"]
             assert "DuckDB native on one thread" in " ".join(diff["notes"])
     for result in results:

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from imocha_pipeline.cli import main
 from imocha_pipeline.settings import DEGREED_REQUIRED_SCOPES
 from imocha_pipeline.staging import dispose_engine
+from imocha_pipeline_tests.conftest import compiled_text_part_missing
 from imocha_sandbox.degreed import DEFAULT_CLIENT_SECRET, ApiClientSpec
 from imocha_sandbox.runtime import Sandbox, SandboxConfig
 
@@ -106,6 +107,16 @@ def test_doctor_passes_against_the_sandbox(sandbox):
         assert f"PASS  scope {scope}: granted" in result.output
     assert "PASS  iMocha provider: visible as 'iMocha'" in result.output
     assert DEFAULT_CLIENT_SECRET not in result.output
+    if compiled_text_part_missing() is None:
+        assert "PASS  Diff engine: compiled part built: a large plan hashes and compares text on " in result.output
+
+
+def test_doctor_says_when_plans_run_on_one_core_and_does_not_fail_for_it(sandbox):
+    result = run_doctor(sandbox.env() | {"IMOCHA_PIPELINE_DIFF_NATIVE": "0"})
+    assert result.exit_code == 0, result.output
+    expected = ("SKIP  Diff engine: compiled part switched off (IMOCHA_PIPELINE_DIFF_NATIVE=0)" if
+                compiled_text_part_missing() is None else "SKIP  Diff engine: compiled part not built")
+    assert expected in result.output and "plans run in Python on one core" in result.output
 
 
 def test_doctor_names_a_missing_scope(sandbox):

@@ -20,7 +20,7 @@ def compiled(monkeypatch):
     if reason:
         pytest.skip(reason)
     monkeypatch.setenv("IMOCHA_PIPELINE_DIFF_NATIVE", "1")
-    monkeypatch.setattr(text_native, "_PARALLEL_FROM", 8)  # several threads even for the small inputs here
+    monkeypatch.setattr(text_native, "PARALLEL_FROM", 8)  # several threads even for the small inputs here
     monkeypatch.setattr(text_native, "threads", lambda count: 1 if count < 8 else 3)
 
 
@@ -100,7 +100,7 @@ def test_switched_off_or_not_built_the_engine_answers_in_python(monkeypatch):
 
 @pytest.mark.parametrize("spec", [ASSESSMENT, COMPLETION], ids=lambda s: s.name)
 def test_plans_are_the_same_on_both_paths_at_a_size_that_takes_every_core(monkeypatch, spec):
-    # Large enough for several threads at the real threshold (text_native._PARALLEL_FROM).
+    # Large enough for several threads at the real threshold (text_native.PARALLEL_FROM).
     if reason := compiled_text_part_missing():
         pytest.skip(reason)
     rng = np.random.default_rng(8)
@@ -108,7 +108,7 @@ def test_plans_are_the_same_on_both_paths_at_a_size_that_takes_every_core(monkey
     monkeypatch.setenv("IMOCHA_PIPELINE_DIFF_NATIVE", "0")
     in_python = plan(desired.copy(), actual.copy(), spec)
     monkeypatch.setenv("IMOCHA_PIPELINE_DIFF_NATIVE", "1")
-    monkeypatch.setattr(text_native, "threads", lambda count: 1 if count < text_native._PARALLEL_FROM else 2)
+    monkeypatch.setattr(text_native, "threads", lambda count: 1 if count < text_native.PARALLEL_FROM else 2)
     compiled_plan = plan(desired.copy(), actual.copy(), spec)
     pd.testing.assert_frame_equal(compiled_plan, in_python)
     assert set(compiled_plan["action"]) >= {"create", "update", "unchanged"}

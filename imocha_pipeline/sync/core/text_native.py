@@ -23,9 +23,14 @@ except ImportError:  # built without a C compiler: the Python path
     _textmatch = None
 
 # Below this many values a second thread costs more than it saves.
-_PARALLEL_FROM = 20_000
+PARALLEL_FROM = 20_000
 # texts_equal's answer for a pair it leaves to the caller (a value that is not a str, e.g. a missing one).
 UNDECIDED = 2
+
+
+def built() -> bool:
+    """Whether the compiled part was built at install time."""
+    return _textmatch is not None
 
 
 def available() -> bool:
@@ -35,7 +40,7 @@ def available() -> bool:
 
 def threads(count: int) -> int:
     """Threads for ``count`` values: one per core this process may run on, one for small inputs."""
-    if count < _PARALLEL_FROM:
+    if count < PARALLEL_FROM:
         return 1
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
