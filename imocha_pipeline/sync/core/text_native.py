@@ -22,7 +22,8 @@ try:
 except ImportError:  # built without a C compiler: the Python path
     _textmatch = None
 
-# Below this many values a second thread costs more than it saves.
+# Below this many values a second thread costs more than it saves: one hash and one comparison pass over 10k keys
+# took 0.33 ms on one thread and 0.36 ms on two, over 20k 0.86 ms and 0.69 ms (2 CPUs, 2026-12-05).
 PARALLEL_FROM = 20_000
 # texts_equal's answer for a pair it leaves to the caller (a value that is not a str, e.g. a missing one).
 UNDECIDED = 2
