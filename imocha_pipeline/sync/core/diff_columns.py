@@ -106,35 +106,34 @@ def differs(desired: FieldColumn, actual: FieldColumn, desired_to_actual: np.nda
     ``desired_to_actual[pairs[i]]``): whether the normalised values differ."""
     if not len(pairs):
         return np.zeros(0, dtype=bool)
-    few = len(pairs) < len(desired_to_actual) // 2  # few pairs: compare only them
     values = desired.raw if desired.raw is not None else desired.normalised()
     if actual.raw is not None and values.dtype == object:  # text: raw values first, stripped where they differ
-        same = text_native.texts_equal(values, actual.raw, pairs, desired_to_actual[pairs])
-        if same is not None:  # compared on every core; pairs not both str (missing) are decided below
-            result = same != 1
-            check = np.flatnonzero(result)
-            if len(check):
-                left = desired.comparable(values[pairs[check]])
-                right = actual.comparable(actual.raw[desired_to_actual[pairs[check]]])
-                result[check] = np.asarray(strip_text(left) != strip_text(right), dtype=bool)
-            return result
-        if few:
-            left, right_rows = values[pairs], desired_to_actual[pairs]
-        else:  # most rows pair: compare whole columns in the desired order (no copy of the desired side)
-            left, right_rows = values, np.maximum(desired_to_actual, 0)
-        left = desired.comparable(left)
-        right = actual.comparable(actual.raw[right_rows])
-        result = ~np.asarray(left == right, dtype=bool)
-        positions = None if few else pairs  # pair i is at left[positions[i]]
-        if positions is not None:
-            result = result[positions]
-        check = np.flatnonzero(result)  # raw values differ: compare the stripped ones
+        result = _raw_text_differs(desired, values, actual, desired_to_actual, pairs)
+        check = np.flatnonzero(result)
         if len(check):
-            at = positions[check] if positions is not None else check
-            result[check] = np.asarray(strip_text(left[at]) != strip_text(right[at]), dtype=bool)
+            rows = pairs[check]
+            left = desired.comparable(values[rows])
+            right = actual.comparable(actual.raw[desired_to_actual[rows]])
+            result[check] = np.asarray(strip_text(left) != strip_text(right), dtype=bool)
         return result
     left = desired.normalised_at(pairs)
     return ~_equal(left, actual.normalised_at(desired_to_actual[pairs]))
+
+
+def _raw_text_differs(desired: FieldColumn, values: np.ndarray, actual: FieldColumn,
+                      desired_to_actual: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Per pair: True unless the raw texts are equal (True also where the compiled part leaves a pair undecided,
+    a missing value: the stripped comparison decides it)."""
+    same = text_native.texts_equal(values, actual.raw, pairs, desired_to_actual[pairs])
+    if same is not None:  # compared on every core
+        return same != 1
+    if len(pairs) < len(desired_to_actual) // 2:  # few pairs: compare only them
+        left = desired.comparable(values[pairs])
+        return ~np.asarray(left == actual.comparable(actual.raw[desired_to_actual[pairs]]), dtype=bool)
+    # most rows pair: compare whole columns in the desired order (no copy of the desired side)
+    left = desired.comparable(values)
+    right = actual.comparable(actual.raw[np.maximum(desired_to_actual, 0)])
+    return ~np.asarray(left == right, dtype=bool)[pairs]
 
 
 def _equal(left: np.ndarray, right: np.ndarray) -> np.ndarray:
